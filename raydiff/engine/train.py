@@ -1,0 +1,128 @@
+"""One training loop for every experiment: full-batch or mini-batch over tensors on the device.
+
+The dataset never goes through a DataLoader: a mini-batch is an index into the tensors
+already on the device, and the logits every sample gets in the training forward pass are
+kept (every ``record_every`` epochs) as the per-sample training dynamics, with no second
+pass over the data.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Dynamics:
+    """Per-sample logits seen during training.
+
+    epochs : (T,) the epochs (1-based) at which logits were recorded
+    logits : (T, N, C) float array; ``logits[t, i]`` is what sample i got in the forward
+        pass of epoch ``epochs[t]``, before that pass's update (in full-batch mode: the
+        model after ``epochs[t] - 1`` steps)
+    """
+
+    epochs: np.ndarray
+    logits: np.ndarray
+
+
+@dataclass
+class TrainResult:
+    epochs_run: int
+    losses: list = field(default_factory=list)
+    dynamics: Dynamics | None = None
+    stopped_early: bool = False
+
+
+@torch.no_grad()
+def predict(model, x, *, batch_size=8192):
+    """Logits of ``model`` (in eval mode) for every row of tensor ``x``, in large no-grad batches."""
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    return out
+
+
+def accuracy(logits, y):
+    """Fraction of rows whose argmax equals ``y`` (tensors); NaN for an empty set."""
+    if len(y) == 0:
+        return float("nan")
+    return (logits.argmax(1) == y).float().mean().item()
+
+
+def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_decay=0.0,
+          optimizers=None, loss_fn=None, after_step=None, on_epoch=None, record_every=0,
+          record_dtype=torch.float32, generator=None, start_epoch=0):
+    """Train ``model`` on tensors ``x``, ``y`` (already on the model's device).
+
+    Parameters
+    ----------
+    epochs : int
+        Train up to this epoch (1-based; ``start_epoch`` epochs are taken as done already).
+    lr, momentum, weight_decay : plain SGD settings, used when ``optimizers`` is None.
+    batch_size : int or None
+        None or >= N: full-batch (the whole set is one batch per epoch).
+    optimizers : list of torch optimizers, optional
+        All are zeroed and stepped together (e.g. the model's and the data parameters').
+    loss_fn : callable(logits, idx) -> scalar tensor, optional
+        ``idx`` is the long tensor of batch positions; default cross-entropy on ``y[idx]``.
+    after_step : callable(), optional
+        Runs after every optimiser step (e.g. to clamp parameters).
+    on_epoch : callable(epoch, epoch_loss) -> bool, optional
+        Runs after every epoch; returning True stops training (early stopping).
+    record_every : int
+        Record the logits of every sample every ``record_every`` epochs (0: never).
+    generator : torch.Generator, optional
+        Shuffles mini-batches; required for reproducible mini-batch training.
+    """
+    n = len(x)
+    full_batch = batch_size is None or batch_size >= n
+    if optimizers is None:
+        optimizers = [torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
+                                      weight_decay=weight_decay)]
+    if loss_fn is None:
+        def loss_fn(logits, idx):
+            return F.cross_entropy(logits, y[idx])
+    record_epochs = [e for e in range(start_epoch + 1, epochs + 1)
+                     if record_every and e % record_every == 0]
+    record = None
+    if record_epochs:
+        with torch.no_grad():
+            n_out = model(x[:1]).shape[1]
+        record = torch.empty((len(record_epochs), n, n_out), dtype=record_dtype, device=x.device)
+    slot = {e: t for t, e in enumerate(record_epochs)}
+    all_idx = torch.arange(n, device=x.device)
+    result = TrainResult(epochs_run=start_epoch)
+    model.train()
+    for epoch in range(start_epoch + 1, epochs + 1):
+        if full_batch:
+            batches = [all_idx]
+        else:
+            perm = torch.randperm(n, generator=generator).to(x.device)
+            batches = perm.split(batch_size)
+        total = 0.0
+        for idx in batches:
+            logits = model(x[idx])
+            loss = loss_fn(logits, idx)
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for opt in optimizers:
+                opt.step()
+            if after_step is not None:
+                after_step()
+            if epoch in slot:
+                record[slot[epoch], idx] = logits.detach().to(record_dtype)
+            total += loss.detach() * len(idx)
+        epoch_loss = (total / n).item()
+        result.losses.append(epoch_loss)
+        result.epochs_run = epoch
+        if on_epoch is not None and on_epoch(epoch, epoch_loss):
+            result.stopped_early = True
+            break
+    if record is not None:
+        kept = [e for e in record_epochs if e <= result.epochs_run]
+        result.dynamics = Dynamics(np.array(kept), record[:len(kept)].float().cpu().numpy())
+    return result

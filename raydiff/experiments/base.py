@@ -1,0 +1,154 @@
+"""What an experiment logs through, without knowing about Ray or MLflow.
+
+An experiment's ``run(config, report, data)`` calls ``report(...)`` for metrics and
+checkpoints and ``report.table/array/figure/json`` for artifacts. :class:`Report` writes
+everything into a local folder, so an experiment runs in a plain Python process (tests,
+the GPU benchmark machine); the Tune trainable subclasses it to also send each item to
+MLflow and Tune as it is produced.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PER_SAMPLE_COLUMNS = ("sample_id", "label", "observed_label", "is_noisy", "split", "hard", "score")
+
+
+def per_sample_table(*, sample_id, label, observed_label, is_noisy, split, hard, score, **extra):
+    """The per-sample contract: one row per scored sample, higher ``score`` = harder.
+
+    ``hard`` may be None (the method makes no decision); ``split`` is "train"/"test" or an
+    array of them; ``extra`` adds method-specific columns.
+    """
+    n = len(sample_id)
+    table = pd.DataFrame({
+        "sample_id": np.asarray(sample_id, dtype=np.int64),
+        "label": np.asarray(label, dtype=np.int64),
+        "observed_label": np.asarray(observed_label, dtype=np.int64),
+        "is_noisy": np.asarray(is_noisy, dtype=bool),
+        "split": np.broadcast_to(np.asarray(split, dtype=object), (n,)),
+        "hard": (pd.array([None] * n, dtype="boolean") if hard is None
+                 else pd.array(np.asarray(hard, dtype=bool), dtype="boolean")),
+        "score": np.asarray(score, dtype=np.float64),
+    })
+    for key, value in extra.items():
+        table[key] = value
+    return table
+
+
+class Upstream:
+    """The result of the earlier stage's matching trial: its params and artifacts."""
+
+    def __init__(self, folder, params=None, run_id=None):
+        self.folder = Path(folder)
+        self.params = dict(params or {})
+        self.run_id = run_id
+
+    def path(self, name):
+        path = self.folder / name
+        if not path.exists():
+            raise FileNotFoundError(f"upstream run {self.run_id or self.folder} has no artifact "
+                                    f"{name!r}; it has: {sorted(p.name for p in self.folder.iterdir())}")
+        return path
+
+    def table(self, name):
+        return pd.read_parquet(self.path(name))
+
+    def array(self, name):
+        return np.load(self.path(name), allow_pickle=False)
+
+    def json(self, name):
+        return json.loads(self.path(name).read_text())
+
+
+class Report:
+    """Collects metrics, artifacts and checkpoints of one experiment run in ``folder``.
+
+    Call it as ``report({"loss": 0.3}, step=epoch)``; pass ``checkpoint=state`` (a dict of
+    tensors and plain values) to make the run resumable from there. ``resume_state`` holds
+    the state of the last checkpoint when the run is a resumed one, else None.
+    """
+
+    def __init__(self, folder, *, upstream=None, resume_state=None, device="cpu"):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._upstream = dict(upstream or {})
+        self.resume_state = resume_state
+        self.device = device
+        self.history = []          # (step, metrics)
+        self.tags = {}
+
+    # -- metrics and checkpoints --------------------------------------------------------
+    def __call__(self, metrics, *, step=None, checkpoint=None):
+        metrics = {k: float(v) for k, v in metrics.items()}
+        self.history.append((step, metrics))
+        if checkpoint is not None:
+            self._save_checkpoint(checkpoint, step)
+        self._emit(metrics, step, checkpoint)
+
+    def _save_checkpoint(self, state, step):
+        import torch
+        torch.save(state, self.folder / "checkpoint.pt")
+
+    def _emit(self, metrics, step, checkpoint):
+        """Hook for subclasses: send metrics (and the checkpoint) on as they arrive."""
+
+    def tag(self, key, value):
+        self.tags[key] = str(value)
+
+    # -- artifacts ----------------------------------------------------------------------
+    def _written(self, path):
+        """Hook for subclasses: an artifact file was just written."""
+
+    def table(self, name, df):
+        path = self.folder / name
+        df.to_parquet(path, index=False)
+        self._written(path)
+
+    def array(self, name, arr):
+        path = self.folder / name
+        np.save(path, np.asarray(arr), allow_pickle=False)
+        self._written(path)
+
+    def json(self, name, obj):
+        path = self.folder / name
+        path.write_text(json.dumps(obj, indent=1, default=_jsonable))
+        self._written(path)
+
+    def figure(self, name, fig):
+        import matplotlib.pyplot as plt
+        path = self.folder / name
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        self._written(path)
+
+    # -- stages -------------------------------------------------------------------------
+    def upstream(self, experiment):
+        """The matching result of the earlier stage running ``experiment``."""
+        if experiment not in self._upstream:
+            raise KeyError(f"this trial consumes no {experiment!r} stage; it consumes "
+                           f"{sorted(self._upstream) or 'nothing'} (set `after:` in the sweep)")
+        return self._upstream[experiment]
+
+    @property
+    def last(self):
+        """The latest value of every metric reported so far."""
+        out = {}
+        for _, metrics in self.history:
+            out.update(metrics)
+        return out
+
+
+def _jsonable(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")

@@ -1,0 +1,105 @@
+"""Stage 2 of the in-class imbalance benchmark: retrain with fewer hard (or easy) samples.
+
+Takes the hard/easy decision of the matching ``identify`` trial, splits hard and easy
+samples separately into train and test by ``train_ratio``, keeps only a
+``remaining_train_ratio`` share of the easy training samples (or of the hard ones, with
+``reduce_hard``), retrains ``models_per_cell`` SimpleNNs full-batch and measures accuracy
+on the full, hard and easy test sets. Accuracy is against the observed (possibly noisy)
+labels, as the benchmark defines it; the ``*_clean`` metrics use the true labels.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from raydiff.data import INIT_STREAM, SPLIT_STREAM, derived_seed, prepare, rng_for
+from raydiff.engine import accuracy, predict, train
+from raydiff.experiments.config import Common, ConfigError, at_least, choice, ratio
+from raydiff.models import MODELS, get_model
+
+NAME = "imbalance"
+CONSUMES = ("identify",)
+
+
+@dataclass
+class Config(Common):
+    train_ratio: float = ratio(0.9)
+    remaining_train_ratio: float = ratio(1.0)
+    reduce_hard: bool = False
+    models_per_cell: int = at_least(3, 1)
+    model: str = choice("simple_nn", lambda: sorted(MODELS))
+    hidden: list[int] = field(default_factory=lambda: [20, 20])
+    epochs: int = at_least(500, 1)
+    lr: float = 0.1
+    subset_size: int | None = at_least(20000, 10)
+
+    SMOKE = {"epochs": 30, "models_per_cell": 2}
+
+    def check(self, where):
+        if self.train_ratio == 0:
+            raise ConfigError(f"{where}: train_ratio=0 leaves nothing to train on; use (0, 1]")
+
+
+def split_hard_easy(hard, *, train_ratio, remaining_ratio, reduce_hard, rng):
+    """Positions of the training set and of the hard and easy test sets.
+
+    Hard and easy samples are shuffled separately; the first ``int(n * train_ratio)`` of
+    each go to training. Then only ``int(n_train_hard * r)`` hard training samples are
+    kept (``reduce_hard``) or ``int(n_train_easy * r)`` easy ones (otherwise).
+    """
+    hard_idx = rng.permutation(np.flatnonzero(hard))
+    easy_idx = rng.permutation(np.flatnonzero(~hard))
+    n_hard, n_easy = int(len(hard_idx) * train_ratio), int(len(easy_idx) * train_ratio)
+    train_hard, test_hard = hard_idx[:n_hard], hard_idx[n_hard:]
+    train_easy, test_easy = easy_idx[:n_easy], easy_idx[n_easy:]
+    if reduce_hard:
+        train_hard = train_hard[:int(len(train_hard) * remaining_ratio)]
+    else:
+        train_easy = train_easy[:int(len(train_easy) * remaining_ratio)]
+    return np.concatenate([train_hard, train_easy]), test_hard, test_easy
+
+
+def run(config, report, data):
+    device = report.device
+    upstream = report.upstream("identify").table("per_sample.parquet")
+    tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
+                      device=device)
+    if not np.array_equal(upstream["sample_id"].to_numpy(), tensors.sample_id):
+        raise ValueError("the identify stage scored a different subset of the data "
+                         "(dataset/subset_size/subset_seed differ); align them in the sweep")
+    tensors.y = torch.tensor(upstream["observed_label"].to_numpy(), device=device)
+    hard = upstream["hard"].to_numpy(dtype=bool)
+    train_idx, test_hard, test_easy = split_hard_easy(
+        hard, train_ratio=config.train_ratio, remaining_ratio=config.remaining_train_ratio,
+        reduce_hard=config.reduce_hard, rng=rng_for(config.seed, SPLIT_STREAM))
+    train_set = tensors.take(train_idx)
+    tests = {"full": np.concatenate([test_hard, test_easy]), "hard": test_hard, "easy": test_easy}
+    true = torch.as_tensor(tensors.label, device=device)
+
+    rows = []
+    for m in range(config.models_per_cell):
+        model = get_model(config.model, input_shape=tensors.x.shape[1:],
+                          num_classes=tensors.num_classes, hidden=config.hidden,
+                          seed=derived_seed(config.seed, INIT_STREAM, 1000 + m)).to(device)
+        if len(train_set):
+            result = train(model, train_set.x, train_set.y, epochs=config.epochs, lr=config.lr)
+            report({f"loss_model{m}": result.losses[-1]}, step=m)
+        logits = predict(model, tensors.x)
+        row = {"model": m}
+        for name, idx in tests.items():
+            t = torch.as_tensor(idx, device=device, dtype=torch.long)
+            row[f"acc_{name}"] = 100 * accuracy(logits[t], tensors.y[t])
+            row[f"acc_{name}_clean"] = 100 * accuracy(logits[t], true[t])
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    report.table("models.parquet", table)
+
+    metrics = {"n_train": len(train_idx), "n_train_hard": int(hard[train_idx].sum()),
+               "n_test_hard": len(test_hard), "n_test_easy": len(test_easy)}
+    for column in table.columns.drop("model"):
+        metrics[f"{column}_mean"] = float(table[column].mean())
+        metrics[f"{column}_std"] = float(table[column].std(ddof=0))
+    report(metrics)
+    return metrics

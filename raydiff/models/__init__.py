@@ -1,0 +1,83 @@
+"""Network constructors by name.
+
+``get_model(name, input_shape=..., num_classes=..., seed=...)`` builds a network whose
+initial weights depend on ``seed`` alone: construction runs under a forked, explicitly
+seeded torch RNG, so no global random state leaks in or out.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+
+class SimpleNN(nn.Module):
+    """The benchmark MLP: Linear(D, 20) -> tanh -> Linear(20, 20) -> tanh -> Linear(20, C).
+
+    ``hidden`` gives the widths of the tanh layers; ``hidden=(20,)`` is Ciceri's one-layer
+    network. :meth:`features` returns the first hidden layer after tanh (the layer whose
+    class manifolds the inversion point is measured on).
+    """
+
+    def __init__(self, in_features, num_classes, hidden=(20, 20)):
+        super().__init__()
+        widths = [in_features, *hidden]
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+        self.out = nn.Linear(widths[-1], num_classes)
+
+    def features(self, x):
+        return torch.tanh(self.hidden[0](x.flatten(1)))
+
+    def forward(self, x):
+        h = x.flatten(1)
+        for layer in self.hidden:
+            h = torch.tanh(layer(h))
+        return self.out(h)
+
+
+class SmallCNN(nn.Module):
+    """A small CNN for 28x28 / 32x32 images: two conv-BN-ReLU-pool blocks and a linear head."""
+
+    def __init__(self, in_channels, num_classes, width=32, image_size=28):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.head = nn.Linear(2 * width * (image_size // 4) ** 2, num_classes)
+
+    def features(self, x):
+        return self.body(x).flatten(1)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def _simple_nn(input_shape, num_classes, hidden=(20, 20), **_):
+    return SimpleNN(math.prod(input_shape), num_classes, hidden=tuple(hidden))
+
+
+def _small_cnn(input_shape, num_classes, width=32, **_):
+    if len(input_shape) != 3:
+        raise ValueError(f"small_cnn needs image inputs (C, H, W), got shape {input_shape}")
+    return SmallCNN(input_shape[0], num_classes, width=width, image_size=input_shape[-1])
+
+
+MODELS = {
+    "simple_nn": _simple_nn,
+    "small_cnn": _small_cnn,
+}
+
+
+def get_model(name, *, input_shape, num_classes, seed, **options):
+    """Build model ``name`` with weights initialised from ``seed``; ValueError lists valid names."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid models: {sorted(MODELS)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return MODELS[name](tuple(input_shape), num_classes, **options)
+
+
+__all__ = ["MODELS", "SimpleNN", "SmallCNN", "get_model"]

@@ -1,0 +1,63 @@
+"""The context a report builder works in: the runs, their artifacts, and where output goes."""
+
+from pathlib import Path
+
+import pandas as pd
+
+
+class ReportContext:
+    """Base of report contexts.
+
+    runs : DataFrame, one row per finished trial run, columns ``run_id``, ``stage``,
+        ``experiment``, ``trial_seconds``, every key of the trial's config (typed values;
+        keys inherited from an earlier stage as ``<stage>.<key>``) and the final value of
+        every metric (prefixed ``m.``)
+    out : folder the CSV and PNG files go to
+    """
+
+    def __init__(self, runs, out):
+        self.runs = runs
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.written = []
+
+    def artifact(self, run_id, name):
+        """Local path of artifact ``name`` of run ``run_id``."""
+        raise NotImplementedError
+
+    def history(self, run_id, key):
+        """DataFrame (step, value) of metric ``key`` of run ``run_id`` over steps."""
+        raise NotImplementedError
+
+    def table(self, name, df):
+        path = self.out / name
+        df.to_csv(path, index=False)
+        self.written.append(path)
+        return path
+
+    def figure(self, name, fig):
+        import matplotlib.pyplot as plt
+        path = self.out / name
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        self.written.append(path)
+        return path
+
+    def read_table(self, run_id, name):
+        return pd.read_parquet(self.artifact(run_id, name))
+
+
+class FolderContext(ReportContext):
+    """Runs whose artifacts lie in ``root/<run_id>/`` and metric histories in
+    ``root/<run_id>/history.csv`` (step, key, value): for tests and offline use."""
+
+    def __init__(self, runs, out, root):
+        super().__init__(runs, out)
+        self.root = Path(root)
+
+    def artifact(self, run_id, name):
+        return self.root / str(run_id) / name
+
+    def history(self, run_id, key):
+        hist = pd.read_csv(self.root / str(run_id) / "history.csv")
+        return hist[hist["key"] == key][["step", "value"]].reset_index(drop=True)

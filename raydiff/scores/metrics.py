@@ -1,0 +1,75 @@
+"""How well a score finds a known set of positives (e.g. injected noisy labels)."""
+
+import numpy as np
+from scipy.stats import rankdata
+
+
+def _check(score, positive):
+    score = np.asarray(score, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    if score.ndim != 1 or score.shape != positive.shape:
+        raise ValueError(f"score and positive must be 1-d of equal length, got "
+                         f"{score.shape} and {positive.shape}")
+    if np.isnan(score).any():
+        raise ValueError("score contains NaN")
+    return score, positive
+
+
+def auroc(score, positive):
+    """Area under the ROC curve of ``score`` for separating ``positive`` samples.
+
+    Parameters
+    ----------
+    score : array of shape (N,)
+        Higher = more likely positive (harder).
+    positive : bool array of shape (N,)
+
+    Returns
+    -------
+    float in [0, 1]: 1 for a perfect ranking, 0 for a reversed one, 0.5 for chance;
+    NaN when one of the two groups is empty. Ties count one half (Mann-Whitney U).
+    """
+    score, positive = _check(score, positive)
+    n_pos, n_neg = positive.sum(), (~positive).sum()
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def average_precision(score, positive):
+    """Average precision: mean of the precision at the rank of every positive.
+
+    Parameters
+    ----------
+    score : array of shape (N,), higher = more likely positive
+    positive : bool array of shape (N,)
+
+    Returns
+    -------
+    float in [0, 1]; equals the positive rate for a random score; NaN without positives.
+    Samples are taken in decreasing score, ties broken by index (stable sort).
+    """
+    score, positive = _check(score, positive)
+    if positive.sum() == 0:
+        return float("nan")
+    order = np.argsort(-score, kind="stable")
+    hits = positive[order]
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(precision[hits].mean())
+
+
+def precision_at_k(score, positive, *, k):
+    """Fraction of positives among the ``k`` highest-scoring samples.
+
+    ``k`` is a count (int >= 1) or, if a float in (0, 1), a fraction of N rounded down
+    (at least 1). Returns NaN for k = 0.
+    """
+    score, positive = _check(score, positive)
+    if isinstance(k, float) and 0 < k < 1:
+        k = max(1, int(k * len(score)))
+    k = int(k)
+    if k <= 0:
+        return float("nan")
+    top = np.argsort(-score, kind="stable")[:k]
+    return float(positive[top].mean())
