@@ -3,7 +3,8 @@
 One module per experiment, ``raydiff/report/<experiment>.py``, defining ``NAME`` (the
 experiment it reports on) and ``build(ctx, runs)``: ``runs`` is the tidy table of that
 experiment's finished trial runs (:class:`ReportContext.runs` filtered), and the builder
-writes its tables and figures through ``ctx.table`` and ``ctx.figure``.
+writes its tables and figures through ``ctx.table`` and ``ctx.figure``. A module with
+``NAME = "*"`` compares across experiments: its ``build`` gets every run of the sweep.
 """
 
 import importlib
@@ -22,7 +23,7 @@ def builders():
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         if hasattr(module, "NAME") and hasattr(module, "build"):
-            found[module.NAME] = module.build
+            found.setdefault(module.NAME, module.build)
     return found
 
 
@@ -32,6 +33,8 @@ def build_report(ctx):
     for experiment, runs in ctx.runs.groupby("experiment", sort=True):
         if experiment in found:
             found[experiment](ctx, runs.reset_index(drop=True))
+    if "*" in found and len(ctx.runs):
+        found["*"](ctx, ctx.runs)
     return ctx.written
 
 
