@@ -126,12 +126,21 @@ class Report:
         self._written(path)
 
     # -- stages -------------------------------------------------------------------------
-    def upstream(self, experiment):
-        """The matching result of the earlier stage running ``experiment``."""
+    def upstreams(self, experiment):
+        """Every matching result of the earlier stage(s) running ``experiment`` (a list)."""
         if experiment not in self._upstream:
             raise KeyError(f"this trial consumes no {experiment!r} stage; it consumes "
                            f"{sorted(self._upstream) or 'nothing'} (set `after:` in the sweep)")
-        return self._upstream[experiment]
+        found = self._upstream[experiment]
+        return list(found) if isinstance(found, (list, tuple)) else [found]
+
+    def upstream(self, experiment):
+        """The one matching result of the earlier stage running ``experiment``."""
+        found = self.upstreams(experiment)
+        if len(found) != 1:
+            raise ValueError(f"{len(found)} {experiment!r} results match this trial; "
+                             f"an experiment taking several declares GATHERS")
+        return found[0]
 
     @property
     def last(self):
