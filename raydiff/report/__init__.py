@@ -12,7 +12,7 @@ import pkgutil
 
 from raydiff.report.base import FolderContext, ReportContext
 
-_INTERNAL = {"base"}
+_INTERNAL = {"base", "mlflow_context"}
 
 
 def builders():

@@ -1,0 +1,154 @@
+"""The ``raydiff`` command: run sweeps, build reports, open the MLflow UI."""
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from raydiff.data import DatasetNotFound
+from raydiff.experiments.config import ConfigError
+
+
+def _overrides(args):
+    sets = list(args.set or [])
+    if args.data_root:
+        sets.append(f"data_root={Path(args.data_root).absolute()}")
+    if args.download:
+        sets.append("download=true")
+    return sets
+
+
+def cmd_run(args):
+    from raydiff.tune import sweep as sweeps
+
+    sweep = sweeps.load(args.sweep, overrides=_overrides(args), smoke=args.smoke)
+    counts = sweeps.planned_counts(sweep)
+    print(f"raydiff: sweep {sweep.name}: " + ", ".join(f"{k} {v} trials" for k, v in counts.items()))
+    if args.dry_run:
+        return 0
+    from raydiff.tune.runner import run_sweep
+
+    result = run_sweep(sweep, address=args.address, tracking_uri=args.tracking_uri,
+                       storage_path=args.storage_path, resume=args.resume,
+                       num_cpus=args.num_cpus, dashboard=not args.no_dashboard)
+    failed = sum(s["failed"] for s in result["stages"].values())
+    print(f"raydiff: session {result['session']} done; runs are in MLflow experiment "
+          f"{sweep.name!r} at {result['tracking_uri']}")
+    print(f"raydiff: report with `raydiff report {sweep.name}`; browse with `raydiff ui`"
+          + (f" (--tracking-uri {args.tracking_uri})" if args.tracking_uri else ""))
+    if args.report:
+        build(sweep.name, args.report, args.tracking_uri, "latest")
+    return 1 if failed else 0
+
+
+def build(name, out, tracking_uri, session):
+    from raydiff import tracking
+    from raydiff.report import build_report
+    from raydiff.report.mlflow_context import MlflowContext
+
+    tracker = tracking.Tracker(tracking_uri)
+    tracker.check()
+    runs = tracker.runs(name, session=session)
+    if not runs:
+        raise ConfigError(f"no trial runs of sweep {name!r} in {tracker.uri}; run "
+                          f"`raydiff run SWEEP.yaml` first, or check --tracking-uri")
+    table = tracking.runs_table(runs)
+    finished = table[table["status"] == "FINISHED"].reset_index(drop=True)
+    ctx = MlflowContext(finished, out, tracker)
+    ctx.table("runs.csv", table.drop(columns=[c for c in table.columns if c.startswith("m.")]))
+    written = build_report(ctx)
+    report_run = ctx.log_report_run(name, session=table["session"].iloc[0])
+    print(f"raydiff: report of {name} ({len(finished)} finished runs of {len(table)}) "
+          f"in {Path(out).absolute()}: {len(written)} files")
+    for path in written:
+        print(f"  {path}")
+    print(f"raydiff: also logged to MLflow run {report_run} in experiment {name!r}")
+    return 0
+
+
+def cmd_report(args):
+    return build(args.name, args.out or os.path.join("reports", args.name),
+                 args.tracking_uri, args.session)
+
+
+def cmd_ui(args):
+    from raydiff.tracking import resolve_uri
+
+    uri = resolve_uri(args.tracking_uri)
+    print(f"raydiff: MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)")
+    return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                            "--host", args.host, "--port", str(args.port)])
+
+
+def cmd_validate(args):
+    from raydiff.tune import sweep as sweeps
+
+    for path in args.sweeps:
+        sweep = sweeps.load(path, overrides=args.set or [], smoke=args.smoke)
+        print(f"{path}: ok, {sweeps.planned_counts(sweep)}")
+    return 0
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="raydiff", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a sweep file on Ray Tune, tracked in MLflow")
+    run.add_argument("sweep", help="sweep YAML file (see sweeps/)")
+    run.add_argument("--smoke", action="store_true", help="tiny data, 1-2 epochs per trial")
+    run.add_argument("--resume", action="store_true",
+                     help="finish the latest session of this sweep: only unfinished trials run")
+    run.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                     help="Ray cluster to join ('auto' for the local cluster); default: a local Ray")
+    run.add_argument("--tracking-uri", help="MLflow URI (default sqlite:///mlflow.db here)")
+    run.add_argument("--storage-path", default=os.environ.get("RAYDIFF_STORAGE", "ray_results"),
+                     help="Tune results and checkpoints (shared storage on a cluster, e.g. s3://...)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a config key wherever the sweep sets it (stage.key for one stage)")
+    run.add_argument("--data-root", help="folder with datasets in torchvision's layout")
+    run.add_argument("--download", action="store_true", help="download missing datasets")
+    run.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (default: all)")
+    run.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
+    run.add_argument("--dry-run", action="store_true", help="validate and count trials only")
+    run.add_argument("--report", metavar="DIR", help="write the report to DIR when done")
+    run.set_defaults(func=cmd_run)
+
+    rep = sub.add_parser("report", help="tables and figures from a sweep's MLflow runs")
+    rep.add_argument("name", help="sweep name (= MLflow experiment)")
+    rep.add_argument("--out", help="output folder (default reports/NAME)")
+    rep.add_argument("--tracking-uri")
+    rep.add_argument("--session", default="latest", help="latest (default), all, or a session id")
+    rep.set_defaults(func=cmd_report)
+
+    ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")
+    ui.add_argument("--tracking-uri")
+    ui.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=cmd_ui)
+
+    val = sub.add_parser("validate", help="check sweep files without running them")
+    val.add_argument("sweeps", nargs="+")
+    val.add_argument("--set", action="append", metavar="KEY=VALUE")
+    val.add_argument("--smoke", action="store_true")
+    val.set_defaults(func=cmd_validate)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DatasetNotFound) as exc:
+        print(f"raydiff: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from raydiff.tracking import TrackingError
+        if isinstance(exc, TrackingError):
+            print(f"raydiff: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

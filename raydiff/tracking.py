@@ -1,0 +1,194 @@
+"""The one module that talks to MLflow.
+
+Every trial is one MLflow run, created through the client with explicit run ids (no
+fluent, process-global "active run"), found again by its Tune trial id when the trial is
+retried or resumed, so a trial never leaves two runs or a run stuck in RUNNING. Every call
+to the store retries for a while, so a tracking server that is briefly away loses nothing.
+"""
+
+import json
+import os
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+TAG_SWEEP, TAG_EXPERIMENT, TAG_TRIAL = "raydiff.sweep", "raydiff.experiment", "raydiff.trial_id"
+TAG_STAGE, TAG_SESSION, TAG_KIND, TAG_PARAMS = ("raydiff.stage", "raydiff.session",
+                                                "raydiff.kind", "raydiff.params")
+RETRY_SECONDS = float(os.environ.get("RAYDIFF_TRACKING_RETRY_S", "120"))
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message says why and what to do."""
+
+
+def resolve_uri(uri=None):
+    """The tracking URI to use, made absolute so that Ray workers in other folders agree.
+
+    Default: ``sqlite:///mlflow.db`` in the working folder. The old ``./mlruns`` file
+    store is refused by MLflow 3 and so here, with the fix in the message.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    if uri.startswith("file:") or "://" not in uri:
+        raise TrackingError(f"tracking URI {uri!r} is a file store, which MLflow 3 refuses; "
+                            f"use {DEFAULT_URI} (the default) or http://HOST:PORT of an mlflow server")
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).absolute())
+    return uri
+
+
+def retrying(fn, *args, what="MLflow call", seconds=None, **kwargs):
+    """Call ``fn`` until it succeeds or ``seconds`` (default RAYDIFF_TRACKING_RETRY_S) pass."""
+    deadline = time.monotonic() + (RETRY_SECONDS if seconds is None else seconds)
+    delay = 0.5
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the store's errors are many and untyped
+            if time.monotonic() + delay > deadline or not _transient(exc):
+                raise
+            print(f"raydiff: {what} failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                  f"retrying in {delay:.1f}s", flush=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def _transient(exc):
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(s in text for s in ("locked", "connection", "timed out", "timeout", "refused",
+                                   "temporarily", "unavailable", "max retries", "503", "502",
+                                   "504", "reset by peer", "broken pipe"))
+
+
+class Tracker:
+    """MLflow access for one tracking URI."""
+
+    def __init__(self, uri=None):
+        self.uri = resolve_uri(uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
+
+    # -- start-up ------------------------------------------------------------------------
+    def check(self, timeout=5.0):
+        """Fail at once, with the fix, if the store cannot be reached."""
+        if self.uri.startswith(("http://", "https://")):
+            try:
+                with urllib.request.urlopen(self.uri.rstrip("/") + "/health", timeout=timeout):
+                    pass
+            except OSError as exc:
+                raise TrackingError(
+                    f"the MLflow server at {self.uri} is unreachable ({exc}); start it (e.g. "
+                    f"`mlflow server --host 127.0.0.1 --port 5000 --backend-store-uri "
+                    f"sqlite:///mlflow.db`) or pass another --tracking-uri") from None
+        else:
+            try:
+                self.client.search_experiments(max_results=1)
+            except Exception as exc:  # noqa: BLE001
+                raise TrackingError(f"the tracking store {self.uri} cannot be opened: {exc}") from None
+
+    def experiment_id(self, name):
+        """Id of the MLflow experiment ``name``, created (on the driver) if missing."""
+        found = retrying(self.client.get_experiment_by_name, name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                retrying(self.client.restore_experiment, found.experiment_id)
+            return found.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:"):
+            root = Path(self.uri[len("sqlite:///"):]).parent / "mlartifacts"
+            location = (root / name).as_uri()
+        return retrying(self.client.create_experiment, name, artifact_location=location)
+
+    # -- trial runs ----------------------------------------------------------------------
+    def trial_run(self, experiment_id, *, trial_id, run_name, params, tags):
+        """The run of Tune trial ``trial_id``: the existing one if the trial is a retry or a
+        resumed one (set RUNNING again), else a new run with ``params`` and ``tags``."""
+        query = f"tags.`{TAG_TRIAL}` = '{trial_id}' and tags.`{TAG_SESSION}` = '{tags[TAG_SESSION]}'"
+        found = retrying(self.client.search_runs, [experiment_id], query, max_results=1)
+        if found:
+            run_id = found[0].info.run_id
+            retrying(self.client.update_run, run_id, status="RUNNING")
+            return run_id, True
+        run = retrying(self.client.create_run, experiment_id, run_name=run_name,
+                       tags={**tags, TAG_TRIAL: trial_id,
+                             TAG_PARAMS: json.dumps(params, sort_keys=True, default=str)})
+        flat = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(flat), 100):
+            retrying(self.client.log_batch, run.info.run_id, params=flat[i:i + 100])
+        return run.info.run_id, False
+
+    def log_metrics(self, run_id, rows):
+        """``rows``: list of (key, value, step, timestamp_ms)."""
+        metrics = [Metric(k, float(v), int(ts), int(step or 0)) for k, v, step, ts in rows]
+        for i in range(0, len(metrics), 1000):
+            retrying(self.client.log_batch, run_id, metrics=metrics[i:i + 1000],
+                     what="logging metrics")
+
+    def set_tags(self, run_id, tags):
+        retrying(self.client.log_batch, run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, run_id, path, artifact_path=None):
+        retrying(self.client.log_artifact, run_id, str(path), artifact_path,
+                 what=f"uploading {Path(path).name}")
+
+    def end(self, run_id, status="FINISHED"):
+        retrying(self.client.set_terminated, run_id, status)
+
+    def download(self, run_id, dst, path=""):
+        """Download the artifacts of ``run_id`` (all, or ``path``) into ``dst``; the local path."""
+        Path(dst).mkdir(parents=True, exist_ok=True)
+        return Path(retrying(mlflow.artifacts.download_artifacts, run_id=run_id,
+                             artifact_path=path or None, dst_path=str(dst),
+                             tracking_uri=self.uri, what="downloading artifacts"))
+
+    def history(self, run_id, key):
+        hist = retrying(self.client.get_metric_history, run_id, key)
+        return pd.DataFrame({"step": [m.step for m in hist], "value": [m.value for m in hist]})
+
+    # -- sweeps --------------------------------------------------------------------------
+    def runs(self, sweep, *, kind="trial", session="latest"):
+        """Runs of ``sweep`` as mlflow Run objects (of the latest session by default)."""
+        exp = retrying(self.client.get_experiment_by_name, sweep)
+        if exp is None:
+            return []
+        query = f"tags.`{TAG_KIND}` = '{kind}'"
+        runs = retrying(self.client.search_runs, [exp.experiment_id], query,
+                        max_results=50000, order_by=["attributes.start_time DESC"])
+        if session == "latest" and runs:
+            session = max(r.data.tags.get(TAG_SESSION, "") for r in runs)
+        if session not in (None, "all"):
+            runs = [r for r in runs if r.data.tags.get(TAG_SESSION) == session]
+        return runs
+
+    def close_stale(self, sweep, session, *, status="KILLED"):
+        """Mark runs of ``session`` still RUNNING (their trial process died) as ``status``."""
+        closed = []
+        for run in self.runs(sweep, session=session):
+            if run.info.status == "RUNNING":
+                self.end(run.info.run_id, status)
+                closed.append(run.info.run_id)
+        return closed
+
+
+def runs_table(runs):
+    """Tidy DataFrame of trial runs: ids, stage, experiment, status, trial seconds, typed
+    params (from the JSON tag) and final metrics as ``m.<key>``."""
+    rows = []
+    for run in runs:
+        tags = run.data.tags
+        row = {"run_id": run.info.run_id, "status": run.info.status,
+               "stage": tags.get(TAG_STAGE), "experiment": tags.get(TAG_EXPERIMENT),
+               "session": tags.get(TAG_SESSION),
+               "trial_seconds": ((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000}
+        row.update(json.loads(tags.get(TAG_PARAMS, "{}")))
+        row.update({f"m.{k}": v for k, v in run.data.metrics.items()})
+        if "m.trial_seconds" in row:     # time inside the experiment, without queueing
+            row["trial_seconds"] = row["m.trial_seconds"]
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,167 @@
+"""Run a validated sweep on Ray Tune, stage after stage, every trial tracked in MLflow.
+
+Layout of a session on the storage path: ``<storage>/<sweep>/<session>/sweep.yaml`` (the
+resolved sweep) and one Tune experiment folder per stage. ``resume=True`` takes the latest
+session of the sweep and restores each stage: finished trials stay finished, unfinished
+and errored ones run again (from their last checkpoint).
+"""
+
+import time
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import ray
+import yaml
+from ray import tune
+
+from raydiff import tracking
+from raydiff.data import load_dataset
+from raydiff.experiments.config import ConfigError
+from raydiff.tune import sweep as sweeps
+from raydiff.tune.trainable import data_key, run_trial
+
+
+def _storage(storage_path):
+    """(pyarrow filesystem, path inside it, URI prefix Tune should use) of a storage path."""
+    uri = storage_path if "://" in storage_path else str(Path(storage_path).absolute())
+    fs, root = pafs.FileSystem.from_uri(uri)
+    return fs, root.rstrip("/"), uri.rstrip("/")
+
+
+def _latest_session(fs, base):
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+    except OSError:
+        return None
+    sessions = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory
+                      and fs.get_file_info(f"{i.path}/sweep.yaml").type == pafs.FileType.File)
+    return sessions[-1] if sessions else None
+
+
+def _load_datasets(sweep):
+    """Every dataset the sweep's trials need, loaded once on the driver."""
+    keys = {}
+    for stage, specs in zip(sweep.stages, sweeps.plan(sweep).values()):
+        if not getattr(stage.module, "NEEDS_DATA", True):
+            continue
+        for spec in specs:
+            config = sweeps.resolved(stage, {k: v for k, v in spec["config"].items()
+                                             if not sweeps._is_axis(v)})
+            keys.setdefault(data_key(config), config)
+    return {key: load_dataset(c["dataset"], root=c["data_root"], download=c["download"],
+                              image_size=c["image_size"]) for key, c in keys.items()}
+
+
+def _search_space(dists):
+    space = {}
+    for key, axis in dists.items():
+        (kind, values), = axis.items()
+        space[key] = {"uniform": lambda v: tune.uniform(*v),
+                      "loguniform": lambda v: tune.loguniform(*v),
+                      "randint": lambda v: tune.randint(int(v[0]), int(v[1]) + 1),
+                      }[kind](values)
+    return space
+
+
+def _searcher(search):
+    if search["algorithm"] == "random":
+        return None
+    try:
+        from ray.tune.search.optuna import OptunaSearch
+    except ImportError as exc:
+        raise ConfigError(f"search.algorithm=optuna needs the optuna package ({exc}); "
+                          f"pip install optuna, or use algorithm: random") from None
+    return OptunaSearch(metric=search["metric"], mode=search["mode"])
+
+
+def run_sweep(sweep, *, address=None, tracking_uri=None, storage_path="ray_results",
+              resume=False, num_cpus=None, dashboard=True, verbose=1):
+    """Run every stage of ``sweep``; returns {stage: {"finished": n, "failed": n}}."""
+    tracker = tracking.Tracker(tracking_uri)
+    tracker.check()
+    fs, root, uri = _storage(storage_path)
+    base = f"{root}/{sweep.name}"
+    session = _latest_session(fs, base) if resume else None
+    if resume and session is None:
+        print(f"raydiff: no earlier session of {sweep.name} under {storage_path}; starting a new one")
+    if session is not None:
+        with fs.open_input_stream(f"{base}/{session}/sweep.yaml") as f:
+            saved = yaml.safe_load(f.read().decode())
+        if saved != sweep.raw:
+            print("raydiff: the sweep file changed since that session; resuming the saved version")
+        sweep = sweeps.validate(saved, source=f"{base}/{session}/sweep.yaml")
+        print(f"raydiff: resuming session {session} of {sweep.name}")
+    else:
+        session = time.strftime("%Y%m%d-%H%M%S")
+        fs.create_dir(f"{base}/{session}", recursive=True)
+        with fs.open_output_stream(f"{base}/{session}/sweep.yaml") as f:
+            f.write(yaml.safe_dump(sweep.raw, sort_keys=False).encode())
+    datasets = _load_datasets(sweep)
+    experiment_id = tracker.experiment_id(sweep.name)
+
+    if not ray.is_initialized():
+        ray.init(address=address, num_cpus=None if address else num_cpus,
+                 include_dashboard=dashboard, log_to_driver=True)
+    if ray.get_runtime_context().get_node_id() and ray.cluster_resources().get("GPU", 0) == 0:
+        for stage in sweep.stages:
+            if stage.resources.get("gpu"):
+                print(f"raydiff: stage {stage.name} asks for gpu {stage.resources['gpu']} per "
+                      f"trial but the cluster has no GPU; running it on CPUs")
+                stage.resources = {**stage.resources, "gpu": 0, "cpu": stage.resources["cpu"] or 1}
+    summary, results_by_stage = {}, {}
+    for stage in sweep.stages:
+        own, dists = sweeps.expand_own(stage, sweep.num_samples)
+        specs = sweeps.join(stage, own, results_by_stage)
+        if not specs:
+            print(f"raydiff: stage {stage.name} has no trials: no trial of "
+                  f"{stage.after} finished")
+            summary[stage.name] = {"finished": 0, "failed": 0}
+            results_by_stage[stage.name] = []
+            continue
+        context = {"tracking_uri": tracker.uri, "experiment_id": experiment_id,
+                   "sweep": sweep.name, "session": session,
+                   "cpus_per_trial": stage.resources["cpu"] or 1}
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, datasets=datasets, context=context),
+            {"cpu": stage.resources["cpu"], "gpu": stage.resources["gpu"]})
+        # a grid stage is one Tune run; a search stage runs one search per upstream match
+        jobs = ([(stage.name, {"trial": tune.grid_search(specs)})] if not stage.search else
+                [(f"{stage.name}-{i}", {"trial": spec, **_search_space(dists)})
+                 for i, spec in enumerate(specs)])
+        finished, failed = [], 0
+        for name, space in jobs:
+            session_uri = f"{uri}/{sweep.name}/{session}"
+            path = f"{session_uri}/{name}"
+            if resume and tune.Tuner.can_restore(path):
+                tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
+            else:
+                tune_config = tune.TuneConfig(reuse_actors=True)
+                if stage.search:
+                    tune_config = tune.TuneConfig(
+                        metric=stage.search["metric"], mode=stage.search["mode"],
+                        num_samples=stage.search["num_samples"],
+                        search_alg=_searcher(stage.search), reuse_actors=True)
+                tuner = tune.Tuner(trainable, param_space=space, tune_config=tune_config,
+                                   run_config=tune.RunConfig(
+                                       name=name, storage_path=session_uri,
+                                       failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                       verbose=verbose))
+            grid = tuner.fit()
+            for result in grid:
+                run_id = (result.metrics or {}).get("mlflow_run_id")
+                if result.error is None and run_id:
+                    trial = result.config["trial"]
+                    drawn = {k: v for k, v in result.config.items() if k != "trial"}
+                    config = {**trial["config"], **drawn}
+                    finished.append(sweeps.Upstream(stage.name, stage.experiment,
+                                                    sweeps.resolved(stage, config),
+                                                    {**trial["params"], **drawn}, run_id))
+                else:
+                    failed += 1
+        tracker.close_stale(sweep.name, session)
+        results_by_stage[stage.name] = finished
+        summary[stage.name] = {"finished": len(finished), "failed": failed}
+        print(f"raydiff: stage {stage.name}: {len(finished)} trials finished, {failed} failed")
+    return {"session": session, "stages": summary, "tracking_uri": tracker.uri,
+            "experiment_id": experiment_id}

@@ -1,0 +1,410 @@
+"""Sweep files: parse, validate and expand into trial specs, before Ray starts.
+
+A sweep is either one stage (top-level ``experiment`` + ``config``) or named ``stages``,
+each running one experiment over the cartesian product of its ``{grid: [...]}`` axes. A
+stage ``after: X`` pairs each of its configs with every trial of stage X whose explicitly
+set keys agree, and inherits X's data keys (dataset, subset, noise, seed) it does not set.
+"""
+
+import copy
+import dataclasses
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from raydiff.experiments import experiments, get_experiment
+from raydiff.experiments.config import COMMON_KEYS, ConfigError, build_config, check_value
+
+TOP_KEYS = {"name", "description", "experiment", "config", "stages", "resources",
+            "max_failures", "num_samples", "max_trials", "search"}
+STAGE_KEYS = {"experiment", "config", "after", "search", "resources", "description"}
+RESOURCE_KEYS = {"cpu", "gpu"}
+SEARCH_KEYS = {"metric", "mode", "num_samples", "algorithm"}
+SEARCH_ALGORITHMS = ["optuna", "random"]
+AXES = {"grid", "choice"}
+DISTRIBUTIONS = {"uniform", "loguniform", "randint"}
+DEFAULT_MAX_TRIALS = 5000
+
+
+@dataclass
+class Stage:
+    name: str
+    experiment: str
+    config: dict                     # key -> fixed value or {axis: [...]}
+    after: list = field(default_factory=list)
+    search: dict | None = None
+    resources: dict = field(default_factory=dict)
+    shared_keys: set = field(default_factory=set)   # keys that came from the shared config
+
+    @property
+    def module(self):
+        return get_experiment(self.experiment)
+
+
+@dataclass
+class Sweep:
+    name: str
+    description: str
+    stages: list                     # Stage, in dependency order
+    resources: dict
+    max_failures: int
+    num_samples: int
+    max_trials: int
+    raw: dict                        # the resolved file (after --set / --smoke)
+
+    def stage(self, name):
+        return next(s for s in self.stages if s.name == name)
+
+
+def _fail(msg):
+    raise ConfigError(msg)
+
+
+def _is_axis(value):
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in AXES | DISTRIBUTIONS
+
+
+def _parse_value(text):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw, overrides):
+    """Apply ``--set key=value`` (or ``stage.key=value``) overrides to a raw sweep dict.
+
+    A plain key is replaced wherever the sweep sets it (shared config and every stage);
+    where it is set nowhere, it joins the shared config. Values are parsed as YAML.
+    """
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            _fail(f"--set {item!r}: expected key=value (e.g. --set dataset=mnist5k)")
+        key, text = item.split("=", 1)
+        key, value = key.strip(), _parse_value(text)
+        stages = raw.get("stages") or {}
+        if "." in key:
+            stage, key = key.split(".", 1)
+            if stage not in stages:
+                _fail(f"--set {item!r}: no stage {stage!r}; stages: {sorted(stages)}")
+            stages[stage].setdefault("config", {})[key] = value
+            continue
+        places = [raw.setdefault("config", {})] + [s.setdefault("config", {}) for s in stages.values()
+                                                    if isinstance(s, dict)]
+        hit = [p for p in places if isinstance(p, dict) and key in p]
+        for place in hit or places[:1]:
+            place[key] = value
+    return raw
+
+
+def _check_resources(res, where):
+    if not isinstance(res, dict):
+        _fail(f"{where}: resources must be a mapping like {{cpu: 1, gpu: 0.25}}, got {res!r}")
+    for key, value in res.items():
+        if key not in RESOURCE_KEYS:
+            _fail(f"{where}: unknown resources key {key!r}; valid keys: {sorted(RESOURCE_KEYS)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            _fail(f"{where}: resources.{key} must be a number >= 0, got {value!r}")
+        if key == "gpu" and value > 1 and value != int(value):
+            _fail(f"{where}: resources.gpu={value}: fractions must be <= 1 (or a whole number)")
+    if res.get("cpu", 1) == 0 and res.get("gpu", 0) == 0:
+        _fail(f"{where}: resources ask for nothing; give cpu > 0 or gpu > 0")
+    return {"cpu": res.get("cpu", 1), "gpu": res.get("gpu", 0)}
+
+
+def _check_search(search, where):
+    if not isinstance(search, dict):
+        _fail(f"{where}: search must be a mapping with keys {sorted(SEARCH_KEYS)}")
+    for key in search:
+        if key not in SEARCH_KEYS:
+            _fail(f"{where}: unknown search key {key!r}; valid keys: {sorted(SEARCH_KEYS)}")
+    if not isinstance(search.get("metric"), str):
+        _fail(f"{where}: search.metric must name the metric to optimise")
+    if search.get("mode", "max") not in ("min", "max"):
+        _fail(f"{where}: search.mode must be min or max, got {search.get('mode')!r}")
+    n = search.get("num_samples", 25)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        _fail(f"{where}: search.num_samples must be an int >= 1, got {n!r}")
+    algorithm = search.get("algorithm", "optuna")
+    if algorithm not in SEARCH_ALGORITHMS:
+        _fail(f"{where}: search.algorithm={algorithm!r}; valid: {SEARCH_ALGORITHMS}")
+    return {"metric": search["metric"], "mode": search.get("mode", "max"), "num_samples": n,
+            "algorithm": algorithm}
+
+
+def _check_config(cls, config, where, *, search):
+    if not isinstance(config, dict):
+        _fail(f"{where}: config must be a mapping of key: value, got {type(config).__name__}")
+    for key, value in config.items():
+        if not isinstance(key, str):
+            _fail(f"{where}: config keys must be strings, got {key!r}")
+        if isinstance(value, dict) and not _is_axis(value):
+            _fail(f"{where}.{key}: {value!r} is not a value or an axis; axes are "
+                  f"{{grid: [...]}} or {{choice: [...]}}"
+                  + (" or {uniform|loguniform|randint: [lo, hi]}" if search else ""))
+        if _is_axis(value):
+            (kind, values), = value.items()
+            if kind in DISTRIBUTIONS:
+                if not search:
+                    _fail(f"{where}.{key}: {kind} axes need a `search:` block in the stage")
+                if (not isinstance(values, list) or len(values) != 2
+                        or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                   for v in values) or values[0] > values[1]):
+                    _fail(f"{where}.{key}: {kind} needs [low, high] numbers, got {values!r}")
+                if kind == "loguniform" and values[0] <= 0:
+                    _fail(f"{where}.{key}: loguniform bounds must be > 0, got {values!r}")
+                candidates = [int(v) if kind == "randint" else float(v) for v in values]
+            else:
+                if not isinstance(values, list) or not values:
+                    _fail(f"{where}.{key}: a {kind} axis needs a non-empty list, got {values!r}")
+                candidates = values
+            for v in candidates:
+                check_value(cls, key, v, where)
+        else:
+            check_value(cls, key, value, where)
+
+
+def validate(raw, *, source="sweep"):
+    """Check a raw sweep dict and return a :class:`Sweep`; ConfigError names the bad key."""
+    if not isinstance(raw, dict):
+        _fail(f"{source}: a sweep file must be a YAML mapping with at least `name` and "
+              f"`experiment` or `stages`, got {type(raw).__name__}")
+    for key in raw:
+        if key not in TOP_KEYS:
+            _fail(f"{source}: unknown top-level key {key!r}; valid keys: {sorted(TOP_KEYS)}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
+        _fail(f"{source}: name must be a string of letters, digits, '-', '_', '.' "
+              f"(it names the MLflow experiment), got {name!r}")
+    if ("experiment" in raw) == ("stages" in raw):
+        _fail(f"{source}: give either `experiment` (one stage) or `stages`, not "
+              f"{'both' if 'experiment' in raw else 'neither'}")
+    valid = sorted(experiments())
+    resources = _check_resources(raw.get("resources", {}), f"{source}: resources")
+    for key, minimum in (("max_failures", 0), ("num_samples", 1), ("max_trials", 1)):
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < minimum):
+            _fail(f"{source}: {key} must be an int >= {minimum}, got {value!r}")
+    shared = raw.get("config") or {}
+    if not isinstance(shared, dict):
+        _fail(f"{source}: config must be a mapping of key: value")
+
+    if "experiment" in raw:
+        stage_defs = {"main": {"experiment": raw["experiment"], "search": raw.get("search")}}
+    else:
+        if raw.get("search") is not None:
+            _fail(f"{source}: a top-level search belongs inside a stage when `stages` are used")
+        stage_defs = raw["stages"]
+        if not isinstance(stage_defs, dict) or not stage_defs:
+            _fail(f"{source}: stages must be a non-empty mapping of stage name -> stage")
+    stages = {}
+    for sname, sdef in stage_defs.items():
+        where = f"{source}: stages.{sname}" if "stages" in raw else source
+        if not isinstance(sdef, dict):
+            _fail(f"{where}: a stage must be a mapping with `experiment` and `config`")
+        for key in sdef:
+            if key not in STAGE_KEYS:
+                _fail(f"{where}: unknown stage key {key!r}; valid keys: {sorted(STAGE_KEYS)}")
+        exp = sdef.get("experiment")
+        if exp not in valid:
+            _fail(f"{where}: unknown experiment {exp!r}; valid experiments: {valid}")
+        after = sdef.get("after") or []
+        after = [after] if isinstance(after, str) else after
+        if not isinstance(after, list) or not all(isinstance(a, str) for a in after):
+            _fail(f"{where}: after must name a stage or list stages, got {after!r}")
+        search = sdef.get("search")
+        search = _check_search(search, f"{where}: search") if search is not None else None
+        own = sdef.get("config") if "stages" in raw else {}
+        stages[sname] = Stage(sname, exp, own or {}, after, search,
+                              _check_resources(sdef.get("resources", resources), f"{where}: resources")
+                              if "resources" in sdef else resources)
+
+    # shared keys go to every stage whose experiment knows them
+    for key in shared:
+        knowers = [s for s in stages.values()
+                   if key in {f.name for f in dataclasses.fields(s.module.Config)}]
+        if not knowers:
+            any_cls = next(iter(stages.values())).module.Config
+            check_value(any_cls, key, None, f"{source}: config")   # raises: unknown key
+        for s in knowers:
+            s.config = {key: shared[key], **s.config}
+            s.shared_keys.add(key)
+    for s in stages.values():
+        where = f"{source}: stages.{s.name}.config" if "stages" in raw else f"{source}: config"
+        _check_config(s.module.Config, s.config, where, search=s.search is not None)
+        for up in s.after:
+            if up not in stages:
+                _fail(f"{source}: stages.{s.name}.after names a missing stage {up!r}; "
+                      f"stages: {sorted(stages)}")
+            takes = set(getattr(s.module, "CONSUMES", ())) | set(getattr(s.module, "GATHERS", ()))
+            if stages[up].experiment not in takes:
+                _fail(f"{source}: stages.{s.name} ({s.experiment}) cannot take the result of "
+                      f"stage {up!r} ({stages[up].experiment}); it takes: {sorted(takes) or 'none'}")
+        takes = getattr(s.module, "CONSUMES", ()) + getattr(s.module, "GATHERS", ())
+        if takes and not s.after:
+            _fail(f"{source}: stages.{s.name} ({s.experiment}) needs `after:` naming a stage "
+                  f"that runs one of {sorted(takes)}")
+    order = _topological(stages, source)
+    sweep = Sweep(name, str(raw.get("description", "")), order, resources,
+                  raw.get("max_failures", 0), raw.get("num_samples", 1),
+                  raw.get("max_trials", DEFAULT_MAX_TRIALS), raw)
+    counts = planned_counts(sweep)
+    total = sum(counts.values())
+    if total > sweep.max_trials:
+        _fail(f"{source}: the sweep expands to {total} trials ({counts}), over max_trials="
+              f"{sweep.max_trials}; shrink the grid or raise max_trials in the sweep file")
+    return sweep
+
+
+def _topological(stages, source):
+    order, done, visiting = [], set(), set()
+
+    def visit(name):
+        if name in done:
+            return
+        if name in visiting:
+            _fail(f"{source}: stages form a cycle through {name!r}")
+        visiting.add(name)
+        for up in stages[name].after:
+            visit(up)
+        visiting.discard(name)
+        done.add(name)
+        order.append(stages[name])
+
+    for name in stages:
+        visit(name)
+    return order
+
+
+def load(path, *, overrides=(), smoke=False):
+    """Read, override, shrink (``smoke``) and validate the sweep file at ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        _fail(f"sweep file {str(path)!r} does not exist; the sweeps/ folder has the shipped ones")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        _fail(f"{path}: not valid YAML: {exc}")
+    raw = apply_overrides(raw, overrides) if isinstance(raw, dict) else raw
+    sweep = validate(raw, source=str(path))
+    if smoke:
+        raw = copy.deepcopy(sweep.raw)
+        for stage in sweep.stages:
+            target = (raw["stages"][stage.name] if "stages" in raw else raw).setdefault("config", {})
+            target.update(stage.module.Config.smoke_overrides())
+        sweep = validate(raw, source=f"{path} (smoke)")
+    return sweep
+
+
+# -- expansion --------------------------------------------------------------------------
+
+def expand_own(stage, num_samples=1, seed=0):
+    """The stage's own configs: the cartesian product of its grid axes, ``choice`` axes
+    drawn (seeded) once per sample. Distribution axes (search stages) stay as they are."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    fixed, grids, choices, dists = {}, {}, {}, {}
+    for key, value in stage.config.items():
+        if _is_axis(value):
+            (kind, values), = value.items()
+            {"grid": grids, "choice": choices}.get(kind, dists)[key] = values if kind in AXES else value
+        else:
+            fixed[key] = value
+    out = []
+    for _ in range(num_samples if choices or not stage.search else 1):
+        drawn = {k: v[rng.integers(len(v))] for k, v in choices.items()}
+        for combo in itertools.product(*grids.values()):
+            out.append({**fixed, **drawn, **dict(zip(grids, combo))})
+    return out, dists
+
+
+@dataclass
+class Upstream:
+    """An earlier-stage trial as the join sees it."""
+    stage: str
+    experiment: str
+    config: dict          # full resolved config (defaults included)
+    params: dict          # its flat params, as logged
+    run_id: str | None = None
+
+
+def resolved(stage, config):
+    """The full config (defaults filled in) of ``config`` for ``stage``'s experiment."""
+    return dataclasses.asdict(build_config(stage.module.Config, config, f"stages.{stage.name}"))
+
+
+def _matches(own, up, shared):
+    """An upstream trial matches when it agrees on every key of the sweep's shared config
+    and on every data key (COMMON_KEYS) the later stage sets; stage-private keys (each
+    stage's own ``epochs``, say) are not compared."""
+    return all(up.config.get(k) == v for k, v in own.items()
+               if k in up.config and (k in shared or k in COMMON_KEYS))
+
+
+def join(stage, own_configs, upstream_by_stage):
+    """Pair each own config with matching upstream trials -> list of trial specs.
+
+    A spec: {"stage", "experiment", "config" (explicit + inherited keys), "params" (flat,
+    upstream-only keys prefixed ``<stage>.``), "upstream" {experiment: run_id or [run_ids]}}.
+    """
+    gathers = set(getattr(stage.module, "GATHERS", ()))
+    specs = []
+    for own in own_configs:
+        options = []
+        for up_name in stage.after:
+            ups = upstream_by_stage.get(up_name, [])
+            matching = [u for u in ups if _matches(own, u, stage.shared_keys)]
+            if ups and ups[0].experiment in gathers:
+                options.append([matching] if matching else [])
+            else:
+                options.append(matching)
+        for picked in itertools.product(*options):
+            config, params, upstream = dict(own), dict(own), {}
+            for up in picked:
+                group = up if isinstance(up, list) else [up]
+                first = group[0]
+                for key in COMMON_KEYS:
+                    if key not in own and key in first.config:
+                        config[key] = first.config[key]
+                        params[key] = first.config[key]
+                for key, value in first.params.items():
+                    if key not in config and "." not in key:
+                        params[f"{first.stage}.{key}"] = value
+                    elif "." in key:
+                        params.setdefault(key, value)
+                upstream[first.experiment] = ([u.run_id for u in group] if isinstance(up, list)
+                                              else first.run_id)
+            specs.append({"stage": stage.name, "experiment": stage.experiment,
+                          "config": config, "params": params, "upstream": upstream})
+    return specs
+
+
+def plan(sweep):
+    """Trial specs per stage if every trial succeeds ({stage name: [spec, ...]})."""
+    planned, fake = {}, {}
+    for stage in sweep.stages:
+        own, _ = expand_own(stage, sweep.num_samples)
+        specs = join(stage, own, fake)
+        planned[stage.name] = specs
+        fake[stage.name] = [Upstream(stage.name, stage.experiment,
+                                     s["config"] if stage.search else resolved(stage, s["config"]),
+                                     s["params"], f"planned-{i}") for i, s in enumerate(specs)]
+    return planned
+
+
+def planned_counts(sweep):
+    """Trials per stage if every trial succeeds (search stages count their samples)."""
+    return {stage.name: len(specs) * (stage.search["num_samples"] if stage.search else 1)
+            for stage, specs in zip(sweep.stages, plan(sweep).values())}
+
+
+def spec_key(spec):
+    """A stable, readable key of a trial spec (for logs and run names)."""
+    return json.dumps(spec["config"], sort_keys=True, default=str)

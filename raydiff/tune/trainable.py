@@ -1,0 +1,180 @@
+"""The function every Ray Tune trial runs: config in, experiment run, MLflow and Tune out.
+
+Glue only: it builds the experiment's config, opens (or re-opens) the trial's MLflow run,
+fetches the earlier stage's artifacts, restores the last checkpoint and hands the
+experiment a :class:`TuneReport`. The run is always closed: FINISHED, or FAILED with the
+error as a tag, and a retried trial re-opens the same run instead of adding one.
+"""
+
+import dataclasses
+import functools
+import shutil
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from ray import tune
+
+from raydiff.experiments import get_experiment
+from raydiff.experiments.base import Report, Upstream
+from raydiff.experiments.config import build_config
+from raydiff import tracking
+
+FLUSH_SECONDS = 2.0
+
+
+class TuneReport(Report):
+    """A Report that sends metrics to MLflow (batched) and Tune, and artifacts to MLflow."""
+
+    def __init__(self, folder, *, tracker, run_id, **kwargs):
+        super().__init__(folder, **kwargs)
+        self.tracker, self.run_id = tracker, run_id
+        self._pending, self._last_flush, self._last_tune = [], time.monotonic(), 0.0
+        self._latest = {}
+
+    def _emit(self, metrics, step, checkpoint):
+        now_ms = int(time.time() * 1000)
+        self._pending.extend((k, v, step, now_ms) for k, v in metrics.items())
+        self._latest.update(metrics)
+        now = time.monotonic()
+        if checkpoint is not None or now - self._last_flush > FLUSH_SECONDS:
+            self.flush()
+        # Tune sees the latest values at most once a second, and with every checkpoint
+        if checkpoint is not None:
+            ckpt_dir = self.folder / "checkpoint"
+            tune.report({**self._latest, "mlflow_run_id": self.run_id},
+                        checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
+            self._last_tune = now
+        elif now - self._last_tune > 1.0:
+            tune.report({**self._latest, "mlflow_run_id": self.run_id})
+            self._last_tune = now
+
+    def _save_checkpoint(self, state, step):
+        import torch
+        ckpt_dir = self.folder / "checkpoint"
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        ckpt_dir.mkdir()
+        torch.save(state, ckpt_dir / "state.pt")
+
+    def _written(self, path):
+        self.tracker.log_artifact(self.run_id, path)
+
+    def tag(self, key, value):
+        super().tag(key, value)
+        self.tracker.set_tags(self.run_id, {key: value})
+
+    def flush(self):
+        if self._pending:
+            self.tracker.log_metrics(self.run_id, self._pending)
+            self._pending = []
+        self._last_flush = time.monotonic()
+
+
+def _restore_state(report_tags):
+    """The state saved by the trial's last checkpoint, or None (with the reason tagged when
+    a checkpoint exists but cannot be read: the trial then starts over)."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    import torch
+    try:
+        with checkpoint.as_directory() as folder:
+            return torch.load(Path(folder) / "state.pt", weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint means: start over
+        reason = f"checkpoint unreadable ({type(exc).__name__}: {exc}); restarting from scratch"
+        print(f"raydiff: {reason}", flush=True)
+        report_tags["raydiff.checkpoint_error"] = reason[:500]
+        return None
+
+
+def run_trial(param, *, datasets, context):
+    """Tune function trainable. ``param["trial"]`` is a spec from :func:`sweep.join`;
+    ``datasets`` maps a data key to a Dataset shared through the object store;
+    ``context`` has the tracking URI, MLflow experiment id, sweep name and session."""
+    import ray
+    import torch
+
+    spec = param["trial"]
+    config_values = dict(spec["config"])
+    for key, value in param.items():          # values drawn by a search algorithm
+        if key != "trial":
+            config_values[key] = value
+    module = get_experiment(spec["experiment"])
+    config = build_config(module.Config, config_values, f"stage {spec['stage']}")
+    torch.set_num_threads(max(1, int(context["cpus_per_trial"])))
+    device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+
+    tracker = _tracker(context["tracking_uri"])
+    trial_id = tune.get_context().get_trial_id()
+    # the full config (defaults included) plus the upstream keys, as the run's params
+    params = {**dataclasses.asdict(config),
+              **{k: v for k, v in spec["params"].items() if "." in k}}
+    tags = {tracking.TAG_SWEEP: context["sweep"], tracking.TAG_SESSION: context["session"],
+            tracking.TAG_STAGE: spec["stage"], tracking.TAG_EXPERIMENT: spec["experiment"],
+            tracking.TAG_KIND: "trial", "raydiff.node": ray.util.get_node_ip_address(),
+            "raydiff.device": device}
+    run_id, reopened = tracker.trial_run(context["experiment_id"], trial_id=trial_id,
+                                         run_name=f"{spec['stage']}-{trial_id}", params=params,
+                                         tags=tags)
+    work = Path(tempfile.mkdtemp(prefix=f"raydiff-{trial_id}-"))
+    try:
+        upstream = {}
+        for experiment, run_ids in spec["upstream"].items():
+            group = run_ids if isinstance(run_ids, list) else [run_ids]
+            found = [Upstream(tracker.download(r, work / "upstream" / r), _params(tracker, r), r)
+                     for r in group]
+            upstream[experiment] = found if isinstance(run_ids, list) else found[0]
+        extra_tags = {}
+        state = _restore_state(extra_tags)
+        report = TuneReport(work / "artifacts", tracker=tracker, run_id=run_id,
+                            upstream=upstream, resume_state=state, device=device)
+        if reopened:
+            extra_tags["raydiff.retried"] = "true"
+        if extra_tags:
+            tracker.set_tags(run_id, extra_tags)
+        data = None
+        if getattr(module, "NEEDS_DATA", True):
+            data = datasets[data_key(dataclasses.asdict(config))]
+        started = time.monotonic()
+        metrics = module.run(config, report, data) or {}
+        final = {**report.last, **metrics, "trial_seconds": time.monotonic() - started}
+        report._pending.extend((k, float(v), None, int(time.time() * 1000))
+                               for k, v in final.items() if _is_number(v))
+        report.flush()
+        tracker.end(run_id, "FINISHED")
+        tune.report({**{k: v for k, v in final.items() if _is_number(v)},
+                     "mlflow_run_id": run_id})
+    except BaseException:
+        error = traceback.format_exc()[-4000:]
+        try:   # close the run as FAILED; the original error is what propagates
+            if "report" in locals():
+                report.flush()
+            tracker.set_tags(run_id, {"raydiff.error": error})
+            tracker.end(run_id, "FAILED")
+        except Exception as exc:  # noqa: BLE001
+            print(f"raydiff: could not mark run {run_id} FAILED: {exc}", flush=True)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@functools.lru_cache(maxsize=4)
+def _tracker(uri):
+    # one client per worker process: reused actors skip the store's start-up cost
+    return tracking.Tracker(uri)
+
+
+def _params(tracker, run_id):
+    import json
+    run = tracking.retrying(tracker.client.get_run, run_id)
+    return json.loads(run.data.tags.get(tracking.TAG_PARAMS, "{}"))
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def data_key(config):
+    """Which loaded dataset a trial config needs (the same key loads it on the driver)."""
+    return "|".join(str(config.get(k)) for k in ("dataset", "data_root", "download", "image_size"))
