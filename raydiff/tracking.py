@@ -107,21 +107,29 @@ class Tracker:
 
     # -- trial runs ----------------------------------------------------------------------
     def trial_run(self, experiment_id, *, trial_id, run_name, params, tags):
-        """The run of Tune trial ``trial_id``: the existing one if the trial is a retry or a
-        resumed one (set RUNNING again), else a new run with ``params`` and ``tags``."""
+        """The run of Tune trial ``trial_id``: ``(run_id, status)``.
+
+        A trial that is retried or resumed finds its earlier run: a FINISHED one is
+        returned as it is (the caller skips the work), any other is set RUNNING again.
+        Otherwise a new run is created with ``params`` and ``tags``; status "NEW".
+        """
         query = f"tags.`{TAG_TRIAL}` = '{trial_id}' and tags.`{TAG_SESSION}` = '{tags[TAG_SESSION]}'"
         found = retrying(self.client.search_runs, [experiment_id], query, max_results=1)
         if found:
-            run_id = found[0].info.run_id
-            retrying(self.client.update_run, run_id, status="RUNNING")
-            return run_id, True
+            run = found[0]
+            if run.info.status != "FINISHED":
+                retrying(self.client.update_run, run.info.run_id, status="RUNNING")
+            return run.info.run_id, run.info.status
         run = retrying(self.client.create_run, experiment_id, run_name=run_name,
                        tags={**tags, TAG_TRIAL: trial_id,
                              TAG_PARAMS: json.dumps(params, sort_keys=True, default=str)})
         flat = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(flat), 100):
             retrying(self.client.log_batch, run.info.run_id, params=flat[i:i + 100])
-        return run.info.run_id, False
+        return run.info.run_id, "NEW"
+
+    def final_metrics(self, run_id):
+        return dict(retrying(self.client.get_run, run_id).data.metrics)
 
     def log_metrics(self, run_id, rows):
         """``rows``: list of (key, value, step, timestamp_ms)."""

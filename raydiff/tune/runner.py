@@ -6,6 +6,7 @@ session of the sweep and restores each stage: finished trials stay finished, unf
 and errored ones run again (from their last checkpoint).
 """
 
+import os
 import time
 from pathlib import Path
 
@@ -72,6 +73,10 @@ def _searcher(search):
         raise ConfigError(f"search.algorithm=optuna needs the optuna package ({exc}); "
                           f"pip install optuna, or use algorithm: random") from None
     return OptunaSearch(metric=search["metric"], mode=search["mode"])
+
+
+# save Tune's experiment state often, so a killed driver loses little bookkeeping
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 
 
 def run_sweep(sweep, *, address=None, tracking_uri=None, storage_path="ray_results",

@@ -114,9 +114,13 @@ def run_trial(param, *, datasets, context):
             tracking.TAG_STAGE: spec["stage"], tracking.TAG_EXPERIMENT: spec["experiment"],
             tracking.TAG_KIND: "trial", "raydiff.node": ray.util.get_node_ip_address(),
             "raydiff.device": device}
-    run_id, reopened = tracker.trial_run(context["experiment_id"], trial_id=trial_id,
-                                         run_name=f"{spec['stage']}-{trial_id}", params=params,
-                                         tags=tags)
+    run_id, status = tracker.trial_run(context["experiment_id"], trial_id=trial_id,
+                                       run_name=f"{spec['stage']}-{trial_id}", params=params,
+                                       tags=tags)
+    if status == "FINISHED":
+        # finished before the driver went down, after Tune's last state save: keep it
+        tune.report({**tracker.final_metrics(run_id), "mlflow_run_id": run_id})
+        return
     work = Path(tempfile.mkdtemp(prefix=f"raydiff-{trial_id}-"))
     try:
         upstream = {}
@@ -129,7 +133,7 @@ def run_trial(param, *, datasets, context):
         state = _restore_state(extra_tags)
         report = TuneReport(work / "artifacts", tracker=tracker, run_id=run_id,
                             upstream=upstream, resume_state=state, device=device)
-        if reopened:
+        if status != "NEW":
             extra_tags["raydiff.retried"] = "true"
         if extra_tags:
             tracker.set_tags(run_id, extra_tags)
@@ -138,10 +142,11 @@ def run_trial(param, *, datasets, context):
             data = datasets[data_key(dataclasses.asdict(config))]
         started = time.monotonic()
         metrics = module.run(config, report, data) or {}
-        final = {**report.last, **metrics, "trial_seconds": time.monotonic() - started}
-        report._pending.extend((k, float(v), None, int(time.time() * 1000))
-                               for k, v in final.items() if _is_number(v))
+        seconds = time.monotonic() - started
+        unlogged = {k: v for k, v in metrics.items() if k not in report.last and _is_number(v)}
+        report({**unlogged, "trial_seconds": seconds})
         report.flush()
+        final = {**report.last, **metrics}
         tracker.end(run_id, "FINISHED")
         tune.report({**{k: v for k, v in final.items() if _is_number(v)},
                      "mlflow_run_id": run_id})

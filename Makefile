@@ -1,0 +1,32 @@
+# `make demo` and `make test` set everything up themselves on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: install demo test smoke bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	@start=$$(date +%s); \
+	$(VENV)/bin/raydiff run sweeps/demo.yaml && \
+	$(VENV)/bin/raydiff report demo --out reports/demo && \
+	echo "" && \
+	echo "demo finished in $$(( $$(date +%s) - start )) s" && \
+	echo "figures and tables: $$(pwd)/reports/demo" && \
+	echo "MLflow UI:          $(VENV)/bin/raydiff ui   (then open http://127.0.0.1:5000)"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf mlflow.db mlartifacts ray_results reports

@@ -1,0 +1,17 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAYDIFF_TRACKING_RETRY_S", "30")
+REPO = Path(__file__).resolve().parents[1]
+RAYDIFF = [sys.executable, "-m", "raydiff.cli"]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A clean working folder (the MLflow store and Ray results land here)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -1,0 +1,98 @@
+import numpy as np
+import torch
+
+from raydiff.data import load_dataset, prepare
+from raydiff.engine import predict, train
+from raydiff.engine.inversion import class_radii, first_inversion
+from raydiff.experiments import get_experiment
+from raydiff.experiments.base import Report, Upstream
+from raydiff.experiments.config import build_config
+from raydiff.models import get_model
+from raydiff.scores import auroc
+
+
+def test_minibatch_dynamics_are_the_training_forward_logits():
+    torch.manual_seed(0)
+    x, y = torch.randn(50, 4), torch.randint(0, 3, (50,))
+    model = get_model("simple_nn", input_shape=(4,), num_classes=3, seed=0)
+    before = predict(model, x)
+    result = train(model, x, y, epochs=2, lr=0.0, batch_size=16, record_every=1,
+                   generator=torch.Generator().manual_seed(0))
+    # with lr 0 the model never changes, so every recorded logit equals a plain forward
+    assert result.dynamics.logits.shape == (2, 50, 3)
+    assert np.allclose(result.dynamics.logits[0], before.numpy(), atol=1e-6)
+    assert list(result.dynamics.epochs) == [1, 2]
+
+
+def test_same_seed_same_model_and_training():
+    x, y = torch.randn(40, 4), torch.randint(0, 2, (40,))
+    runs = []
+    for _ in range(2):
+        model = get_model("simple_nn", input_shape=(4,), num_classes=2, seed=5)
+        train(model, x, y, epochs=5, batch_size=8, generator=torch.Generator().manual_seed(1))
+        runs.append(predict(model, x))
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_class_radii_match_numpy():
+    z, y = torch.randn(60, 5), torch.arange(60) % 3
+    radii, _ = class_radii(z, y, 3)
+    zn = (z / z.norm(dim=1, keepdim=True)).numpy()
+    for c in range(3):
+        members = zn[y.numpy() == c]
+        expected = np.sqrt(((members - members.mean(0)) ** 2).sum(1).mean())
+        assert abs(radii[c].item() - expected) < 1e-5
+
+
+def test_first_inversion_finds_planted_minimum():
+    epochs = list(range(20, 200))
+    radii = [abs(e - 97) + 1.0 for e in epochs]          # minimum at epoch 97
+    assert first_inversion(epochs, radii, start=20, check_every=5) == 100
+    assert first_inversion(epochs, [1.0 / e for e in epochs]) is None
+
+
+def _identify(tmp_path, **values):
+    module = get_experiment("identify")
+    config = build_config(module.Config, {"subset_size": 600, "epochs": 400, **values})
+    report = Report(tmp_path / "identify")
+    metrics = module.run(config, report, load_dataset("mnist5k"))
+    return metrics, report
+
+
+def test_stragglers_catch_planted_noisy_labels(tmp_path):
+    metrics, report = _identify(tmp_path, strategy="stragglers", noise_ratio=0.2,
+                                inversion_start=10, check_every=5)
+    table = Upstream(report.folder).table("per_sample.parquet")
+    assert metrics["classes_never_inverted"] == 0
+    assert (table["hard"] == (table["score"] > 0)).all()
+    # flipped labels contradict the images: most are still misclassified at inversion
+    assert table.loc[table["is_noisy"], "hard"].mean() > 0.6
+    assert table.loc[~table["is_noisy"], "hard"].mean() < 0.4
+
+
+def test_confidence_and_energy_rank_planted_noisy_labels_high(tmp_path):
+    _, report = _identify(tmp_path, strategy="confidence", noise_ratio=0.2, level="class",
+                          max_retries=0)
+    table = Upstream(report.folder).table("per_sample.parquet")
+    noisy = table["is_noisy"].to_numpy()
+    assert auroc(table["score_confidence"].to_numpy(), noisy) > 0.6
+    assert auroc(table["score_energy"].to_numpy(), noisy) > 0.6
+    # the hard set has the straggler count plus int(noise * N / C) per class
+    counts = table[table["hard"]].groupby("observed_label").size()
+    stragglers = table[table["straggler"]].groupby("observed_label").size()
+    assert (counts == stragglers.reindex(counts.index, fill_value=0) + int(0.2 * 600 / 10)).all()
+
+
+def test_imbalance_split_keeps_ratios(tmp_path):
+    from raydiff.experiments.imbalance import split_hard_easy
+
+    hard = np.zeros(100, dtype=bool)
+    hard[:30] = True
+    train_idx, test_hard, test_easy = split_hard_easy(
+        hard, train_ratio=0.5, remaining_ratio=0.0, reduce_hard=False, rng=np.random.default_rng(0))
+    assert hard[train_idx].all() and len(train_idx) == 15      # r = 0: hard samples only
+    assert hard[test_hard].all() and (~hard[test_easy]).all()
+    assert len(test_hard) == 15 and len(test_easy) == 35
+    train_idx, _, _ = split_hard_easy(hard, train_ratio=0.5, remaining_ratio=0.5,
+                                      reduce_hard=True, rng=np.random.default_rng(0))
+    assert hard[train_idx].sum() == 7 and (~hard[train_idx]).sum() == 35

@@ -1,0 +1,138 @@
+"""Bad sweep files are refused before Ray starts, with the key and the allowed values."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raydiff.cli import main
+from raydiff.experiments.config import ConfigError
+from raydiff.tune import sweep as sweeps
+
+REPO = Path(__file__).resolve().parents[1]
+GOOD = {
+    "name": "t",
+    "config": {"dataset": "mnist5k", "seed": {"grid": [0, 1]}},
+    "stages": {
+        "identify": {"experiment": "identify",
+                     "config": {"strategy": {"grid": ["stragglers", "energy"]}}},
+        "imbalance": {"experiment": "imbalance", "after": "identify",
+                      "config": {"train_ratio": {"grid": [0.9, 0.5]}}},
+    },
+}
+
+
+def _with(path, value):
+    raw = yaml.safe_load(yaml.safe_dump(GOOD))
+    *parents, last = path
+    node = raw
+    for key in parents:
+        node = node[key]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return raw
+
+
+_DELETE = object()
+BAD = [
+    # (where, value, words the message must contain)
+    (("stages", "identify", "config", "strat"), "x", ["strat", "valid keys", "strategy"]),
+    (("stages", "identify", "config", "strategy"), "loss", ["strategy", "stragglers", "energy"]),
+    (("stages", "identify", "config", "strategy"), {"grid": ["energy", "bogus"]}, ["bogus", "confidence"]),
+    (("stages", "identify", "config", "epochs"), "many", ["epochs", "int"]),
+    (("stages", "identify", "config", "epochs"), 2.5, ["epochs", "int"]),
+    (("stages", "identify", "config", "noise_ratio"), 1.5, ["noise_ratio", "[0, 1]"]),
+    (("stages", "identify", "config", "noise_ratio"), -0.1, ["noise_ratio", "[0, 1]"]),
+    (("stages", "imbalance", "config", "train_ratio"), {"grid": [0.9, 2]}, ["train_ratio", "[0, 1]"]),
+    (("stages", "imbalance", "config", "train_ratio"), {"grid": []}, ["train_ratio", "non-empty"]),
+    (("stages", "imbalance", "config", "reduce_hard"), "yes", ["reduce_hard", "bool"]),
+    (("config", "dataset"), "imagenet22k", ["dataset", "mnist5k", "CIFAR10"]),
+    (("stages", "identify", "config", "model"), "vit", ["model", "simple_nn"]),
+    (("stages", "identify", "experiment"), "identfy", ["identfy", "imbalance"]),
+    (("stages", "imbalance", "after"), "scoring", ["scoring", "missing stage"]),
+    (("stages", "imbalance", "after"), _DELETE, ["imbalance", "after"]),
+    (("stages", "identify", "after"), "imbalance", ["cannot take"]),
+    (("stages", "identify", "colour"), "red", ["colour", "valid keys"]),
+    (("resources",), {"cpu": 1, "tpu": 1}, ["tpu", "cpu", "gpu"]),
+    (("resources",), {"gpu": -1}, ["resources.gpu", ">= 0"]),
+    (("max_failures",), "two", ["max_failures", "int"]),
+    (("name",), "has spaces!", ["name"]),
+    (("nmae",), "x", ["nmae", "valid keys"]),
+    (("stages",), {}, ["stages", "non-empty"]),
+    (("config", "seed"), {"grid": [0], "choice": [1]}, ["seed", "axis"]),
+    (("stages", "identify", "config", "subset_size"), 5, ["subset_size", ">= 10"]),
+    (("max_trials",), 3, ["max_trials", "trials"]),
+]
+
+
+@pytest.mark.parametrize("where,value,words", BAD, ids=[".".join(map(str, b[0])) + "=" + str(b[1])[:20]
+                                                        for b in BAD])
+def test_bad_sweep_refused_with_key_named(where, value, words):
+    with pytest.raises(ConfigError) as err:
+        sweeps.validate(_with(where, value))
+    for word in words:
+        assert word in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("text,words", [
+    ("- just\n- a list\n", ["mapping"]),
+    ("name: [unclosed\n", ["not valid YAML"]),
+    ("name: x\nexperiment: identify\nstages: {a: {experiment: identify}}\n", ["both"]),
+    ("name: x\n", ["neither"]),
+])
+def test_malformed_files(tmp_path, text, words):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        sweeps.load(path)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_cli_refuses_before_ray_starts(tmp_path, capsys):
+    import ray
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(_with(("stages", "identify", "config", "noise_ratio"), 3)))
+    assert main(["run", str(path), "--no-dashboard"]) == 2
+    err = capsys.readouterr().err
+    assert "noise_ratio" in err and "[0, 1]" in err
+    assert not ray.is_initialized()
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+    assert main(["run", str(path), "--set", "noise_ratio"]) == 2
+
+
+def test_set_overrides_wherever_the_key_is_set():
+    raw = sweeps.apply_overrides(GOOD, ["seed=3", "epochs=7", "imbalance.train_ratio=0.7"])
+    assert raw["config"]["seed"] == 3
+    assert raw["config"]["epochs"] == 7                      # set nowhere: joins shared config
+    assert raw["stages"]["imbalance"]["config"]["train_ratio"] == 0.7
+    assert GOOD["config"]["seed"] == {"grid": [0, 1]}        # the original is untouched
+
+
+def test_stage_join_pairs_each_cell_with_matching_identify_trials():
+    sweep = sweeps.validate(GOOD)
+    counts = sweeps.planned_counts(sweep)
+    assert counts == {"identify": 4, "imbalance": 8}       # 2 cells x (2 strategies) per seed
+    specs = sweeps.plan(sweep)["imbalance"]
+    for spec in specs:
+        assert spec["params"]["identify.strategy"] in ("stragglers", "energy")
+        assert spec["config"]["seed"] in (0, 1)
+    assert len({(s["config"]["seed"], s["params"]["identify.strategy"], s["config"]["train_ratio"])
+                for s in specs}) == 8
+
+
+def test_smoke_shrinks_every_stage():
+    path = REPO / "sweeps" / "demo.yaml"
+    sweep = sweeps.load(path, smoke=True)
+    for stage in sweep.stages:
+        assert stage.config["subset_size"] == 300
+        assert stage.config["epochs"] <= 40
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_sweeps_validate(path):
+    sweeps.load(path)
+    sweeps.load(path, smoke=True)
