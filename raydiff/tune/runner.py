@@ -84,6 +84,7 @@ def run_sweep(sweep, *, address=None, tracking_uri=None, storage_path="ray_resul
     """Run every stage of ``sweep``; returns {stage: {"finished": n, "failed": n}}."""
     tracker = tracking.Tracker(tracking_uri)
     tracker.check()
+    datasets = _load_datasets(sweep)           # a missing dataset stops us before anything is written
     fs, root, uri = _storage(storage_path)
     base = f"{root}/{sweep.name}"
     session = _latest_session(fs, base) if resume else None
@@ -101,7 +102,8 @@ def run_sweep(sweep, *, address=None, tracking_uri=None, storage_path="ray_resul
         fs.create_dir(f"{base}/{session}", recursive=True)
         with fs.open_output_stream(f"{base}/{session}/sweep.yaml") as f:
             f.write(yaml.safe_dump(sweep.raw, sort_keys=False).encode())
-    datasets = _load_datasets(sweep)
+    if resume and session is not None:
+        datasets = _load_datasets(sweep)       # the saved sweep may differ from the file
     experiment_id = tracker.experiment_id(sweep.name)
 
     if not ray.is_initialized():
