@@ -95,15 +95,14 @@ def run_sweep(sweep, *, address=None, tracking_uri=None, storage_path="ray_resul
             saved = yaml.safe_load(f.read().decode())
         if saved != sweep.raw:
             print("raydiff: the sweep file changed since that session; resuming the saved version")
-        sweep = sweeps.validate(saved, source=f"{base}/{session}/sweep.yaml")
+            sweep = sweeps.validate(saved, source=f"{base}/{session}/sweep.yaml")
+            datasets = _load_datasets(sweep)
         print(f"raydiff: resuming session {session} of {sweep.name}")
     else:
         session = time.strftime("%Y%m%d-%H%M%S")
         fs.create_dir(f"{base}/{session}", recursive=True)
         with fs.open_output_stream(f"{base}/{session}/sweep.yaml") as f:
             f.write(yaml.safe_dump(sweep.raw, sort_keys=False).encode())
-    if resume and session is not None:
-        datasets = _load_datasets(sweep)       # the saved sweep may differ from the file
     experiment_id = tracker.experiment_id(sweep.name)
 
     if not ray.is_initialized():
