@@ -304,3 +304,44 @@ def test_wrn28_10_forward_backward_on_cifar_shaped_batch():
 def test_resnet18_takes_grey_imagefolder_sized_input():
     model = get_model("resnet18", input_shape=(1, 64, 64), num_classes=5, seed=0)
     assert model(torch.randn(2, 1, 64, 64)).shape == (2, 5)
+
+
+# -- report -------------------------------------------------------------------------------
+
+def _finished(root, run_id, experiment, config, report, metrics):
+    pd.DataFrame([(s, k, v) for s, m in report.history if s is not None for k, v in m.items()],
+                 columns=["step", "key", "value"]).to_csv(root / run_id / "history.csv",
+                                                          index=False)
+    return {"run_id": run_id, "stage": experiment, "experiment": experiment,
+            "trial_seconds": 1.0, **vars(config), **{f"m.{k}": v for k, v in metrics.items()}}
+
+
+def test_report_tables_compare_baseline_instance_and_retrain(tmp_path):
+    from raydiff.report import FolderContext, build_report
+
+    data, rows = toy_dataset(n=300), []
+    for seed in (0, 1):
+        for variant in ("baseline", "instance"):
+            cfg = toy_config(epochs=3, variant=variant, seed=seed)
+            run_id = f"{variant}{seed}"
+            report = Report(tmp_path / run_id)
+            rows.append(_finished(tmp_path, run_id, "data_params", cfg, report,
+                                  dpx.run(cfg, report, data)))
+        cfg = build_config(retrain.Config, dict(dataset="blobs", noise_ratio=0.4, seed=seed,
+                                                model="simple_nn", epochs=2, lr_milestones=[]))
+        report = Report(tmp_path / f"rt{seed}",
+                        upstream={"data_params": Upstream(tmp_path / f"instance{seed}")})
+        rows.append(_finished(tmp_path, f"rt{seed}", "retrain", cfg, report,
+                              retrain.run(cfg, report, data)))
+    runs = pd.DataFrame(rows)
+    written = build_report(FolderContext(runs, tmp_path / "out", tmp_path))
+    names = {p.name for p in written}
+    assert {"data_params_detection.csv", "data_params_accuracy.csv",
+            "data_params_per_epoch.png", "data_params_sigma_noisy_vs_clean.png"} <= names
+    acc = pd.read_csv(tmp_path / "out" / "data_params_accuracy.csv").set_index("method")
+    assert set(acc.index) == {"baseline", "instance", "retrain 0.6 global"}
+    assert (acc["runs"] == 2).all()
+    expected = runs[runs["run_id"].str.startswith("instance")]["m.test_accuracy"]
+    assert acc.loc["instance", "test_accuracy_mean"] == pytest.approx(expected.mean())
+    det = pd.read_csv(tmp_path / "out" / "data_params_detection.csv").set_index("method")
+    assert det.loc["instance", "final_detect_auroc_mean"] > 0.5

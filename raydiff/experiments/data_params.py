@@ -63,6 +63,7 @@ class TrainConfig(Common):
     augment: bool = False                       # random crop (pad 4) + flip, on the device
     normalize: str = choice("scalar", ["scalar", "minus_one_one", "none"])
     checkpoint_every: int = at_least(1, 1)
+    eval_batch_size: int = at_least(1024, 1)    # no-grad evaluation; bounds its GPU memory
 
     SMOKE = {"epochs": 2, "batch_size": 64, "model": "simple_nn", "lr_milestones": []}
 
@@ -180,7 +181,8 @@ def fit(config, report, x, y, *, num_classes, eval_sets, data_params=None, noisy
             traj["class_sigma"][:, epoch - 1] = torch.from_numpy(dp.class_sigma())
         metrics = {"loss": loss, "lr": opt.param_groups[0]["lr"]}
         for name, (ex, ey) in eval_sets.items():
-            metrics[f"{name}_accuracy"] = 100 * accuracy(predict(model, ex), ey)
+            logits = predict(model, ex, batch_size=config.eval_batch_size)
+            metrics[f"{name}_accuracy"] = 100 * accuracy(logits, ey)
         if "val_accuracy" in metrics and metrics["val_accuracy"] > best["accuracy"]:
             best.update(epoch=epoch, accuracy=metrics["val_accuracy"])
         if noisy is not None and noisy.any() and not noisy.all():
@@ -247,8 +249,8 @@ def run(config, report, data):
     device = report.device
     tensors, train_pos, val_pos, test_pos = noisy_splits(config, data, device)
     tr, va, te = (tensors.take(p) for p in (train_pos, val_pos, test_pos))
-    clean = lambda part: torch.as_tensor(part.label, device=device)   # noqa: E731
-    eval_sets = {"test": (te.x, clean(te))}
+    test_y = torch.as_tensor(te.label, device=device)      # clean labels
+    eval_sets = {"test": (te.x, test_y)}
     if len(va):
         eval_sets["val"] = (va.x, va.y)      # a real validation set has noisy labels too
     learn_class, learn_instance = VARIANTS[config.variant]
@@ -295,7 +297,8 @@ def run(config, report, data):
                     None if images is None else images[members], title=_class_name(data, c)):
                 report.figure(f"enrich_class{c:03d}_{name}.png", fig)
 
-    metrics = {"test_accuracy": 100 * accuracy(predict(model, te.x), clean(te)),
+    test_logits = predict(model, te.x, batch_size=config.eval_batch_size)
+    metrics = {"test_accuracy": 100 * accuracy(test_logits, test_y),
                "epochs_run": epochs_run, "score_epoch": epoch, "n_train": len(tr),
                "n_test": len(te)}
     if tr.is_noisy.any() and not tr.is_noisy.all():

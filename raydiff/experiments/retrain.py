@@ -65,7 +65,8 @@ def run(config, report, data):
     test_y = torch.as_tensor(tensors.label[test_pos], device=device)
     model, _, _ = fit(config, report, x, y, num_classes=tensors.num_classes,
                       eval_sets={"test": (test_x, test_y)})
-    metrics = {"test_accuracy": 100 * accuracy(predict(model, test_x), test_y),
+    test_logits = predict(model, test_x, batch_size=config.eval_batch_size)
+    metrics = {"test_accuracy": 100 * accuracy(test_logits, test_y),
                "n_train": int(keep.sum()),
                "kept_noise_fraction": float(noisy[keep].mean()),
                "dropped_noise_recall": float((~keep)[noisy].mean()) if noisy.any() else float("nan")}
