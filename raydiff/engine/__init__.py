@@ -1,5 +1,7 @@
 """Training loops over device-resident tensors that record per-sample dynamics."""
 
-from raydiff.engine.train import Dynamics, TrainResult, accuracy, predict, train
+from raydiff.engine.train import (Dynamics, TrainResult, accuracy, crop_flip, predict,
+                                  step_schedule, train)
 
-__all__ = ["Dynamics", "TrainResult", "accuracy", "predict", "train"]
+__all__ = ["Dynamics", "TrainResult", "accuracy", "crop_flip", "predict", "step_schedule",
+           "train"]

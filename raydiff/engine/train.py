@@ -54,7 +54,8 @@ def accuracy(logits, y):
 
 def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_decay=0.0,
           optimizers=None, loss_fn=None, after_step=None, on_epoch=None, record_every=0,
-          record_dtype=torch.float32, generator=None, start_epoch=0):
+          record_dtype=torch.float32, generator=None, start_epoch=0, augment=None,
+          lr_schedule=None):
     """Train ``model`` on tensors ``x``, ``y`` (already on the model's device).
 
     Parameters
@@ -76,6 +77,14 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
         Record the logits of every sample every ``record_every`` epochs (0: never).
     generator : torch.Generator, optional
         Shuffles mini-batches; required for reproducible mini-batch training.
+    augment : callable(xb, generator) -> xb, optional
+        Transforms every training batch on the device before the forward pass (e.g.
+        :func:`crop_flip`); gets ``generator`` so that augmented runs are reproducible.
+    lr_schedule : callable(epoch) -> float, optional
+        The learning rate of epoch ``epoch`` (1-based), set on every parameter group of
+        the FIRST optimiser (the model's by convention; data-parameter optimisers that
+        follow keep their own rate) before the epoch starts. A function of the epoch
+        alone, so a run resumed with ``start_epoch`` follows the same schedule.
     """
     n = len(x)
     full_batch = batch_size is None or batch_size >= n
@@ -97,6 +106,9 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
     result = TrainResult(epochs_run=start_epoch)
     model.train()
     for epoch in range(start_epoch + 1, epochs + 1):
+        if lr_schedule is not None:
+            for group in optimizers[0].param_groups:
+                group["lr"] = lr_schedule(epoch)
         if full_batch:
             batches = [all_idx]
         else:
@@ -104,7 +116,10 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
             batches = perm.split(batch_size)
         total = 0.0
         for idx in batches:
-            logits = model(x[idx])
+            xb = x[idx]
+            if augment is not None:
+                xb = augment(xb, generator)
+            logits = model(xb)
             loss = loss_fn(logits, idx)
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
@@ -126,3 +141,34 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
         kept = [e for e in record_epochs if e <= result.epochs_run]
         result.dynamics = Dynamics(np.array(kept), record[:len(kept)].float().cpu().numpy())
     return result
+
+
+def step_schedule(lr, *, milestones=(), gamma=0.1):
+    """``lr_schedule`` for :func:`train`: ``lr * gamma ** (number of milestones <= epoch)``,
+    e.g. ``step_schedule(0.1, milestones=(80, 100))`` gives 0.1 up to epoch 79, 0.01 from 80."""
+    milestones = sorted(milestones)
+
+    def schedule(epoch):
+        return lr * gamma ** sum(epoch >= m for m in milestones)
+    return schedule
+
+
+def crop_flip(x, generator=None, *, pad=4):
+    """Random ``pad``-pixel-padded crop back to the input size plus a random horizontal
+    flip, for a whole batch on its device in one gather (the CIFAR augmentation).
+
+    x : (B, C, H, W) float tensor; returns a new tensor of the same shape. Padding is
+    zeros (the normalised data's value for the padded border). ``generator`` (CPU) draws
+    the offsets and flips, so runs are reproducible on any device.
+    """
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    draws = torch.randint(0, 2 * pad + 1, (2, b), generator=generator)
+    flip = torch.randint(0, 2, (b,), generator=generator).bool()
+    rows = (draws[0][:, None] + torch.arange(h)).to(x.device)
+    cols = torch.arange(w).expand(b, w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    cols = (draws[1][:, None] + cols).to(x.device)
+    bi = torch.arange(b, device=x.device)[:, None, None, None]
+    ci = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]

@@ -10,6 +10,9 @@ import math
 import torch
 from torch import nn
 
+from raydiff.models.resnet import resnet18
+from raydiff.models.wrn import wide_resnet
+
 
 class SimpleNN(nn.Module):
     """The benchmark MLP: Linear(D, 20) -> tanh -> Linear(20, 20) -> tanh -> Linear(20, C).
@@ -68,6 +71,8 @@ def _small_cnn(input_shape, num_classes, width=32, **_):
 MODELS = {
     "simple_nn": _simple_nn,
     "small_cnn": _small_cnn,
+    "wrn28_10": wide_resnet,
+    "resnet18": resnet18,
 }
 
 
