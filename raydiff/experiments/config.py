@@ -6,6 +6,7 @@ Field metadata drives validation at the public edge, before Ray starts:
 """
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 
@@ -62,9 +63,12 @@ class Common:
 COMMON_KEYS = tuple(f.name for f in dataclasses.fields(Common))
 
 
+_UNIONS = (typing.Union, types.UnionType)  # Optional[int] and int | None
+
+
 def _type_ok(value, tp):
     origin = typing.get_origin(tp)
-    if origin is typing.Union:
+    if origin in _UNIONS:
         return any(_type_ok(value, a) for a in typing.get_args(tp))
     if tp is type(None):
         return value is None
@@ -82,7 +86,7 @@ def _type_ok(value, tp):
 
 
 def _type_name(tp):
-    if typing.get_origin(tp) is typing.Union:
+    if typing.get_origin(tp) in _UNIONS:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
