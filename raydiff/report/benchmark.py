@@ -14,6 +14,8 @@ Written, when at least one such table holds injected noise:
 - ``benchmark_per_run.csv``: method, setting, AUROC, average precision, precision at
   k = noise ratio, and the seconds of the trial that produced it (plus the upstream trials'
   seconds it reports as ``upstream_seconds``, e.g. the crossval folds of confident learning);
+  ``same_labels`` is False where a run's observed labels differ from those of the largest
+  table of its setting (a method that drew its noise over another pool);
 - ``benchmark_detection.csv``: mean and std (over seeds, ddof 1) per method and noise
   ratio; ``benchmark_results.md``: the same as a Markdown table, best value in bold;
 - ``benchmark_agreement.csv`` and the heatmaps ``benchmark_spearman.png`` and
@@ -79,7 +81,10 @@ def collect(ctx, runs):
                              "seed": run.get("seed", 0), "n": len(score),
                              "n_noisy": int(noisy.sum()), "seconds": seconds,
                              "methods_in_run": len(columns), **quality(score, noisy, noise)})
-                scores[key] = (pd.Series(score, index=table["sample_id"].to_numpy()), noisy)
+                ids = table["sample_id"].to_numpy()
+                labels = table["observed_label"] if "observed_label" in table.columns else None
+                scores[key] = (pd.Series(score, index=ids), noisy,
+                               None if labels is None else pd.Series(labels.to_numpy(), index=ids))
     frame = pd.DataFrame(rows)
     if not len(frame):
         return frame, scores
@@ -87,7 +92,25 @@ def collect(ctx, runs):
     clash = frame.groupby("method")["stage"].transform("nunique") > 1
     frame.loc[clash, "method"] = frame.loc[clash, "stage"].astype(str) + "." + frame.loc[clash, "method"]
     frame = frame.drop_duplicates(["method"] + SETTING, keep="first")
-    return frame, {k: scores[k] for k in frame.index}
+    scores = {k: scores[k] for k in frame.index}
+    frame["same_labels"] = same_labels(frame, scores)
+    return frame, scores
+
+
+def same_labels(frame, scores):
+    """Per entry: whether its observed labels equal, on the samples both scored, those of
+    the largest table of its setting (dataset, noise ratio, seed). False flags a method
+    that scored another noisy draw (e.g. one holding out a test split first)."""
+    out = pd.Series(True, index=frame.index)
+    for _, cell in frame.groupby(SETTING, sort=False, dropna=False):
+        reference = scores[cell["n"].idxmax()][2]
+        for key in cell.index:
+            labels = scores[key][2]
+            if reference is None or labels is None:
+                continue
+            shared = labels.index.intersection(reference.index)
+            out[key] = bool((labels[shared] == reference[shared]).all())
+    return out
 
 
 def quality(score, noisy, noise_ratio):
@@ -108,6 +131,8 @@ def summarise(frame):
     out = grouped[QUALITY + ["seconds"]].agg(["mean", "std"])
     out.columns = [f"{a}_{b}" for a, b in out.columns]
     out["seeds"] = grouped.size()
+    if "same_labels" in noisy.columns:
+        out["same_labels"] = grouped["same_labels"].all()
     return out.reset_index()
 
 
@@ -163,8 +188,9 @@ def results_markdown(summary, order):
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         best = {(r, m): part.loc[part["noise_ratio"] == r, f"{m}_mean"].max()
                 for r in ratios for m in ("auroc", "ap")}
+        other = set(part.loc[~part["same_labels"], "method"]) if "same_labels" in part else set()
         for method in [m for m in order if m in set(part["method"])]:
-            cells = [method]
+            cells = [method + (" †" if method in other else "")]
             rows = part[part["method"] == method].set_index("noise_ratio")
             for r in ratios:
                 for m in ("auroc", "ap"):
@@ -179,7 +205,11 @@ def results_markdown(summary, order):
         top = part[part["noise_ratio"] == ratios[-1]].sort_values("auroc_mean", ascending=False)
         lines += ["", f"Best AUROC at noise {ratios[-1]:g}: **{top.iloc[0]['method']}** "
                       f"({top.iloc[0]['auroc_mean']:.3f}); best AP: "
-                      f"**{top.sort_values('ap_mean', ascending=False).iloc[0]['method']}**.", ""]
+                      f"**{top.sort_values('ap_mean', ascending=False).iloc[0]['method']}**."]
+        if other:
+            lines.append("† scored another draw of noisy labels than the other methods "
+                         "(its training pool excludes a held-out test split).")
+        lines.append("")
     return "\n".join(lines)
 
 
