@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from raydiff.models.resnet import resnet18
+from raydiff.models.toy import LinearToy, toy_linear
 from raydiff.models.wrn import wide_resnet
 
 
@@ -73,6 +74,7 @@ MODELS = {
     "small_cnn": _small_cnn,
     "wrn28_10": wide_resnet,
     "resnet18": resnet18,
+    "toy_linear": toy_linear,
 }
 
 
@@ -85,4 +87,4 @@ def get_model(name, *, input_shape, num_classes, seed, **options):
         return MODELS[name](tuple(input_shape), num_classes, **options)
 
 
-__all__ = ["MODELS", "SimpleNN", "SmallCNN", "get_model"]
+__all__ = ["MODELS", "LinearToy", "SimpleNN", "SmallCNN", "get_model"]
