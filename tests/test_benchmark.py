@@ -10,7 +10,8 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from raydiff.data import Dataset
-from raydiff.experiments import confident_learning, crossval, data_params, dynamics, identify
+from raydiff.experiments import (confident_learning, crossval, data_params, dynamics, identify,
+                                 inversion)
 from raydiff.experiments.base import Report, Upstream
 from raydiff.experiments.config import ConfigError, build_config
 from raydiff.report import FolderContext, build_report
@@ -170,6 +171,11 @@ def test_every_method_sees_the_same_noisy_labels_and_finds_them(tmp_path):
                                          "inversion_start": 2, "check_every": 2})
     identify.run(cfg, Report(tmp_path / "identify"), data)
     tables["identify"] = pd.read_parquet(tmp_path / "identify" / "per_sample.parquet")
+    cfg = build_config(inversion.Config, {**{k: v for k, v in TRAIN.items() if k in known},
+                                          "hidden": [20, 20], "epochs": 30,
+                                          "inversion_start": 2, "check_every": 2})
+    inversion.run(cfg, Report(tmp_path / "inversion"), data)
+    tables["inversion"] = pd.read_parquet(tmp_path / "inversion" / "per_sample.parquet")
 
     cfg = build_config(data_params.Config, {**TRAIN, "variant": "instance", "test_fraction": 0.0,
                                             "enrich_classes": 0})
