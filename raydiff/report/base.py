@@ -46,6 +46,18 @@ class ReportContext:
     def read_table(self, run_id, name):
         return pd.read_parquet(self.artifact(run_id, name))
 
+    def gather(self, runs, name, keys):
+        """Table artifact ``name`` of every run in ``runs``, concatenated, each row with its
+        run's values of ``keys`` (those that are columns of ``runs``)."""
+        keys = [k for k in keys if k in runs.columns]
+        parts = []
+        for _, run in runs.iterrows():
+            part = self.read_table(run["run_id"], name)
+            for key in keys:
+                part[key] = run[key]
+            parts.append(part)
+        return pd.concat(parts, ignore_index=True)
+
 
 class FolderContext(ReportContext):
     """Runs whose artifacts lie in ``root/<run_id>/`` and metric histories in
