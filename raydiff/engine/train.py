@@ -42,7 +42,9 @@ def predict(model, x, *, batch_size=8192):
     """Logits of ``model`` (in eval mode) for every row of tensor ``x``, in large no-grad batches."""
     was_training = model.training
     model.eval()
-    out = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    # an empty x still goes through the model once, for an empty (0, C) answer
+    out = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+                    or [model(x)])
     model.train(was_training)
     return out
 
