@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from raydiff.data import INIT_STREAM, derived_seed, prepare
-from raydiff.engine import accuracy, predict, train
-from raydiff.engine.inversion import InversionMonitor
+from raydiff.engine import accuracy, predict
+from raydiff.engine.inversion import train_with_inversion
 from raydiff.experiments.base import per_sample_table
-from raydiff.experiments.config import Common, at_least, choice
+from raydiff.experiments.config import Common, ConfigError, at_least, choice
 from raydiff.models import MODELS, get_model
 from raydiff.scores import auroc, confidence, energy
 
@@ -33,9 +33,10 @@ STRATEGIES = ["stragglers", "confidence", "energy"]
 
 
 @dataclass
-class Config(Common):
-    strategy: str = choice("stragglers", STRATEGIES)
-    level: str = choice("dataset", ["dataset", "class"])
+class InversionTraining(Common):
+    """Keys of the full-batch SimpleNN training watched for the inversion point, shared by
+    every experiment that finds stragglers (``identify``, ``inversion``)."""
+
     model: str = choice("simple_nn", lambda: sorted(MODELS))
     hidden: list[int] = field(default_factory=lambda: [20, 20])
     epochs: int = at_least(500, 1)
@@ -49,28 +50,44 @@ class Config(Common):
 
     SMOKE = {"epochs": 40, "inversion_start": 5, "check_every": 2}
 
+    def check(self, where):
+        if self.inversion_start + self.check_every > self.epochs:
+            raise ConfigError(
+                f"{where}: inversion_start + check_every = "
+                f"{self.inversion_start} + {self.check_every} > epochs = {self.epochs}: "
+                f"no inversion check would ever run; raise epochs or lower inversion_start "
+                f"or check_every")
 
-def train_with_inversion(config, data, report=None, *, log_prefix=""):
-    """Train until every class inverts, retrying with a new initialisation at most
-    ``config.max_retries`` times; returns (model, monitor, train_result, attempts)."""
-    for attempt in range(config.max_retries + 1):
-        model = get_model(config.model, input_shape=data.x.shape[1:],
-                          num_classes=data.num_classes, hidden=config.hidden,
-                          seed=derived_seed(config.seed, INIT_STREAM, attempt)).to(data.x.device)
-        monitor = InversionMonitor(model, data.x, data.y, data.num_classes,
-                                   start=config.inversion_start, check_every=config.check_every)
+    def hidden_layers(self):
+        return self.hidden
 
-        def on_epoch(epoch, loss):
-            monitor(epoch, loss)
-            if report is not None:
-                report({f"{log_prefix}loss": loss}, step=epoch)
-            return False
 
-        result = train(model, data.x, data.y, epochs=config.epochs, lr=config.lr,
-                       on_epoch=on_epoch, record_every=config.record_every)
-        if not monitor.never_inverted():
-            break
-    return model, monitor, result, attempt + 1
+@dataclass
+class Config(InversionTraining):
+    strategy: str = choice("stragglers", STRATEGIES)
+    level: str = choice("dataset", ["dataset", "class"])
+
+
+def fit(config, data, report=None, *, track_learning=False):
+    """Train ``config.model`` on ``data`` (TensorData) while the radii are watched,
+    retrying with a new initialisation while a class never inverts (at most
+    ``config.max_retries`` times); returns the :class:`InversionRun` kept. The loss goes
+    to ``report`` as ``loss`` (``loss_retry<k>`` for the k-th new initialisation)."""
+
+    def make_model(attempt):
+        return get_model(config.model, input_shape=data.x.shape[1:],
+                         num_classes=data.num_classes, hidden=config.hidden_layers(),
+                         seed=derived_seed(config.seed, INIT_STREAM, attempt)).to(data.x.device)
+
+    def on_epoch(epoch, loss, attempt):
+        if report is not None:
+            report({"loss" if attempt == 0 else f"loss_retry{attempt}": loss}, step=epoch)
+
+    return train_with_inversion(
+        make_model, data.x, data.y, data.num_classes, epochs=config.epochs, lr=config.lr,
+        start=config.inversion_start, check_every=config.check_every,
+        max_retries=config.max_retries, track_learning=track_learning, on_epoch=on_epoch,
+        record_every=config.record_every)
 
 
 def top_k_hard(score, k, *, observed, level, num_classes):
@@ -92,7 +109,8 @@ def run(config, report, data):
                       noise_ratio=config.noise_ratio, noise_seed=config.seed, device=device)
     observed = tensors.observed_label
     C, N = tensors.num_classes, len(tensors)
-    model, monitor, result, attempts = train_with_inversion(config, tensors, report)
+    fitted = fit(config, tensors, report)
+    model, monitor, result, attempts = fitted.model, fitted.monitor, fitted.result, fitted.attempts
 
     margin_score, judged = monitor.straggler_margin(final_model=config.judge_by_final_model)
     straggler = margin_score > 0

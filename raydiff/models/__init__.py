@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from raydiff.models.resnet import resnet18
+from raydiff.models.toy import LinearToy, toy_linear
 from raydiff.models.wrn import wide_resnet
 
 
@@ -31,11 +32,15 @@ class SimpleNN(nn.Module):
     def features(self, x):
         return torch.tanh(self.hidden[0](x.flatten(1)))
 
-    def forward(self, x):
-        h = x.flatten(1)
-        for layer in self.hidden:
+    def features_and_logits(self, x):
+        """(first hidden layer after tanh, logits) from one forward pass."""
+        z = h = self.features(x)
+        for layer in self.hidden[1:]:
             h = torch.tanh(layer(h))
-        return self.out(h)
+        return z, self.out(h)
+
+    def forward(self, x):
+        return self.features_and_logits(x)[1]
 
 
 class SmallCNN(nn.Module):
@@ -73,6 +78,7 @@ MODELS = {
     "small_cnn": _small_cnn,
     "wrn28_10": wide_resnet,
     "resnet18": resnet18,
+    "toy_linear": toy_linear,
 }
 
 
@@ -85,4 +91,4 @@ def get_model(name, *, input_shape, num_classes, seed, **options):
         return MODELS[name](tuple(input_shape), num_classes, **options)
 
 
-__all__ = ["MODELS", "SimpleNN", "SmallCNN", "get_model"]
+__all__ = ["MODELS", "LinearToy", "SimpleNN", "SmallCNN", "get_model"]

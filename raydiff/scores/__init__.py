@@ -5,7 +5,8 @@ a known set of noisy samples is measured with :mod:`raydiff.scores.metrics`.
 """
 
 from raydiff.scores.logits import confidence, energy, margin
-from raydiff.scores.metrics import auroc, average_precision, precision_at_k
+from raydiff.scores.metrics import (auroc, average_precision, jaccard, overlap_zscore,
+                                    precision_at_k)
 
 SCORES = {
     "confidence": confidence,
@@ -23,4 +24,4 @@ def get_score(name):
 
 
 __all__ = ["SCORES", "get_score", "confidence", "energy", "margin",
-           "auroc", "average_precision", "precision_at_k"]
+           "auroc", "average_precision", "jaccard", "overlap_zscore", "precision_at_k"]

@@ -73,3 +73,44 @@ def precision_at_k(score, positive, *, k):
         return float("nan")
     top = np.argsort(-score, kind="stable")[:k]
     return float(positive[top].mean())
+
+
+def _as_sets(a, b):
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"a and b must be 1-d boolean masks of equal length, got "
+                         f"{a.shape} and {b.shape}")
+    return a, b
+
+
+def jaccard(a, b):
+    """Jaccard index |A & B| / |A | B| of two sets given as boolean masks of shape (N,)
+    over the same N samples; 1 for two empty sets (they agree)."""
+    a, b = _as_sets(a, b)
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0
+
+
+def overlap_zscore(a, b):
+    """How far the overlap of two sets lies above chance, in standard deviations.
+
+    Parameters
+    ----------
+    a, b : bool arrays of shape (N,), the two sets over the same N samples
+
+    Returns
+    -------
+    float: ``(|A & B| - E) / sd`` under the hypergeometric null in which B is |B| samples
+    drawn without replacement from N, of which |A| are in A (Ciceri et al.'s test of
+    straggler stability): ``E = |A||B|/N`` and
+    ``sd^2 = |A||B|(N - |A|)(N - |B|) / (N^2 (N - 1))``. NaN when the null has no
+    variance (a set empty or complete, or N < 2).
+    """
+    a, b = _as_sets(a, b)
+    n, ka, kb = len(a), int(a.sum()), int(b.sum())
+    if n < 2:
+        return float("nan")
+    var = ka * kb * (n - ka) * (n - kb) / (n * n * (n - 1))
+    if var == 0:
+        return float("nan")
+    return float(((a & b).sum() - ka * kb / n) / np.sqrt(var))

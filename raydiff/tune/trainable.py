@@ -126,7 +126,8 @@ def run_trial(param, *, datasets, context):
         upstream = {}
         for experiment, run_ids in spec["upstream"].items():
             group = run_ids if isinstance(run_ids, list) else [run_ids]
-            found = [Upstream(tracker.download(r, work / "upstream" / r), _params(tracker, r), r)
+            found = [Upstream(work / "upstream" / r, _params(tracker, r), r,
+                              fetch=functools.partial(_fetch, tracker, r, work / "upstream" / r))
                      for r in group]
             upstream[experiment] = found if isinstance(run_ids, list) else found[0]
         # where this attempt runs (a retried trial may land on another node)
@@ -170,6 +171,16 @@ def run_trial(param, *, datasets, context):
 def _tracker(uri):
     # one client per worker process: reused actors skip the store's start-up cost
     return tracking.Tracker(uri)
+
+
+def _fetch(tracker, run_id, folder, name):
+    """Download artifact ``name`` of ``run_id`` into ``folder`` (on first use, see Upstream)."""
+    try:
+        tracker.download(run_id, folder, name)
+    except Exception as exc:  # noqa: BLE001 - MLflow's errors for a missing artifact vary
+        have = sorted(a.path for a in tracking.retrying(tracker.client.list_artifacts, run_id))
+        raise FileNotFoundError(f"upstream run {run_id} has no artifact {name!r} "
+                                f"({type(exc).__name__}); it has: {have}") from None
 
 
 def _params(tracker, run_id):

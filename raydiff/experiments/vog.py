@@ -1,0 +1,257 @@
+"""Variance of Gradients: how much a sample's input gradient moves over training.
+
+A classifier (any of the project's models) trains on the training split. At K
+checkpoints, every ``vog_every`` epochs or at the explicit ``vog_epochs`` (0 = before
+training), the input gradient of every sample is taken in eval mode: of the pre-softmax
+logit of the (observed) training label for training samples, of the label the model
+predicts at that checkpoint for test samples, one backward pass per minibatch
+(:mod:`raydiff.engine.input_grad`). Only running moments are kept
+(:class:`raydiff.scores.vog.VoGAccumulator`, 4 x N x pixels values of ``vog_dtype``),
+never the K gradient maps.
+
+VoG per stage (early / middle / late thirds of the checkpoints, complete), raw,
+class-normalised and absolute class-normalised, normalised within each split by the
+label (the observed label for training samples, the true one for test samples). The
+original normalised the test set by its true labels too.
+
+Artifacts: ``per_sample.parquet`` (train and test rows; ``vog_<stage>``,
+``vog_<stage>_norm``, ``vog_<stage>_abs``, ``predicted`` by the final model; ``score`` =
+``vog_complete_norm``), ``decile_error.parquet`` and ``decile_error.png`` (test error per VoG
+decile of each stage), ``vog_grid_class<c>.png`` (per class the training images with the
+lowest and highest VoG at ``grid_stage``, the final model's prediction above each),
+``vog.json`` (the checkpoint epochs and stages). A failed trial restarts from scratch:
+the running moments are not checkpointed.
+"""
+
+import time
+import typing
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from raydiff.data import INIT_STREAM, derived_seed
+from raydiff.engine import accuracy, crop_flip, predict, train
+from raydiff.engine.input_grad import input_gradients
+from raydiff.experiments.base import per_sample_table
+from raydiff.experiments.config import ConfigError, at_least, choice, ratio
+from raydiff.experiments.data_params import (BATCH_STREAM, TrainConfig, _class_name, _schedule,
+                                             _thumb, noisy_splits)
+from raydiff.models import get_model
+from raydiff.scores.vog import (NORMALIZATIONS, STAGES, VoGAccumulator, decile_error,
+                                normalized_variants, stage_checkpoints)
+
+NAME = "vog"
+
+
+@dataclass
+class Config(TrainConfig):
+    epochs: int = at_least(30, 1)
+    lr_milestones: list[int] = field(default_factory=list)
+    vog_every: int = at_least(3, 1)                       # a checkpoint every n epochs,
+    vog_epochs: typing.Optional[list[int]] = None         # unless these are given (0 = start)
+    test_fraction: float = ratio(0.2)                     # when the dataset has no test part
+    vog_dtype: str = choice("float32", ["float32", "float64"])   # of the running moments
+    decile_variant: str = choice("norm", list(NORMALIZATIONS))
+    grid_stage: str = choice("late", list(STAGES))
+    grid_classes: int = at_least(10, 0)                   # grids of the first n classes
+    grid_size: int = at_least(5, 1)                       # n x n lowest and highest images
+
+    val_fraction: typing.ClassVar[float] = 0.0
+    SMOKE = {"epochs": 6, "vog_every": 1, "vog_epochs": None, "grid_classes": 2,
+             "grid_size": 3}
+
+    def check(self, where):
+        epochs = self.checkpoint_epochs()
+        bad = [e for e in epochs if not 0 <= e <= self.last_epoch]
+        if bad:
+            raise ConfigError(f"{where}: vog_epochs {bad} are outside 0..{self.last_epoch} "
+                              f"(the epochs trained)")
+        if len(epochs) < 6:
+            raise ConfigError(f"{where}: VoG needs at least 6 checkpoints (2 per stage), "
+                              f"this config gives {len(epochs)} ({epochs}); lower vog_every, "
+                              f"add vog_epochs or raise epochs")
+
+    def checkpoint_epochs(self):
+        """The epochs (sorted, unique; 0 = before training) whose model is a checkpoint."""
+        if self.vog_epochs is not None:
+            return sorted(set(int(e) for e in self.vog_epochs))
+        return list(range(self.vog_every, self.last_epoch + 1, self.vog_every))
+
+
+def _maps(grad):
+    """(b, C, H, W) or (b, D) gradient tensor -> (b, P) float32 numpy, channels averaged."""
+    if grad.ndim == 4:
+        grad = grad.mean(dim=1)
+    return grad.flatten(1).float().cpu().numpy()
+
+
+def accumulate(model, t, parts, accumulators, *, batch_size):
+    """Add checkpoint ``t`` of every split: ``parts`` {split: (x, labels or None)}."""
+    for split, (x, labels) in parts.items():
+        for rows, grad, _ in input_gradients(model, x, labels, batch_size=batch_size):
+            accumulators[split].add(t, _maps(grad), rows)
+
+
+def vog_table(scores, labels):
+    """Flat ``{column: (N,)}``: ``vog_<stage>`` raw, ``_norm`` and ``_abs`` for every stage."""
+    out = {}
+    for stage in STAGES:
+        for name, values in normalized_variants(scores[stage], labels).items():
+            out[f"vog_{stage}" + ("" if name == "raw" else f"_{name}")] = values
+    return out
+
+
+def column(stage, variant):
+    return f"vog_{stage}" + ("" if variant == "raw" else f"_{variant}")
+
+
+def run(config, report, data):
+    device = report.device
+    tensors, train_pos, _, test_pos = noisy_splits(config, data, device)
+    tr, te = tensors.take(train_pos), tensors.take(test_pos)
+    if len(te) < 10:
+        raise ConfigError(f"the test split has {len(te)} samples; the decile analysis needs "
+                          f">= 10: raise test_fraction or subset_size")
+    test_y = torch.as_tensor(te.label, device=device)
+    epochs = config.checkpoint_epochs()
+    slot = {e: t for t, e in enumerate(epochs)}
+    stages = stage_checkpoints(len(epochs))
+    pixels = _maps(tr.x[:1]).shape[1]
+    accumulators = {split: VoGAccumulator(len(part), pixels, len(epochs),
+                                          dtype=np.dtype(config.vog_dtype))
+                    for split, part in (("train", tr), ("test", te))}
+    parts = {"train": (tr.x, tr.y), "test": (te.x, None)}
+
+    model = get_model(config.model, input_shape=tr.x.shape[1:], num_classes=tensors.num_classes,
+                      hidden=config.hidden, seed=derived_seed(config.seed, INIT_STREAM)).to(device)
+    generator = torch.Generator().manual_seed(derived_seed(config.seed, BATCH_STREAM))
+    vog_seconds = 0.0
+
+    def take(epoch):
+        nonlocal vog_seconds
+        if epoch in slot:
+            start = time.perf_counter()
+            accumulate(model, slot[epoch], parts, accumulators,
+                       batch_size=config.eval_batch_size)
+            vog_seconds += time.perf_counter() - start
+
+    def on_epoch(epoch, loss):
+        take(epoch)
+        logits = predict(model, te.x, batch_size=config.eval_batch_size)
+        report({"loss": loss, "test_accuracy": 100 * accuracy(logits, test_y)}, step=epoch)
+        return False
+
+    take(0)
+    train(model, tr.x, tr.y, epochs=config.last_epoch, lr=config.lr, momentum=config.momentum,
+          weight_decay=config.weight_decay, batch_size=config.batch_size, generator=generator,
+          on_epoch=on_epoch, augment=crop_flip if config.augment else None,
+          lr_schedule=_schedule(config))
+
+    predicted = {split: predict(model, x, batch_size=config.eval_batch_size).argmax(1).cpu().numpy()
+                 for split, (x, _) in parts.items()}
+    columns = {"train": vog_table(accumulators["train"].scores(), tr.observed_label),
+               "test": vog_table(accumulators["test"].scores(), te.label)}
+    del accumulators
+    table = pd.concat([per_sample_table(
+        sample_id=part.sample_id, label=part.label, observed_label=part.observed_label,
+        is_noisy=part.is_noisy, split=split, hard=None,
+        score=columns[split]["vog_complete_norm"], predicted=predicted[split],
+        **columns[split]) for split, part in (("train", tr), ("test", te))], ignore_index=True)
+    report.table("per_sample.parquet", table)
+    report.json("vog.json", {"checkpoint_epochs": epochs,
+                             "stages": {s: [epochs[i] for i in idx] for s, idx in stages.items()}})
+
+    wrong = predicted["test"] != te.label
+    deciles = decile_frame(columns["test"], wrong, config.decile_variant)
+    report.table("decile_error.parquet", deciles)
+    report.figure("decile_error.png", decile_figure(deciles, title=f"{config.dataset} "
+                                                    f"{config.model}: test error per VoG decile"))
+    if data.is_image and config.grid_classes:
+        images = np.asarray(data.x)[tr.sample_id]
+        raw = columns["train"][f"vog_{config.grid_stage}"]
+        observed = tr.observed_label
+        for c in range(min(config.grid_classes, tensors.num_classes)):
+            members = np.flatnonzero(observed == c)
+            if len(members):
+                report.figure(f"vog_grid_class{c:03d}.png", grid_figure(
+                    images[members], raw[members], predicted["train"][members],
+                    n=config.grid_size, title=f"{_class_name(data, c)}, {config.grid_stage} VoG"))
+
+    metrics = {"test_accuracy": 100 * float((~wrong).mean()) if len(wrong) else float("nan"),
+               "train_accuracy": 100 * float((predicted["train"] == tr.observed_label).mean()),
+               "n_checkpoints": len(epochs), "vog_seconds": vog_seconds,
+               "n_train": len(tr), "n_test": len(te)}
+    for stage in STAGES:
+        rows = deciles[deciles["stage"] == stage]["error"].to_numpy()
+        metrics[f"test_error_top_decile_{stage}"] = float(rows[-1])
+        metrics[f"test_error_bottom_decile_{stage}"] = float(rows[0])
+    report(metrics)
+    return metrics
+
+
+def decile_frame(columns, wrong, variant):
+    """Tidy test error per decile of every stage's ``variant`` VoG (stage, variant,
+    decile 1..10, percentile 5..95, error in percent, count)."""
+    rows = []
+    for stage in STAGES:
+        percentile, error, count = decile_error(columns[column(stage, variant)], wrong)
+        rows.append(pd.DataFrame({"stage": stage, "variant": variant,
+                                  "decile": np.arange(1, 11), "percentile": percentile,
+                                  "error": error, "count": count}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def decile_figure(deciles, *, title, spread=None):
+    """One panel per stage: test error (%) against the VoG percentile (5, 15, ..., 95).
+    ``deciles`` has columns stage, percentile, error (and ``error_std`` drawn as error bars
+    when ``spread``), and optionally ``setting`` (one line per setting)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = [s for s in STAGES if s in set(deciles["stage"])]
+    fig, axes = plt.subplots(1, len(stages), figsize=(3.4 * len(stages), 3.0), sharey=True,
+                             squeeze=False)
+    groups = deciles.groupby("setting", sort=True) if "setting" in deciles else [("", deciles)]
+    for setting, part in groups:
+        for ax, stage in zip(axes[0], stages):
+            rows = part[part["stage"] == stage].sort_values("percentile")
+            ax.errorbar(rows["percentile"], rows["error"], marker="o", ms=3,
+                        yerr=rows["error_std"] if spread else None, label=setting or None,
+                        capsize=2)
+    for ax, stage in zip(axes[0], stages):
+        ax.set_title(stage, fontsize=9)
+        ax.set_xlabel("VoG percentile")
+        ax.set_xticks(range(5, 100, 10))
+    axes[0][0].set_ylabel("test error (%)")
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def grid_figure(images, score, predicted, *, n, title):
+    """n x n lowest-VoG images (left) and n x n highest (right), lowest / highest first,
+    each with the model's prediction above it. ``images`` (m, C, H, W) uint8."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = np.argsort(score, kind="stable")
+    sides = {"lowest VoG": order[:n * n], "highest VoG": order[::-1][:n * n]}
+    fig, axes = plt.subplots(n, 2 * n + 1, figsize=(1.1 * (2 * n + 1), 1.25 * n + 0.5),
+                             squeeze=False)
+    cmap = "gray" if images.shape[1] == 1 else None
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for side, (name, idx) in enumerate(sides.items()):
+        for k, i in enumerate(idx):
+            ax = axes[k // n][k % n + side * (n + 1)]
+            ax.imshow(_thumb(images[i]), cmap=cmap)
+            ax.set_title(f"pred {predicted[i]}", fontsize=6)
+        axes[0][side * (n + 1) + n // 2].text(0.5, 1.45, name, transform=axes[0][
+            side * (n + 1) + n // 2].transAxes, ha="center", fontsize=8)
+    fig.suptitle(title, fontsize=9, y=1.02)
+    return fig
