@@ -70,7 +70,7 @@ EPOCHS, EVERY = 40, 10
 PACED = {"name": "faults", "experiment": "train_classifier", "resources": {"cpu": 1},
          "max_failures": 2,
          "config": {"dataset": "blobs", "noise_ratio": 0.2, "hidden": [16], "epochs": EPOCHS,
-                    "checkpoint_every": EVERY, "epoch_seconds": 0.25,
+                    "checkpoint_every": EVERY, "epoch_seconds": 0.5,
                     "seed": {"grid": [0, 1]}}}
 
 
@@ -87,16 +87,24 @@ def _last_step(client, run):
                                                   run.info.run_id, "loss")), default=0)
 
 
-def _running_past(client, name, n, step, proc, timeout=400):
-    """The ``n`` trial runs once each has logged an epoch past ``step``."""
-    found = []
+def _strike(client, name, seeds, step, proc, action, timeout=400):
+    """Run ``action(run)`` on the trial run of each of ``seeds`` once it has logged an
+    epoch past ``step``; returns {seed: the run as it was struck}."""
+    struck = {}
 
     def check():
-        found[:] = [r for r in _trial_runs(client, name) if "raydiff.pid" in r.data.tags]
-        return len(found) == n and all(_last_step(client, r) > step for r in found)
+        for run in _trial_runs(client, name):
+            if "raydiff.pid" not in run.data.tags:      # set after the params: not yet going
+                continue
+            seed = int(run.data.params["seed"])
+            if seed in seeds and seed not in struck and _last_step(client, run) > step:
+                assert run.info.status == "RUNNING", "the trial finished before the fault"
+                action(run)
+                struck[seed] = run
+        return len(struck) == len(seeds)
 
-    wait_until(check, timeout, f"{n} trials past epoch {step}", every=0.5, proc=proc)
-    return found
+    wait_until(check, timeout, f"trials past epoch {step}", every=0.3, proc=proc)
+    return struck
 
 
 def _driver(tmp_path, *extra, env=None):
@@ -124,19 +132,21 @@ def test_killed_worker_resumes_from_checkpoint_corrupt_checkpoint_restarts(tmp_p
     second from scratch, saying why; one FINISHED run per trial, none left RUNNING."""
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(PACED))
     driver = _driver(tmp_path)
+    killed_at = {}
+
+    def corrupt_and_kill(run):
+        if run.data.params["seed"] == "1":     # this one's checkpoints are cut in half first
+            files = _checkpoints(tmp_path, run.data.tags["raydiff.trial_id"])
+            assert files, "no checkpoint on the storage path"
+            for path in files:
+                path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+        killed_at[run.info.run_id] = _last_step(client, run)
+        os.kill(int(run.data.tags["raydiff.pid"]), signal.SIGKILL)
+
     try:
         client = tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}").client
-        plain, corrupt = sorted(_running_past(client, "faults", 2, EVERY + 2, driver),
-                                key=lambda r: r.data.params["seed"])
-        trial = corrupt.data.tags["raydiff.trial_id"]
-        files = _checkpoints(tmp_path, trial)
-        assert files, "no checkpoint on the storage path"
-        for path in files:
-            path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
-        killed_at = {}
-        for run in (plain, corrupt):
-            killed_at[run.info.run_id] = _last_step(client, run)
-            os.kill(int(run.data.tags["raydiff.pid"]), signal.SIGKILL)
+        struck = _strike(client, "faults", {0, 1}, EVERY + 2, driver, corrupt_and_kill)
+        plain, corrupt = struck[0], struck[1]
         code = _finish(driver)
     finally:
         driver.stop()
@@ -178,7 +188,7 @@ def test_tracking_server_away_mid_sweep_loses_nothing(tmp_path):
     driver = _driver(tmp_path, "--tracking-uri", server.uri, env=env)
     try:
         client = MlflowClient(server.uri)
-        _running_past(client, "faults", 2, 5, driver)
+        _strike(client, "faults", {0}, 5, driver, lambda run: None)
         server.stop()
         away = time.monotonic()
         time.sleep(10)
