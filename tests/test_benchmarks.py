@@ -52,3 +52,9 @@ def test_overhead_smoke():
 def test_grid_throughput_smoke():
     out = _bench("grid_throughput", timeout=600)
     assert "summary: Ray" in out and "stage reuse" in out
+
+
+@pytest.mark.slow
+def test_gpu_packing_runs_its_trial_processes_on_cpu():
+    out = _bench("gpu_packing", "--device", "cpu", "--workloads", "simple_nn")
+    assert "2 at once" in out and "simple_nn: gpu 0.5" in out or "simple_nn: gpu 1" in out
