@@ -53,6 +53,8 @@ def collect(ctx, runs):
     """Scored entries: a DataFrame with one row per (run, method) and a dict of score
     Series (indexed by sample_id) and noise masks keyed by the row's position."""
     rows, scores = [], {}
+    if "stage" not in runs.columns:          # runs named by their experiment alone
+        runs = runs.assign(stage=runs["experiment"])
     for stage, part in runs.groupby("stage", sort=True, dropna=False):
         varying = _varying_keys(part)
         for _, run in part.iterrows():
