@@ -96,3 +96,22 @@ def test_imbalance_split_keeps_ratios(tmp_path):
     train_idx, _, _ = split_hard_easy(hard, train_ratio=0.5, remaining_ratio=0.5,
                                       reduce_hard=True, rng=np.random.default_rng(0))
     assert hard[train_idx].sum() == 7 and (~hard[train_idx]).sum() == 35
+
+
+def test_plain_sgd_without_optimiser_matches_torch_sgd():
+    x, y = torch.randn(60, 4), torch.randint(0, 3, (60,))
+    finals = []
+    for explicit in (False, True):
+        model = get_model("simple_nn", input_shape=(4,), num_classes=3, seed=2)
+        unused = torch.nn.Parameter(torch.ones(2))          # the loss never reaches it
+        model.register_parameter("unused", unused)
+        optimizers = ([torch.optim.SGD(model.parameters(), lr=0.05, weight_decay=0.01)]
+                      if explicit else None)
+        result = train(model, x, y, epochs=3, lr=0.05, weight_decay=0.01, batch_size=16,
+                       optimizers=optimizers, generator=torch.Generator().manual_seed(0),
+                       lr_schedule=lambda e: 0.05 / e)
+        assert torch.equal(unused.detach(), torch.ones(2))
+        finals.append((predict(model, x), result.losses))
+    assert torch.allclose(finals[0][0], finals[1][0], atol=1e-6)
+    assert np.allclose(finals[0][1], finals[1][1], atol=1e-6)
+    assert finals[0][1][-1] < finals[0][1][0]

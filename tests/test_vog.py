@@ -1,7 +1,9 @@
 """Variance of Gradients: the score, its running accumulator, batched input gradients,
 the vog experiment on tiny images and the toy study."""
 
+import contextlib
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -15,16 +17,25 @@ from raydiff.experiments import vog_toy
 from raydiff.experiments.base import Report
 from raydiff.experiments.config import ConfigError, build_config
 from raydiff.models import get_model
+from raydiff.report import FolderContext, build_report
 from raydiff.scores.vog import (VoGAccumulator, class_normalize, decile_error, stage_checkpoints,
                                 vog)
 
 
+@contextlib.contextmanager
+def torch_threads(n):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 # -- the score ----------------------------------------------------------------------------
@@ -79,8 +90,20 @@ def test_accumulator_matches_the_full_stack_per_stage_in_any_minibatches():
     got = acc.scores()
     for stage, idx in stage_checkpoints(10).items():
         np.testing.assert_allclose(got[stage], vog(g[idx]), rtol=1e-10)
-    with pytest.raises(ValueError, match="more maps"):
+    with pytest.raises(ValueError, match="out of order"):
         acc.add(9, g[9])
+
+
+def test_accumulator_in_float32_is_close_and_refuses_checkpoints_out_of_order():
+    g = np.random.default_rng(3).normal(size=(7, 4, 6)).astype(np.float32)
+    acc = VoGAccumulator(4, 6, 7, dtype=np.float32)
+    for t in range(7):
+        acc.add(t, g[t])
+    np.testing.assert_allclose(acc.scores()["complete"], vog(g), rtol=1e-5)
+    acc = VoGAccumulator(4, 6, 7)
+    acc.add(0, g[0])
+    with pytest.raises(ValueError, match="out of order"):
+        acc.add(2, g[2])
 
 
 def test_accumulator_refuses_scores_before_every_checkpoint():
@@ -154,11 +177,18 @@ def vog_config(**overrides):
     return build_config(vogx.Config, values)
 
 
-def test_vog_experiment_writes_every_variant_deciles_and_grids(tmp_path):
-    data = tiny_images()
-    report = Report(tmp_path)
-    metrics = vogx.run(vog_config(), report, data)
-    table = pd.read_parquet(tmp_path / "per_sample.parquet")
+@pytest.fixture(scope="module")
+def vog_run(tmp_path_factory):
+    """One small vog trial (its folder and metrics), shared by the experiment and report tests."""
+    folder = tmp_path_factory.mktemp("vog") / "run0"
+    with torch_threads(1):
+        metrics = vogx.run(vog_config(), Report(folder), tiny_images())
+    return folder, metrics
+
+
+def test_vog_experiment_writes_every_variant_deciles_and_grids(vog_run):
+    folder, metrics = vog_run
+    table = pd.read_parquet(folder / "per_sample.parquet")
     assert len(table) == 240 and set(table["split"]) == {"train", "test"}
     assert (table["split"] == "test").sum() == 60
     for stage in ("early", "middle", "late", "complete"):
@@ -168,12 +198,32 @@ def test_vog_experiment_writes_every_variant_deciles_and_grids(tmp_path):
     np.testing.assert_array_equal(table["score"], table["vog_complete_norm"])
     for (split, label), part in table.groupby(["split", "observed_label"]):
         assert part["score"].mean() == pytest.approx(0, abs=1e-9)
-    deciles = pd.read_parquet(tmp_path / "decile_error.parquet")
+    deciles = pd.read_parquet(folder / "decile_error.parquet")
     assert len(deciles) == 40 and deciles.groupby("stage")["count"].sum().eq(60).all()
-    assert (tmp_path / "decile_error.png").exists()
-    assert sorted(p.name for p in tmp_path.glob("vog_grid_class*.png")) == [
+    assert (folder / "decile_error.png").exists()
+    assert sorted(p.name for p in folder.glob("vog_grid_class*.png")) == [
         "vog_grid_class000.png", "vog_grid_class001.png"]
     assert metrics["n_checkpoints"] == 6 and metrics["test_accuracy"] > 80
+
+
+def test_vog_report_averages_deciles_over_seeds_and_copies_grids(vog_run, tmp_path):
+    folder, metrics = vog_run
+    root = folder.parent
+    if not (root / "run1").exists():
+        shutil.copytree(folder, root / "run1")
+    runs = pd.DataFrame([{"run_id": f"run{s}", "stage": "main", "experiment": "vog",
+                          "dataset": "tiny", "model": "simple_nn", "noise_ratio": 0.0,
+                          "seed": s, "grid_classes": 2} for s in (0, 1)])
+    written = build_report(FolderContext(runs, tmp_path, root))
+    summary = pd.read_csv(tmp_path / "vog_decile_error.csv")
+    trial = pd.read_parquet(folder / "decile_error.parquet")
+    assert len(summary) == 40 and (summary["runs"] == 2).all()
+    np.testing.assert_allclose(summary.sort_values(["stage", "decile"])["error"],
+                               trial.sort_values(["stage", "decile"])["error"])
+    assert (summary["error_std"] == 0).all()
+    names = {p.name for p in written}
+    assert "vog_decile_error.png" in names
+    assert "vog_run0_vog_grid_class001.png" in names
 
 
 def test_vog_config_refuses_too_few_or_untrained_checkpoints():
@@ -186,14 +236,37 @@ def test_vog_config_refuses_too_few_or_untrained_checkpoints():
 
 # -- the toy study ------------------------------------------------------------------------
 
-def test_toy_vog_is_high_near_the_learned_boundary(tmp_path):
-    metrics = vog_toy.run(build_config(vog_toy.Config, {"seed": 0}), Report(tmp_path))
-    table = pd.read_parquet(tmp_path / "per_sample.parquet")
-    boundary = json.loads((tmp_path / "boundary.json").read_text())
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("toy") / "seed0"
+    with torch_threads(1):
+        metrics = vog_toy.run(build_config(vog_toy.Config, {"seed": 0}), Report(folder))
+    return folder, metrics
+
+
+def test_toy_vog_is_high_near_the_learned_boundary(toy_run):
+    folder, metrics = toy_run
+    table = pd.read_parquet(folder / "per_sample.parquet")
+    boundary = json.loads((folder / "boundary.json").read_text())
     # the boundary from the weights is the model's: its side is the predicted class
     side = table[["x0", "x1"]].to_numpy() @ np.array(boundary["w"]) + boundary["c"] > 0
     np.testing.assert_array_equal(side.astype(int), table["predicted"])
     for split in ("train", "test"):
         for stage in ("early", "middle", "late", "complete"):
             assert metrics[f"spearman_{split}_{stage}_raw"] < -0.5
-    assert {"boundary.png", "vog_vs_distance.png"} <= {p.name for p in tmp_path.iterdir()}
+    assert metrics["spearman"] == metrics["spearman_train_complete_norm"]
+    assert {"boundary.png", "vog_vs_distance.png"} <= {p.name for p in folder.iterdir()}
+
+
+def test_toy_report_tables_spearman_per_axis(toy_run, tmp_path):
+    folder, metrics = toy_run
+    runs = pd.DataFrame([{"run_id": folder.name, "stage": "main", "experiment": "vog_toy",
+                          "seed": 0, "output": "probability", "split": split, "vog_stage": stage,
+                          "normalization": "raw",
+                          "m.spearman": metrics[f"spearman_{split}_{stage}_raw"]}
+                         for split in ("train", "test") for stage in ("early", "complete")])
+    build_report(FolderContext(runs, tmp_path, folder.parent))
+    summary = pd.read_csv(tmp_path / "vog_toy_spearman.csv")
+    assert len(summary) == 4 and (summary["spearman_mean"] < -0.5).all()
+    assert {"vog_toy_boundary_train.png", "vog_toy_distance_test_raw.png"} <= {
+        p.name for p in tmp_path.iterdir()}

@@ -3,7 +3,9 @@
 The dataset never goes through a DataLoader: a mini-batch is an index into the tensors
 already on the device, and the logits every sample gets in the training forward pass are
 kept (every ``record_every`` epochs) as the per-sample training dynamics, with no second
-pass over the data.
+pass over the data. Plain SGD (no optimiser given, no momentum) skips the optimiser object:
+the step is one ``torch.autograd.grad`` and one fused ``_foreach_add_`` over the parameters,
+and the host waits for the device once per epoch (the epoch's loss), never per batch.
 """
 
 from dataclasses import dataclass, field
@@ -40,7 +42,9 @@ def predict(model, x, *, batch_size=8192):
     """Logits of ``model`` (in eval mode) for every row of tensor ``x``, in large no-grad batches."""
     was_training = model.training
     model.eval()
-    out = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    # an empty x still goes through the model once, for an empty (0, C) answer
+    out = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+                    or [model(x)])
     model.train(was_training)
     return out
 
@@ -63,6 +67,9 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
     epochs : int
         Train up to this epoch (1-based; ``start_epoch`` epochs are taken as done already).
     lr, momentum, weight_decay : plain SGD settings, used when ``optimizers`` is None.
+        Without momentum the update runs without an optimiser object (same arithmetic as
+        ``torch.optim.SGD``, a fraction of its per-step cost); parameters' ``.grad`` then
+        stays None.
     batch_size : int or None
         None or >= N: full-batch (the whole set is one batch per epoch).
     optimizers : list of torch optimizers, optional
@@ -81,16 +88,20 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
         Transforms every training batch on the device before the forward pass (e.g.
         :func:`crop_flip`); gets ``generator`` so that augmented runs are reproducible.
     lr_schedule : callable(epoch) -> float, optional
-        The learning rate of epoch ``epoch`` (1-based), set on every parameter group of
-        the FIRST optimiser (the model's by convention; data-parameter optimisers that
+        The learning rate of epoch ``epoch`` (1-based) (with plain SGD, the rate itself),
+        set on every parameter group of the FIRST optimiser (the model's by convention; data-parameter optimisers that
         follow keep their own rate) before the epoch starts. A function of the epoch
         alone, so a run resumed with ``start_epoch`` follows the same schedule.
     """
     n = len(x)
     full_batch = batch_size is None or batch_size >= n
-    if optimizers is None:
+    # plain SGD needs no optimiser state: update the parameters directly
+    plain = optimizers is None and momentum == 0
+    params = [p for p in model.parameters() if p.requires_grad] if plain else []
+    if optimizers is None and not plain:
         optimizers = [torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
                                       weight_decay=weight_decay)]
+    optimizers = optimizers or []
     if loss_fn is None:
         def loss_fn(logits, idx):
             return F.cross_entropy(logits, y[idx])
@@ -106,9 +117,10 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
     result = TrainResult(epochs_run=start_epoch)
     model.train()
     for epoch in range(start_epoch + 1, epochs + 1):
-        if lr_schedule is not None:
+        epoch_lr = lr if lr_schedule is None else lr_schedule(epoch)
+        if lr_schedule is not None and optimizers:
             for group in optimizers[0].param_groups:
-                group["lr"] = lr_schedule(epoch)
+                group["lr"] = epoch_lr
         if full_batch:
             batches = [all_idx]
         else:
@@ -121,11 +133,14 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
                 xb = augment(xb, generator)
             logits = model(xb)
             loss = loss_fn(logits, idx)
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for opt in optimizers:
-                opt.step()
+            if plain:
+                _sgd_step(loss, params, epoch_lr, weight_decay)
+            else:
+                for opt in optimizers:
+                    opt.zero_grad(set_to_none=True)
+                loss.backward()
+                for opt in optimizers:
+                    opt.step()
             if after_step is not None:
                 after_step()
             if epoch in slot:
@@ -141,6 +156,20 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
         kept = [e for e in record_epochs if e <= result.epochs_run]
         result.dynamics = Dynamics(np.array(kept), record[:len(kept)].float().cpu().numpy())
     return result
+
+
+def _sgd_step(loss, params, lr, weight_decay):
+    """``torch.optim.SGD``'s update without momentum, from gradients that never touch ``.grad``."""
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    if any(g is None for g in grads):           # parameters the loss does not reach stay put
+        kept = [(p, g) for p, g in zip(params, grads) if g is not None]
+        if not kept:
+            return
+        params, grads = map(list, zip(*kept))
+    with torch.no_grad():
+        if weight_decay:
+            grads = torch._foreach_add(grads, params, alpha=weight_decay)
+        torch._foreach_add_(params, grads, alpha=-lr)
 
 
 def step_schedule(lr, *, milestones=(), gamma=0.1):

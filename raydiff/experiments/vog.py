@@ -6,7 +6,8 @@ training), the input gradient of every sample is taken in eval mode: of the pre-
 logit of the (observed) training label for training samples, of the label the model
 predicts at that checkpoint for test samples, one backward pass per minibatch
 (:mod:`raydiff.engine.input_grad`). Only running moments are kept
-(:class:`raydiff.scores.vog.VoGAccumulator`), never the K gradient maps.
+(:class:`raydiff.scores.vog.VoGAccumulator`, 4 x N x pixels values of ``vog_dtype``),
+never the K gradient maps.
 
 VoG per stage (early / middle / late thirds of the checkpoints, complete), raw,
 class-normalised and absolute class-normalised, normalised within each split by the
@@ -51,6 +52,7 @@ class Config(TrainConfig):
     vog_every: int = at_least(3, 1)                       # a checkpoint every n epochs,
     vog_epochs: typing.Optional[list[int]] = None         # unless these are given (0 = start)
     test_fraction: float = ratio(0.2)                     # when the dataset has no test part
+    vog_dtype: str = choice("float32", ["float32", "float64"])   # of the running moments
     decile_variant: str = choice("norm", list(NORMALIZATIONS))
     grid_stage: str = choice("late", list(STAGES))
     grid_classes: int = at_least(10, 0)                   # grids of the first n classes
@@ -117,8 +119,9 @@ def run(config, report, data):
     slot = {e: t for t, e in enumerate(epochs)}
     stages = stage_checkpoints(len(epochs))
     pixels = _maps(tr.x[:1]).shape[1]
-    accumulators = {"train": VoGAccumulator(len(tr), pixels, len(epochs)),
-                    "test": VoGAccumulator(len(te), pixels, len(epochs))}
+    accumulators = {split: VoGAccumulator(len(part), pixels, len(epochs),
+                                          dtype=np.dtype(config.vog_dtype))
+                    for split, part in (("train", tr), ("test", te))}
     parts = {"train": (tr.x, tr.y), "test": (te.x, None)}
 
     model = get_model(config.model, input_shape=tr.x.shape[1:], num_classes=tensors.num_classes,

@@ -12,7 +12,7 @@ original toy script did; ``output: logit`` is the image experiments' definition.
 original also took the test gradients at the true labels.
 
 The perpendicular distance of each point to the boundary learnt by the final model comes
-from its weights. Metrics: ``spearman`` (VoG of the configured ``split``, ``stage`` and
+from its weights. Metrics: ``spearman`` (VoG of the configured ``split``, ``vog_stage`` and
 ``normalization`` against that distance; negative = high VoG near the boundary) and
 ``spearman_<split>_<stage>_<normalization>`` for every combination. Artifacts:
 ``per_sample.parquet`` (coordinates ``x0``, ``x1``, ``distance``, ``predicted`` and all
@@ -24,7 +24,6 @@ import typing
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import torch
 from raydiff.data import INIT_STREAM, derived_seed, make_blobs_dataset
 from raydiff.engine import predict, train
@@ -52,7 +51,7 @@ class Config(Common):
     epochs: int = at_least(15, 6)          # full-batch steps = checkpoints
     output: str = choice("probability", list(OUTPUTS))
     split: str = choice("train", list(SPLITS))
-    stage: str = choice("complete", list(STAGES))
+    vog_stage: str = choice("complete", list(STAGES))   # not "stage": a sweep's stage name
     normalization: str = choice("norm", list(NORMALIZATIONS))
 
     SMOKE: typing.ClassVar[dict] = {}
@@ -116,12 +115,12 @@ def run(config, report, data=None):
             for norm in NORMALIZATIONS:
                 metrics[f"spearman_{split}_{stage}_{norm}"] = spearman(
                     merged[column(stage, norm)][at], distance[at])
-    chosen = column(config.stage, config.normalization)
-    metrics["spearman"] = metrics[f"spearman_{config.split}_{config.stage}_{config.normalization}"]
+    chosen = column(config.vog_stage, config.normalization)
+    metrics["spearman"] = metrics[f"spearman_{config.split}_{config.vog_stage}_{config.normalization}"]
     part = table[table["split"] == config.split]
     report.figure("boundary.png", boundary_figure(part, w, c, title=f"{config.split} points"))
     report.figure("vog_vs_distance.png", distance_figure(
-        part, chosen, title=f"{config.split}, {config.stage}, {config.normalization}: "
+        part, chosen, title=f"{config.split}, {config.vog_stage}, {config.normalization}: "
                             f"Spearman {metrics['spearman']:.2f}"))
     report(metrics)
     return metrics
@@ -172,10 +171,3 @@ def distance_figure(points, vog_column, *, title, ax=None):
     ax.legend(fontsize=7)
     return fig
 
-
-def tidy_spearman(metrics):
-    """Rows (split, stage, normalization, spearman) of the ``spearman_*`` metrics."""
-    rows = [dict(zip(("split", "stage", "normalization"), key[len("spearman_"):].split("_")),
-                 spearman=value) for key, value in metrics.items()
-            if key.startswith("spearman_")]
-    return pd.DataFrame(rows)

@@ -29,6 +29,11 @@ class ReportContext:
         """DataFrame (step, value) of metric ``key`` of run ``run_id`` over steps."""
         raise NotImplementedError
 
+    def has_artifact(self, run_id, name):
+        """Whether run ``run_id`` logged an artifact ``name`` (a builder that takes any run
+        with a per-sample table asks before reading)."""
+        return self.artifact(run_id, name).exists()
+
     def table(self, name, df):
         path = self.out / name
         df.to_csv(path, index=False)
@@ -45,6 +50,18 @@ class ReportContext:
 
     def read_table(self, run_id, name):
         return pd.read_parquet(self.artifact(run_id, name))
+
+    def gather(self, runs, name, keys):
+        """Table artifact ``name`` of every run in ``runs``, concatenated, each row with its
+        run's values of ``keys`` (those that are columns of ``runs``)."""
+        keys = [k for k in keys if k in runs.columns]
+        parts = []
+        for _, run in runs.iterrows():
+            part = self.read_table(run["run_id"], name)
+            for key in keys:
+                part[key] = run[key]
+            parts.append(part)
+        return pd.concat(parts, ignore_index=True)
 
 
 class FolderContext(ReportContext):

@@ -14,14 +14,7 @@ TEST_SETS = {"full": "Full", "hard": "Hard", "easy": "Easy"}
 
 def model_table(ctx, runs):
     """One row per trained model: its run's keys and its accuracies."""
-    keys = [c for c in GROUP + CELL + ["seed"] if c in runs.columns]
-    parts = []
-    for _, run in runs.iterrows():
-        models = ctx.read_table(run["run_id"], "models.parquet")
-        for key in keys:
-            models[key] = run[key]
-        parts.append(models)
-    return pd.concat(parts, ignore_index=True)
+    return ctx.gather(runs, "models.parquet", GROUP + CELL + ["seed"])
 
 
 def summarise(models):

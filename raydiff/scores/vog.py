@@ -12,9 +12,9 @@ are consecutive thirds of the checkpoints (``np.array_split``: the first thirds 
 remainder), ``complete`` is all of them. The original toy script divided a 15-checkpoint
 sum by 5 to get a stage's mean gradient; here every stage uses its own mean.
 
-Two ways in: :func:`vog` for a stack of maps already in memory (tests, the 2-d toy), and
+Two ways in: :func:`vog` for a stack of maps already in memory (a reference), and
 :class:`VoGAccumulator`, which takes one checkpoint at a time (in minibatches) and keeps
-only running moments, so memory is O(stages x N x pixels) whatever K is.
+only running moments, so memory is O(N x pixels) whatever K is.
 """
 
 import numpy as np
@@ -114,13 +114,14 @@ def normalized_variants(score, labels):
 class VoGAccumulator:
     """Running per-pixel moments of N samples' gradient maps over K checkpoints.
 
-    Feed every checkpoint t = 0..K-1 for every sample (in any minibatches) with
-    :meth:`add`; :meth:`scores` then gives the raw VoG of each stage. Each of the three
-    thirds keeps its own running mean and sum of squared deviations (Welford's update, in
-    float64 by default: exact zeros for constant gradients, no cancellation of a sum of
-    squares); ``complete`` is their pooled combination (Chan et al.), so no fourth
-    accumulator is needed. Memory: 2 x 3 x N x P values plus a count per sample and stage,
-    independent of K.
+    Feed checkpoints t = 0, 1, ..., K-1 in order, each for every sample (in any
+    minibatches) with :meth:`add`; :meth:`scores` then gives the raw VoG of every stage.
+    Two Welford accumulators (running mean and sum of squared deviations per pixel: no
+    cancellation, exact zeros for constant gradients) run side by side: one over all
+    checkpoints (``complete``) and one over the current third, whose VoG is stored (N
+    values) when its last checkpoint arrives, after which it restarts for the next third.
+    Memory: 4 x N x P values of ``dtype`` plus O(N), whatever K is; float32 is accurate
+    to about 1e-6 relative, float64 to 1e-15.
 
     n_samples, n_pixels : int; n_checkpoints : int K (>= 6).
     """
@@ -128,17 +129,20 @@ class VoGAccumulator:
     def __init__(self, n_samples, n_pixels, n_checkpoints, *, dtype=np.float64):
         self.n_checkpoints = int(n_checkpoints)
         stages = stage_checkpoints(self.n_checkpoints)
+        self._thirds = [stages[name] for name in STAGES[:3]]
         self._third_of = np.empty(self.n_checkpoints, dtype=np.int64)
-        for s, name in enumerate(("early", "middle", "late")):
-            self._third_of[stages[name]] = s
-        self.stage_sizes = np.array([len(stages[n]) for n in ("early", "middle", "late")])
-        self.mean = np.zeros((3, n_samples, n_pixels), dtype=dtype)
-        self.m2 = np.zeros((3, n_samples, n_pixels), dtype=dtype)
-        self.count = np.zeros((3, n_samples), dtype=np.int64)
+        for s, idx in enumerate(self._thirds):
+            self._third_of[idx] = s
+        shape = (n_samples, n_pixels)
+        self.mean, self.m2 = np.zeros(shape, dtype), np.zeros(shape, dtype)     # complete
+        self.stage_mean, self.stage_m2 = np.zeros(shape, dtype), np.zeros(shape, dtype)
+        self.done = {name: np.full(n_samples, np.nan) for name in STAGES[:3]}
+        self.next = np.zeros(n_samples, dtype=np.int64)    # each sample's next checkpoint
 
     @property
     def nbytes(self):
-        return self.mean.nbytes + self.m2.nbytes + self.count.nbytes
+        return sum(a.nbytes for a in (self.mean, self.m2, self.stage_mean, self.stage_m2,
+                                      self.next, *self.done.values()))
 
     def add(self, checkpoint, maps, rows=None):
         """Add the gradient maps of checkpoint ``checkpoint`` (0-based) for samples ``rows``.
@@ -146,43 +150,48 @@ class VoGAccumulator:
         maps : array (b, ...) per-sample gradients (see :func:`pixel_maps`).
         rows : slice, int array, or None (all N samples, then b = N).
         """
-        if not 0 <= checkpoint < self.n_checkpoints:
-            raise ValueError(f"checkpoint {checkpoint} is outside 0..{self.n_checkpoints - 1}")
-        s = self._third_of[checkpoint]
         rows = slice(None) if rows is None else rows
+        if not np.all(self.next[rows] == checkpoint):
+            raise ValueError(f"checkpoint {checkpoint} added out of order: these samples "
+                             f"expect checkpoint(s) {sorted(set(self.next[rows].tolist()))}")
+        third = self._thirds[self._third_of[checkpoint]]
+        position = checkpoint - third[0]
         x = pixel_maps(maps).astype(self.mean.dtype, copy=False)
-        count = self.count[s, rows] + 1
-        if count.max(initial=0) > self.stage_sizes[s]:
-            raise ValueError(f"a sample got more maps in stage {STAGES[s]} than its "
-                             f"{self.stage_sizes[s]} checkpoints: checkpoint {checkpoint} "
-                             f"added twice?")
-        mean = self.mean[s, rows]
-        delta = x - mean
-        mean += delta / count[:, None]
-        self.m2[s, rows] += delta * (x - mean)
-        self.mean[s, rows] = mean
-        self.count[s, rows] = count
+        _welford(self.mean, self.m2, rows, x, checkpoint + 1)
+        _welford(self.stage_mean, self.stage_m2, rows, x, position + 1)
+        if position == len(third) - 1:
+            name = STAGES[self._third_of[checkpoint]]
+            self.done[name][rows] = _population_std_mean(self.stage_m2[rows], len(third))
+        self.next[rows] += 1
 
     def scores(self, *, chunk=4096):
         """``{stage: (N,) raw VoG}`` for early, middle, late and complete.
 
         Every sample must have had every checkpoint added.
         """
-        if not (self.count == self.stage_sizes[:, None]).all():
+        if not np.all(self.next == self.n_checkpoints):
             raise ValueError("VoG asked for before every checkpoint of every sample was added")
-        n = self.mean.shape[1]
-        out = {name: np.empty(n) for name in STAGES}
-        sizes = self.stage_sizes[:, None, None].astype(np.float64)
-        total = sizes.sum()
-        for lo in range(0, n, chunk):
-            rows = slice(lo, lo + chunk)
-            mean, m2 = self.mean[:, rows], self.m2[:, rows]
-            for s, name in enumerate(("early", "middle", "late")):
-                out[name][rows] = np.sqrt(np.maximum(m2[s] / sizes[s], 0)).mean(axis=1)
-            pooled = (sizes * mean).sum(axis=0) / total
-            m2_all = m2.sum(axis=0) + (sizes * (mean - pooled) ** 2).sum(axis=0)
-            out["complete"][rows] = np.sqrt(np.maximum(m2_all / total, 0)).mean(axis=1)
-        return out
+        complete = np.concatenate([
+            _population_std_mean(self.m2[lo:lo + chunk], self.n_checkpoints)
+            for lo in range(0, len(self.m2), chunk)]) if len(self.m2) else np.zeros(0)
+        return {**{k: v.copy() for k, v in self.done.items()}, "complete": complete}
+
+
+def _welford(mean, m2, rows, x, n):
+    """Welford's update of rows ``rows`` with their n-th value ``x`` (n = 1 restarts)."""
+    if n == 1:
+        mean[rows] = x
+        m2[rows] = 0
+        return
+    old = mean[rows]
+    new = old + (x - old) / n
+    m2[rows] += (x - old) * (x - new)
+    mean[rows] = new
+
+
+def _population_std_mean(m2, n):
+    """Mean over pixels of sqrt(m2 / n), in float64: (b, P) -> (b,)."""
+    return np.sqrt(np.maximum(m2 / n, 0)).mean(axis=1, dtype=np.float64)
 
 
 def decile_error(score, wrong):
