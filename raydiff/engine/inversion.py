@@ -91,12 +91,15 @@ class InversionMonitor:
     @torch.no_grad()
     def __call__(self, epoch, loss=None):
         self.last_epoch = epoch
-        if self._last_wrong is not None:
-            wrong = predict(self.model, self.x).argmax(1) != self.y
-            self._last_wrong.masked_fill_(wrong, epoch)
-        if epoch < self.start:
+        watch = epoch >= self.start
+        if self._last_wrong is None and not watch:
             return False
-        radii, centroids = class_radii(self.model.features(self.x), self.y, self.num_classes)
+        z, logits = self._forward(features=watch, logits=self._last_wrong is not None)
+        if logits is not None:
+            self._last_wrong.masked_fill_(logits.argmax(1) != self.y, epoch)
+        if not watch:
+            return False
+        radii, centroids = class_radii(z, self.y, self.num_classes)
         self.epochs.append(epoch)
         self._radii.append(radii)
         self._centroid_dist.append(torch.cdist(centroids, centroids))
@@ -108,6 +111,20 @@ class InversionMonitor:
             if classes:
                 self._snapshot(epoch, classes)
         return self.stop_when_all and len(self.inversion) == self.num_classes
+
+    def _forward(self, *, features, logits):
+        """Features and / or logits of every sample, in eval mode (batch-norm statistics
+        stay untouched), from one pass where the model offers ``features_and_logits``."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            both = getattr(self.model, "features_and_logits", None)
+            if features and logits and both is not None:
+                return both(self.x)
+            return (self.model.features(self.x) if features else None,
+                    predict(self.model, self.x) if logits else None)
+        finally:
+            self.model.train(was_training)
 
     def _snapshot(self, epoch, classes):
         state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}

@@ -40,18 +40,27 @@ def per_sample_table(*, sample_id, label, observed_label, is_noisy, split, hard,
 
 
 class Upstream:
-    """The result of the earlier stage's matching trial: its params and artifacts."""
+    """The result of the earlier stage's matching trial: its params and artifacts.
 
-    def __init__(self, folder, params=None, run_id=None):
+    ``fetch(name)``, when given, brings artifact ``name`` into ``folder`` the first time it
+    is asked for (and raises FileNotFoundError listing what the run has), so a trial that
+    gathers many upstream runs downloads only the artifacts it reads.
+    """
+
+    def __init__(self, folder, params=None, run_id=None, fetch=None):
         self.folder = Path(folder)
         self.params = dict(params or {})
         self.run_id = run_id
+        self._fetch = fetch
 
     def path(self, name):
         path = self.folder / name
+        if not path.exists() and self._fetch is not None:
+            self._fetch(name)
         if not path.exists():
+            have = sorted(p.name for p in self.folder.iterdir()) if self.folder.is_dir() else []
             raise FileNotFoundError(f"upstream run {self.run_id or self.folder} has no artifact "
-                                    f"{name!r}; it has: {sorted(p.name for p in self.folder.iterdir())}")
+                                    f"{name!r}; it has: {have}")
         return path
 
     def table(self, name):
@@ -62,6 +71,11 @@ class Upstream:
 
     def json(self, name):
         return json.loads(self.path(name).read_text())
+
+    def torch(self, name):
+        """A state saved with :meth:`Report.torch` (tensors, numbers, strings), on the CPU."""
+        import torch
+        return torch.load(self.path(name), map_location="cpu", weights_only=True)
 
 
 class Report:
@@ -116,6 +130,14 @@ class Report:
     def json(self, name, obj):
         path = self.folder / name
         path.write_text(json.dumps(obj, indent=1, default=_jsonable))
+        self._written(path)
+
+    def torch(self, name, state):
+        """Save ``state`` (a dict of tensors and plain values, e.g. model weights) as an
+        artifact a later stage loads with :meth:`Upstream.torch`."""
+        import torch
+        path = self.folder / name
+        torch.save(state, path)
         self._written(path)
 
     def figure(self, name, fig):

@@ -129,7 +129,7 @@ def _schedule(config):
 
 
 def fit(config, report, x, y, *, num_classes, eval_sets, data_params=None, noisy=None,
-        noise_ratio=0.0):
+        noise_ratio=0.0, record_logits=False):
     """Train ``config.model`` on ``x``, ``y`` (device tensors), reporting every epoch.
 
     eval_sets : {"test": (x, y), "val": (x, y)} accuracies reported per epoch as
@@ -137,6 +137,8 @@ def fit(config, report, x, y, *, num_classes, eval_sets, data_params=None, noisy
     data_params : DataParameters or None (plain cross-entropy).
     noisy : bool array (N,) or None: when given, detection metrics of the current score
         (sigma*, or the training-pass loss without data parameters) per epoch.
+    record_logits : also keep the logits every sample got in its training pass of every
+        epoch, as trajectory ``logits`` of shape (N, E, C) (the training dynamics).
 
     Resumes from ``report.resume_state`` when set, so a restarted trial continues the
     same trajectory. Returns (model, trajectories dict of (N|C, E) float arrays,
@@ -155,6 +157,8 @@ def fit(config, report, x, y, *, num_classes, eval_sets, data_params=None, noisy
         traj["instance_sigma"] = torch.zeros((n, epochs), dtype=torch.float16)
     if dp.class_log is not None:
         traj["class_sigma"] = torch.zeros((len(dp.class_log), epochs), dtype=torch.float16)
+    if record_logits:
+        traj["logits"] = torch.zeros((n, epochs, num_classes), dtype=torch.float16)
     best = {"epoch": None, "accuracy": -1.0}
     start = 0
     if report.resume_state is not None:
@@ -167,14 +171,19 @@ def fit(config, report, x, y, *, num_classes, eval_sets, data_params=None, noisy
             traj[key].copy_(state["trajectories"][key])
         best, start = dict(state["best"]), int(state["epoch"])
     seen_loss = torch.zeros(n, device=device)
+    seen_logits = torch.zeros((n, num_classes), device=device) if record_logits else None
 
     def loss_fn(logits, idx):
         with torch.no_grad():
             seen_loss[idx] = F.cross_entropy(logits, y[idx], reduction="none")
+            if seen_logits is not None:
+                seen_logits[idx] = logits.float()
         return dp.loss(logits, idx)
 
     def on_epoch(epoch, loss):
         traj["train_loss"][:, epoch - 1] = seen_loss.cpu()
+        if seen_logits is not None:
+            traj["logits"][:, epoch - 1] = seen_logits.cpu()
         if "instance_sigma" in traj:
             traj["instance_sigma"][:, epoch - 1] = torch.from_numpy(dp.instance_sigma())
         if "class_sigma" in traj:

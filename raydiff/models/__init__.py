@@ -32,11 +32,15 @@ class SimpleNN(nn.Module):
     def features(self, x):
         return torch.tanh(self.hidden[0](x.flatten(1)))
 
-    def forward(self, x):
-        h = x.flatten(1)
-        for layer in self.hidden:
+    def features_and_logits(self, x):
+        """(first hidden layer after tanh, logits) from one forward pass."""
+        z = h = self.features(x)
+        for layer in self.hidden[1:]:
             h = torch.tanh(layer(h))
-        return self.out(h)
+        return z, self.out(h)
+
+    def forward(self, x):
+        return self.features_and_logits(x)[1]
 
 
 class SmallCNN(nn.Module):

@@ -29,6 +29,11 @@ class ReportContext:
         """DataFrame (step, value) of metric ``key`` of run ``run_id`` over steps."""
         raise NotImplementedError
 
+    def has_artifact(self, run_id, name):
+        """Whether run ``run_id`` logged an artifact ``name`` (a builder that takes any run
+        with a per-sample table asks before reading)."""
+        return self.artifact(run_id, name).exists()
+
     def table(self, name, df):
         path = self.out / name
         df.to_csv(path, index=False)

@@ -121,12 +121,16 @@ def _mean_std(values):
 
 def summary(infos, pairs, num_classes):
     """Per class and overall (class "all"): inversion epoch, straggler count and training
-    error at inversion, mean and std over runs; mean and std of the pairwise Jaccard and
-    z-score. ``infos``: {run label: inversion.json contents}; ``pairs``: :func:`stability`."""
+    error at inversion, mean and std over runs (overall: of each run's mean inversion epoch
+    over its classes, its total straggler count and its error); mean and std of the
+    pairwise Jaccard and z-score. ``infos``: {run label: inversion.json contents};
+    ``pairs``: :func:`stability`."""
     rows = []
     for c in [*range(num_classes), "all"]:
         if c == "all":
-            epochs = [e for info in infos.values() for e in info["inversion_epoch"].values()]
+            # one value per run (the mean over its classes), so the std is over seeds
+            epochs = [np.mean(list(info["inversion_epoch"].values()))
+                      for info in infos.values() if info["inversion_epoch"]]
             counts = [sum(info["stragglers_per_class"]) for info in infos.values()]
             errors = [info["train_error_at_inversion"] for info in infos.values()]
             never = [len(info["never_inverted"]) for info in infos.values()]

@@ -16,6 +16,12 @@ class MlflowContext(ReportContext):
             self.tracker.download(run_id, self._cache / run_id, name)
         return local
 
+    def has_artifact(self, run_id, name):
+        if (self._cache / run_id / name).exists():
+            return True
+        listed = tracking.retrying(self.tracker.client.list_artifacts, run_id)
+        return name in {item.path for item in listed}
+
     def history(self, run_id, key):
         return self.tracker.history(run_id, key)
 

@@ -1,0 +1,180 @@
+"""What the GASTeN stages share: the binary (pos, neg) data, loading each other's models
+from artifacts, and image grids."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from raydiff.data import prepare
+from raydiff.experiments.config import Common, ConfigError, at_least, ratio
+from raydiff.models.gasten import FeatureCNN, make_classifier
+
+IMAGE_SHAPE = (1, 28, 28)
+
+
+@dataclass
+class GastenData(Common):
+    """The binary task: images of class ``pos`` (label 1) against class ``neg`` (label 0),
+    scaled to [-1, 1]. The test part is the dataset's own test split when it has one,
+    else a random ``test_fraction`` of the subset, drawn with ``subset_seed`` so every
+    stage of a sweep holds out the same images."""
+
+    pos: int = at_least(7, 0)
+    neg: int = at_least(1, 0)
+    test_fraction: float = ratio(0.2)
+
+    def check(self, where):
+        if self.pos == self.neg:
+            raise ConfigError(f"{where}: pos and neg are both {self.pos}; pick two classes")
+        if self.noise_ratio:
+            raise ConfigError(f"{where}: noise_ratio={self.noise_ratio}: the GASTeN stages "
+                              f"train on clean labels; set noise_ratio: 0")
+
+
+@dataclass
+class BinaryData:
+    """x: (N, 1, 28, 28) float in [-1, 1] on the device; y: (N,) float, 1 = pos;
+    sample_id: (N,) index in the loaded dataset; for the train and the test part."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    train_id: np.ndarray
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    test_id: np.ndarray
+
+
+def _split(data, sample_id, test_fraction, seed):
+    from raydiff.experiments.data_params import split_positions
+
+    train, _, test = split_positions(data, sample_id, test_fraction=test_fraction,
+                                     val_fraction=0.0, seed=seed)
+    return train, test
+
+
+def prepare_images(config, data, device):
+    """The subset of ``data`` scaled to [-1, 1] (every class) and its (train, test)
+    positions; ValueError unless the images are 1 x 28 x 28 (the DCGAN's size)."""
+    tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
+                      normalize="minus_one_one", device=device)
+    if tuple(tensors.x.shape[1:]) != IMAGE_SHAPE:
+        raise ValueError(f"dataset {config.dataset} has images of shape {tuple(tensors.x.shape[1:])};"
+                         f" the GASTeN networks take {IMAGE_SHAPE} (MNIST, FashionMNIST, KMNIST, "
+                         f"mnist5k)")
+    train, test = _split(data, tensors.sample_id, config.test_fraction, config.subset_seed)
+    return tensors, train, test
+
+
+def binary_data(config, data, device):
+    """The (pos, neg) images of the configured subset, split into train and test."""
+    tensors, train, test = prepare_images(config, data, device)
+    for key in ("pos", "neg"):
+        if not 0 <= getattr(config, key) < tensors.num_classes:
+            raise ConfigError(f"{key}={getattr(config, key)} is not a class of {config.dataset} "
+                              f"(0..{tensors.num_classes - 1})")
+    label = tensors.label
+    keep = np.isin(label, [config.pos, config.neg])
+    parts = []
+    for positions in (train, test):
+        positions = positions[keep[positions]]
+        t = torch.as_tensor(positions, device=device)
+        y = torch.as_tensor(label[positions] == config.pos, dtype=torch.float32, device=device)
+        parts += [tensors.x[t], y, tensors.sample_id[positions]]
+    out = BinaryData(*parts)
+    if len(out.train_y) < 2 or len(out.test_y) < 1:
+        raise ValueError(f"only {len(out.train_y)} training and {len(out.test_y)} test images of "
+                         f"classes {config.pos}/{config.neg}; raise subset_size")
+    return out
+
+
+def classifier_state(model, kind, nf):
+    return {"kind": kind, "nf": int(nf), "state_dict": model.state_dict()}
+
+
+def load_classifier(state, device="cpu"):
+    """The frozen classifier saved by :func:`classifier_state` (eval mode, no gradients
+    of its own; gradients still flow through it to its input)."""
+    model = make_classifier(state["kind"], state["nf"])
+    model.load_state_dict(state["state_dict"])
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def load_feature_net(state, device="cpu"):
+    """(images -> features function, name) from the ``gasten_featnet`` stage's artifact."""
+    if state["name"] == "inception":
+        from raydiff.engine.fid import InceptionFeatures, find_inception_weights
+
+        path = find_inception_weights(state["weights_path"])
+        net = InceptionFeatures(path).to(device).eval()
+    else:
+        net = FeatureCNN(int(state["num_classes"]))
+        net.load_state_dict(state["state_dict"])
+        net = net.to(device).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.features, state["name"]
+
+
+def image_grid(images, *, ncols=8, titles=None, title=None, size=1.0):
+    """A figure of images (N, 1, H, W) in [-1, 1] (numpy or tensor), ``ncols`` a row."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = images.detach().cpu().numpy() if torch.is_tensor(images) else np.asarray(images)
+    n = max(len(images), 1)
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.3 if title else 0)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            ax.imshow(images[i, 0], cmap="gray", vmin=-1, vmax=1)
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    return fig
+
+
+GAN_STREAM = 5      # batch order and every z of a GAN run
+
+
+@dataclass
+class GanTraining(GastenData):
+    """Keys of both GAN steps. ``run`` tells repeated GAN runs apart (3 in the paper's
+    grid); it is also what pairs a step-2 trial with the step-1 run it continues."""
+
+    run: int = at_least(0, 0)
+    batch_size: int = at_least(64, 2)
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+
+
+def gan_state(G, D, z_dim, width):
+    """The weights a later stage loads (no optimiser state)."""
+    return {"z_dim": int(z_dim), "width": int(width), "G": G.state_dict(),
+            "D": D.state_dict() if D is not None else {}}
+
+
+def training_state(epoch, G, D, opt_g, opt_d, generator, **extra):
+    """Everything a killed trial needs to go on from ``epoch`` exactly as it would have."""
+    return {"epoch": int(epoch), "G": G.state_dict(), "D": D.state_dict(),
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+            "rng": generator.get_state(), **extra}
+
+
+def restore_training(state, G, D, opt_g, opt_d, generator):
+    """Load :func:`training_state` into the objects; returns the epoch it was saved at."""
+    G.load_state_dict(state["G"])
+    D.load_state_dict(state["D"])
+    opt_g.load_state_dict(state["opt_g"])
+    opt_d.load_state_dict(state["opt_d"])
+    generator.set_state(state["rng"])
+    return int(state["epoch"])

@@ -1,0 +1,101 @@
+"""Training-dynamics scores: one training run, every peer method that reads its dynamics.
+
+One model trains on the whole (noisy) subset while the logits every sample gets in its
+training pass are kept each epoch; from that trajectory alone come Dataset Cartography
+(confidence, variability, correctness), the Area Under the Margin, forgetting events and
+EL2N (:mod:`raydiff.scores.dynamics`). EL2N is averaged over ``el2n_runs`` models: this
+run at epoch ``el2n_epoch`` plus ``el2n_runs - 1`` more, initialised from other seeds and
+trained only up to that epoch (the only extra training, and a short one).
+
+``per_sample.parquet`` holds every score as ``score_<method>`` (``score`` itself is the one
+named by ``method``) and the raw Cartography statistics ``carto_confidence``,
+``carto_variability`` and ``carto_correctness`` for the data map. The trajectory goes
+beside it as ``dynamics_logits.npy`` (E, N, C) float16.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from raydiff.data import INIT_STREAM, derived_seed, prepare
+from raydiff.engine import crop_flip, step_schedule, train
+from raydiff.experiments.base import per_sample_table
+from raydiff.experiments.config import at_least, choice
+from raydiff.experiments.data_params import BATCH_STREAM, TrainConfig, detection, fit
+from raydiff.models import get_model
+from raydiff.scores.dynamics import TRAJECTORY_SCORES, cartography, el2n
+
+NAME = "dynamics"
+METHODS = sorted([*TRAJECTORY_SCORES, "el2n"])
+
+
+@dataclass
+class Config(TrainConfig):
+    method: str = choice("aum", METHODS)          # the score in the `score` column
+    el2n_epoch: int = at_least(10, 1)             # clipped to the run's last epoch
+    el2n_runs: int = at_least(3, 1)
+
+    SMOKE = {"el2n_epoch": 1, "el2n_runs": 2}
+
+
+def early_logits(config, tensors, *, run, epoch):
+    """(N, C) training-pass logits at ``epoch`` of an extra model, initialised and shuffled
+    by stream ``run`` of the seed, trained with the same settings as the main run."""
+    model = get_model(config.model, input_shape=tensors.x.shape[1:],
+                      num_classes=tensors.num_classes, hidden=config.hidden,
+                      seed=derived_seed(config.seed, INIT_STREAM, run)).to(tensors.x.device)
+    generator = torch.Generator().manual_seed(derived_seed(config.seed, BATCH_STREAM, run))
+    result = train(model, tensors.x, tensors.y, epochs=epoch, lr=config.lr,
+                   batch_size=config.batch_size, momentum=config.momentum,
+                   weight_decay=config.weight_decay, generator=generator,
+                   augment=crop_flip if config.augment else None,
+                   lr_schedule=step_schedule(config.lr, milestones=config.lr_milestones,
+                                             gamma=config.lr_gamma),
+                   record_every=epoch)
+    return result.dynamics.logits[-1]
+
+
+def dynamics_scores(logits, labels, *, early):
+    """``{method: (N,) score}`` from the trajectory ``logits`` (E, N, C) and the early
+    logits of every EL2N run ``early`` (R, N, C)."""
+    scores = {name: fn(logits, labels=labels) for name, fn in TRAJECTORY_SCORES.items()}
+    scores["el2n"] = el2n(early, labels=labels)
+    return scores
+
+
+def run(config, report, data):
+    tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
+                      noise_ratio=config.noise_ratio, noise_seed=config.seed,
+                      normalize=config.normalize, device=report.device)
+    observed = tensors.observed_label
+    _, traj, _ = fit(config, report, tensors.x, tensors.y, num_classes=tensors.num_classes,
+                     eval_sets={}, record_logits=True)
+    logits = np.moveaxis(traj["logits"], 1, 0)                       # (E, N, C)
+    epoch = min(config.el2n_epoch, len(logits))
+    early = [logits[epoch - 1]] + [early_logits(config, tensors, run=r, epoch=epoch)
+                                   for r in range(1, config.el2n_runs)]
+    scores = dynamics_scores(logits, observed, early=np.stack(early))
+    carto = cartography(logits, labels=observed)
+
+    score = scores[config.method]
+    flag_k = int(len(score) * config.noise_ratio)
+    hard = np.zeros(len(score), dtype=bool)
+    hard[np.argsort(-score, kind="stable")[:flag_k]] = True
+    report.table("per_sample.parquet", per_sample_table(
+        sample_id=tensors.sample_id, label=tensors.label, observed_label=observed,
+        is_noisy=tensors.is_noisy, split="train", hard=hard if flag_k else None, score=score,
+        **{f"carto_{k}": v for k, v in carto.items()},
+        **{f"score_{k}": v for k, v in scores.items()}))
+    report.array("dynamics_logits.npy", logits.astype(np.float16))
+
+    correct = logits[-1].argmax(axis=1) == observed
+    metrics = {"epochs_run": len(logits), "el2n_epoch": epoch,
+               "train_accuracy_last_epoch": 100 * float(correct.mean())}
+    noisy = tensors.is_noisy
+    if noisy.any() and not noisy.all():
+        for name, s in scores.items():
+            for key, value in detection(s, noisy, config.noise_ratio).items():
+                metrics[f"{name}_{key.removeprefix('detect_')}"] = value
+    report(metrics)
+    return metrics

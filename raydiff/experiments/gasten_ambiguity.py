@@ -1,0 +1,275 @@
+"""Finding patterns in ambiguity: cluster the images a boundary GAN makes, pick prototypes.
+
+From one step-2 checkpoint (``checkpoint: pareto-best`` picks, over every gathered
+step-2 run and every saved epoch, the Pareto-front point of (FID, ACD) nearest the ideal
+after scaling, :func:`raydiff.scores.pareto.pareto_best`; or give a step-2 run id and
+``checkpoint_epoch``), ``n_samples`` z are drawn (seeded) and the images with
+``low <= C(G(z)) <= high`` are kept. They are embedded with the classifier's flatten
+features, reduced (UMAP, cosine) and clustered (GMM or HDBSCAN) with the trial's
+hyperparameters; ``silhouette_cv`` is the mean held-out silhouette over ``cv_folds``
+folds, the metric a sweep's Tune search maximises (:mod:`raydiff.engine.cluster`).
+Then the pipeline is fitted on all ambiguous images: silhouette, Davies-Bouldin,
+Calinski-Harabasz, cluster sizes, one prototype (medoid) per cluster.
+
+Artifacts: ``ambiguous.parquet`` (one row per ambiguous image: classifier output, cluster,
+prototype flag, 2-D coordinates), ``ambiguous_images.npy``, ``clusters.json`` and the
+figures: prototype grid, one grid per cluster, the 2-D embedding of the real test
+images with the ambiguous clusters and prototypes, saliency maps of the prototypes, and
+the baseline: ``baseline_size`` random real test images the classifier finds ambiguous.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from raydiff.engine.cluster import CLUSTERERS, REDUCERS, Clusters, cv_silhouette, make_reducer
+from raydiff.engine.cluster import medoids, quality
+from raydiff.engine.fid import embed
+from raydiff.experiments._gasten import GastenData, binary_data, image_grid, load_classifier
+from raydiff.experiments.config import ConfigError, at_least, choice, ratio
+from raydiff.models.gasten import make_gan
+from raydiff.scores.pareto import pareto_best
+
+NAME = "gasten_ambiguity"
+GATHERS = ("gasten_step2",)
+PARETO = "pareto-best"
+
+
+@dataclass
+class Config(GastenData):
+    checkpoint: str = PARETO
+    checkpoint_epoch: int | None = at_least(None, 1)
+    n_samples: int = at_least(15000, 1)
+    low: float = ratio(0.4)
+    high: float = ratio(0.6)
+    sample_seed: int = 0
+    reducer: str = choice("umap", list(REDUCERS))
+    clusterer: str = choice("gmm", list(CLUSTERERS))
+    n_neighbors: int = at_least(15, 2)
+    min_dist: float = 0.1
+    n_components: int = at_least(10, 1)
+    gmm_n_components: int = at_least(3, 1)
+    hdbscan_epsilon: float = 0.0
+    hdbscan_min_cluster_size: int = at_least(5, 2)
+    hdbscan_min_samples: int = at_least(3, 1)
+    cv_folds: int = at_least(5, 2)
+    min_ambiguous: int = at_least(20, 2)
+    baseline_size: int = at_least(5, 0)
+    grid_size: int = at_least(36, 1)
+    embedding_test_size: int = at_least(1000, 0)
+    figures: bool = True
+
+    SMOKE = {"n_samples": 2000, "cv_folds": 2, "embedding_test_size": 200, "min_ambiguous": 6}
+
+    def check(self, where):
+        super().check(where)
+        if self.low >= self.high:
+            raise ConfigError(f"{where}: low={self.low} must be below high={self.high}")
+        if self.checkpoint != PARETO and self.checkpoint_epoch is None:
+            raise ConfigError(f"{where}: checkpoint={self.checkpoint!r} names a step-2 run; "
+                              f"give checkpoint_epoch too (or use checkpoint: {PARETO})")
+
+
+def select_checkpoint(upstreams, checkpoint=PARETO, epoch=None):
+    """(upstream, epoch, row of its metrics) of the chosen step-2 generator.
+
+    ``pareto-best``: among the saved epochs (>= 1) of every run, the Pareto-front point of
+    (FID, ACD) nearest the ideal after min-max scaling; else the run whose id (or folder
+    name) is ``checkpoint`` at ``epoch``, which must be a saved epoch.
+    """
+    rows = []
+    for i, up in enumerate(upstreams):
+        table = up.table("metrics.parquet")
+        for _, row in table.iterrows():
+            rows.append((i, row))
+    if checkpoint != PARETO:
+        names = {str(up.run_id or up.folder.name): i for i, up in enumerate(upstreams)}
+        if checkpoint not in names:
+            raise ConfigError(f"checkpoint={checkpoint!r} is not one of the gathered step-2 runs: "
+                              f"{sorted(names)}")
+        mine = [(i, r) for i, r in rows if i == names[checkpoint] and r["epoch"] == epoch]
+        if not mine or not bool(mine[0][1]["saved"]):
+            saved = [int(r["epoch"]) for i, r in rows if i == names[checkpoint] and r["saved"]]
+            raise ConfigError(f"checkpoint_epoch={epoch}: run {checkpoint} saved its generator "
+                              f"at epochs {saved} only")
+        i, row = mine[0]
+        return upstreams[i], int(epoch), row
+    candidates = [(i, r) for i, r in rows if bool(r["saved"]) and r["epoch"] >= 1]
+    if not candidates:
+        raise ValueError("no step-2 run saved a generator; nothing to select")
+    fid_key = next(k for k in candidates[0][1].index if k.startswith("fid_"))
+    points = np.array([[r[fid_key], r["acd"]] for _, r in candidates], dtype=float)
+    i, row = candidates[pareto_best(points)]
+    return upstreams[i], int(row["epoch"]), row
+
+
+_CACHE = {}
+
+
+@torch.no_grad()
+def ambiguous_samples(G, C, *, n, z_dim, seed, low, high, device, batch_size=1024):
+    """(images, probabilities) of the samples among ``n`` seeded z with low <= C <= high."""
+    gen = torch.Generator().manual_seed(int(seed))
+    kept, probs = [], []
+    for start in range(0, n, batch_size):
+        z = torch.randn(min(batch_size, n - start), z_dim, generator=gen).to(device)
+        x = G(z)
+        p = C(x)
+        keep = (p >= low) & (p <= high)
+        kept.append(x[keep].cpu())
+        probs.append(p[keep].cpu())
+    return torch.cat(kept), torch.cat(probs).numpy()
+
+
+def saliency(C, images):
+    """|d C(x) / d x| of each image (N, 1, H, W) -> numpy (N, H, W)."""
+    x = images.clone().requires_grad_(True)
+    C(x).sum().backward()
+    return x.grad.abs().amax(1).cpu().numpy()
+
+
+def run(config, report, data):
+    device = report.device
+    up, epoch, row = select_checkpoint(report.upstreams("gasten_step2"), config.checkpoint,
+                                       config.checkpoint_epoch)
+    C = load_classifier(up.torch("classifier.pt"), device)
+    key = (str(up.folder), epoch, config.n_samples, config.sample_seed, config.low, config.high)
+    if key not in _CACHE:      # a reused worker runs many search trials on the same samples
+        state = up.torch(f"step2_epoch{epoch:03d}.pt")
+        G, _ = make_gan(z_dim=state["z_dim"], width=state["width"])
+        G.load_state_dict(state["G"])
+        G = G.to(device).eval()
+        _CACHE.clear()
+        _CACHE[key] = ambiguous_samples(G, C, n=config.n_samples, z_dim=state["z_dim"],
+                                        seed=config.sample_seed, low=config.low,
+                                        high=config.high, device=device)
+    images, probs = _CACHE[key]
+    fid_key = next(k for k in row.index if k.startswith("fid_"))
+    metrics = {"n_ambiguous": len(images), "ambiguous_fraction": len(images) / config.n_samples,
+               "selected_epoch": epoch, "selected_fid": float(row[fid_key]),
+               "selected_acd": float(row["acd"])}
+    report.tag("raydiff.selected_checkpoint", f"{up.run_id or up.folder.name}:{epoch}")
+    report.tag("raydiff.selected_fid_metric", fid_key)
+    binary = binary_data(config, data, device)
+    with torch.no_grad():
+        test_probs = C(binary.test_x).cpu().numpy()
+    test_ambiguous = np.flatnonzero((test_probs >= config.low) & (test_probs <= config.high))
+    metrics["n_ambiguous_test"] = len(test_ambiguous)
+    if len(images) < max(config.min_ambiguous, 2 * config.cv_folds):
+        report.tag("raydiff.too_few_ambiguous", len(images))
+        metrics.update({"silhouette_cv": -1.0, "n_clusters": 0})
+        report(metrics)
+        return metrics
+
+    features = embed(C.features, images.to(device))
+    params = {"n_components": config.n_components, "n_neighbors": config.n_neighbors,
+              "min_dist": config.min_dist, "gmm_n_components": config.gmm_n_components,
+              "hdbscan_epsilon": config.hdbscan_epsilon,
+              "hdbscan_min_cluster_size": config.hdbscan_min_cluster_size,
+              "hdbscan_min_samples": config.hdbscan_min_samples}
+    if config.clusterer == "gmm":
+        params = {k: v for k, v in params.items() if not k.startswith("hdbscan_")}
+    else:
+        params.pop("gmm_n_components")
+    if config.reducer == "pca":
+        params = {k: v for k, v in params.items() if k not in ("n_neighbors", "min_dist")}
+    metrics["silhouette_cv"], folds = cv_silhouette(features, reducer=config.reducer,
+                                                    clusterer=config.clusterer,
+                                                    folds=config.cv_folds, seed=config.sample_seed,
+                                                    **params)
+    red = {k: params[k] for k in ("n_components", "n_neighbors", "min_dist") if k in params}
+    reducer = make_reducer(config.reducer, n_samples=len(features), seed=config.sample_seed, **red)
+    z = reducer.fit_transform(features)
+    clu = {k: v for k, v in params.items() if k not in red}
+    labels = Clusters(config.clusterer, z, seed=config.sample_seed, **clu).labels
+    protos = medoids(z, labels)
+    sizes = {int(c): int((labels == c).sum()) for c in sorted(protos)}
+    metrics.update(quality(z, labels))
+    metrics.update({"n_clusters": len(protos), "n_noise": int((labels < 0).sum()),
+                    "largest_cluster_fraction": max(sizes.values()) / len(labels) if sizes else 0.0})
+    report.json("clusters.json", {"sizes": sizes, "prototypes": protos, "folds": folds,
+                                  "checkpoint": str(up.run_id or up.folder.name), "epoch": epoch})
+
+    test_x = binary.test_x[:config.embedding_test_size]
+    xy = _two_d(config, features, embed(C.features, test_x)) if config.figures else None
+    table = pd.DataFrame({"index": np.arange(len(labels)), "prob": probs, "cluster": labels,
+                          "prototype": np.isin(np.arange(len(labels)), list(protos.values()))})
+    if xy is not None:
+        table["x"], table["y"] = xy[0][:, 0], xy[0][:, 1]
+    report.table("ambiguous.parquet", table)
+    report.array("ambiguous_images.npy", images.numpy().astype(np.float16))
+    if config.figures:
+        _figures(report, config, C, images, probs, labels, protos, xy, binary, test_probs,
+                 test_ambiguous)
+    report(metrics)
+    return metrics
+
+
+def _two_d(config, features, test_features):
+    """2-D coordinates of the ambiguous and the test images, from one joint fit."""
+    both = np.concatenate([features, test_features])
+    reducer = make_reducer(config.reducer, n_components=2, n_neighbors=config.n_neighbors,
+                           min_dist=config.min_dist, n_samples=len(both), seed=config.sample_seed)
+    xy = reducer.fit_transform(both)
+    return xy[:len(features)], xy[len(features):]
+
+
+def _figures(report, config, C, images, probs, labels, protos, xy, binary, test_probs,
+             test_ambiguous):
+    import matplotlib.pyplot as plt
+
+    clusters = sorted(protos)
+    proto_idx = [protos[c] for c in clusters]
+    if clusters:
+        report.figure("prototypes.png", image_grid(
+            images[proto_idx], ncols=len(clusters), size=1.4,
+            titles=[f"cluster {c}\nn={int((labels == c).sum())} C={probs[i]:.2f}"
+                    for c, i in zip(clusters, proto_idx)], title="prototypes (medoids)"))
+    for c in clusters:
+        members = np.flatnonzero(labels == c)[:config.grid_size]
+        report.figure(f"cluster_{c:02d}.png", image_grid(
+            images[members], ncols=6, title=f"cluster {c}: {int((labels == c).sum())} images"))
+
+    amb_xy, test_xy = xy
+    fig, ax = plt.subplots(figsize=(6, 5))
+    test_y = binary.test_y[:len(test_xy)].cpu().numpy()
+    for value, name, color in ((1, f"test: {config.pos}", "lightsteelblue"),
+                               (0, f"test: {config.neg}", "navajowhite")):
+        pts = test_xy[test_y == value]
+        ax.scatter(pts[:, 0], pts[:, 1], s=6, c=color, label=name)
+    cmap = plt.get_cmap("tab10")
+    for k, c in enumerate(clusters):
+        pts = amb_xy[labels == c]
+        ax.scatter(pts[:, 0], pts[:, 1], s=10, color=cmap(k % 10), label=f"ambiguous, cluster {c}")
+    if (labels < 0).any():
+        pts = amb_xy[labels < 0]
+        ax.scatter(pts[:, 0], pts[:, 1], s=8, c="gray", marker="x", label="ambiguous, noise")
+    if clusters:
+        pts = amb_xy[proto_idx]
+        ax.scatter(pts[:, 0], pts[:, 1], s=160, marker="*", c="black", label="prototypes")
+    ax.legend(fontsize=6, markerscale=1)
+    ax.set_title(f"{config.reducer} 2-D embedding of classifier features", fontsize=9)
+    report.figure("embedding_2d.png", fig)
+
+    if clusters:
+        maps = saliency(C, images[proto_idx].to(next(C.parameters()).device))
+        fig, axes = plt.subplots(2, len(clusters), figsize=(1.6 * len(clusters), 3.4), squeeze=False)
+        for k, c in enumerate(clusters):
+            axes[0, k].imshow(images[proto_idx[k], 0].numpy(), cmap="gray", vmin=-1, vmax=1)
+            axes[0, k].set_title(f"cluster {c}", fontsize=7)
+            axes[1, k].imshow(maps[k], cmap="hot")
+            for ax in axes[:, k]:
+                ax.axis("off")
+        fig.suptitle("prototypes and |dC/dx|", fontsize=8)
+        report.figure("saliency.png", fig)
+
+    if config.baseline_size and len(test_ambiguous):
+        rng = np.random.default_rng(config.sample_seed)
+        pick = rng.choice(test_ambiguous, size=min(config.baseline_size, len(test_ambiguous)),
+                          replace=False)
+        report.figure("baseline_test_ambiguous.png", image_grid(
+            binary.test_x[torch.as_tensor(pick)], ncols=len(pick), size=1.4,
+            titles=[f"C={test_probs[i]:.2f}" for i in pick],
+            title=f"baseline: random real test images with {config.low} <= C <= {config.high}"))

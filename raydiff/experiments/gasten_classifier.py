@@ -1,0 +1,89 @@
+"""GASTeN, preparation: the binary classifier whose decision boundary the GAN will stress.
+
+SimpleCNN(``nf``) (or the MLP option) on the (pos, neg) images, Adam, BCE, mini-batches;
+5/6 of the training part trains, 1/6 validates; training stops when the validation loss
+has not improved for ``patience`` epochs, and the best-validation weights are kept.
+Metrics per epoch: train_loss, val_loss, val_accuracy; at the end test_loss and
+test_accuracy (percent). Artifact ``classifier.pt``, which the step-2 stage loads.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from raydiff.data import INIT_STREAM, SPLIT_STREAM, derived_seed, rng_for, torch_generator
+from raydiff.experiments._gasten import GastenData, binary_data, classifier_state
+from raydiff.experiments.config import at_least, choice, ratio
+from raydiff.models.gasten import CLASSIFIERS, make_classifier
+
+NAME = "gasten_classifier"
+BATCH_STREAM = 4
+
+
+@dataclass
+class Config(GastenData):
+    classifier: str = choice("cnn", sorted(CLASSIFIERS))
+    nf: int = at_least(4, 1)
+    epochs: int = at_least(1, 1)
+    batch_size: int = at_least(64, 1)
+    lr: float = 1e-3
+    val_fraction: float = ratio(1 / 6)
+    patience: int = at_least(3, 1)
+
+    SMOKE = {"epochs": 2}
+
+
+@torch.no_grad()
+def evaluate(model, x, y, batch_size=2048):
+    """(BCE loss, accuracy in percent) of ``model`` on images ``x`` and 0/1 labels ``y``."""
+    model.eval()
+    p = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    model.train()
+    return (F.binary_cross_entropy(p, y).item(),
+            100.0 * ((p >= 0.5).float() == y).float().mean().item())
+
+
+def run(config, report, data):
+    device = report.device
+    binary = binary_data(config, data, device)
+    order = rng_for(config.seed, SPLIT_STREAM).permutation(len(binary.train_y))
+    n_val = int(len(order) * config.val_fraction)
+    val, train = (torch.as_tensor(np.sort(order[:n_val]), device=device),
+                  torch.as_tensor(np.sort(order[n_val:]), device=device))
+    x, y = binary.train_x[train], binary.train_y[train]
+    xv, yv = binary.train_x[val], binary.train_y[val]
+
+    model = make_classifier(config.classifier, config.nf,
+                            seed=derived_seed(config.seed, INIT_STREAM)).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    gen = torch_generator(config.seed, BATCH_STREAM)
+    best, best_state, waited, epoch = np.inf, None, 0, 0
+    for epoch in range(1, config.epochs + 1):
+        total = 0.0
+        for idx in torch.randperm(len(x), generator=gen).to(device).split(config.batch_size):
+            loss = F.binary_cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        metrics = {"train_loss": total / len(x)}
+        if len(yv):
+            metrics["val_loss"], metrics["val_accuracy"] = evaluate(model, xv, yv)
+        report(metrics, step=epoch)
+        score = metrics.get("val_loss", metrics["train_loss"])
+        if score < best:
+            best, waited = score, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            waited += 1
+            if waited >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    test_loss, test_accuracy = evaluate(model, binary.test_x, binary.test_y)
+    report.torch("classifier.pt", classifier_state(model, config.classifier, config.nf))
+    metrics = {"test_loss": test_loss, "test_accuracy": test_accuracy, "epochs_run": epoch,
+               "n_train": len(y), "n_val": len(yv), "n_test": len(binary.test_y)}
+    report(metrics)
+    return metrics

@@ -1,0 +1,82 @@
+"""GASTeN, preparation: the feature network FID is measured in, once per dataset.
+
+``feature_net``: ``inception`` uses InceptionV3 weights found on this machine
+(``inception_weights``, ``$RAYDIFF_INCEPTION_WEIGHTS`` or torchvision's cache; every
+worker needs them), ``smallcnn`` trains :class:`raydiff.models.gasten.FeatureCNN` on every
+class of the dataset's training part (images in [-1, 1], as the GAN makes them), and
+``auto`` takes InceptionV3 when its weights are there, else trains the small CNN.
+Artifact ``featnet.pt``; the step-2 stage names its FID metric after it (``fid_inception``,
+``fid_smallcnn``), so numbers of different extractors never mix.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from raydiff.data import INIT_STREAM, derived_seed, torch_generator
+from raydiff.engine.fid import find_inception_weights
+from raydiff.experiments._gasten import prepare_images
+from raydiff.experiments.config import Common, at_least, choice, ratio
+from raydiff.models.gasten import FeatureCNN
+
+NAME = "gasten_featnet"
+BATCH_STREAM = 4
+
+
+@dataclass
+class Config(Common):
+    feature_net: str = choice("auto", ["auto", "inception", "smallcnn"])
+    inception_weights: str | None = None
+    epochs: int = at_least(3, 1)
+    batch_size: int = at_least(128, 1)
+    lr: float = 1e-3
+    test_fraction: float = ratio(0.2)
+
+    SMOKE = {"epochs": 1}
+
+
+def run(config, report, data):
+    weights = (find_inception_weights(config.inception_weights)
+               if config.feature_net != "smallcnn" else None)
+    if config.feature_net == "inception" and weights is None:
+        raise FileNotFoundError("feature_net=inception but no InceptionV3 weights are on this "
+                                "machine: set inception_weights (or $RAYDIFF_INCEPTION_WEIGHTS) "
+                                "to torchvision's inception_v3 state dict, or use feature_net: auto")
+    if weights is not None:
+        report.torch("featnet.pt", {"name": "inception", "weights_path": str(weights)})
+        report.tag("raydiff.feature_net", "inception")
+        return {"feature_net_inception": 1}
+
+    device = report.device
+    tensors, train, test = prepare_images(config, data, device)
+    x, y = tensors.x[torch.as_tensor(train, device=device)], tensors.y[torch.as_tensor(train, device=device)]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derived_seed(config.seed, INIT_STREAM))
+        net = FeatureCNN(tensors.num_classes).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    gen = torch_generator(config.seed, BATCH_STREAM)
+    for epoch in range(1, config.epochs + 1):
+        net.train()
+        total = 0.0
+        for idx in torch.randperm(len(x), generator=gen).to(device).split(config.batch_size):
+            if len(idx) < 2:
+                continue
+            loss = F.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        report({"train_loss": total / len(x)}, step=epoch)
+    net.eval()
+    metrics = {}
+    if len(test):
+        t = torch.as_tensor(test, device=device)
+        with torch.no_grad():
+            pred = torch.cat([net(tensors.x[t][i:i + 1024]).argmax(1) for i in range(0, len(t), 1024)])
+        metrics["test_accuracy"] = 100.0 * (pred == tensors.y[t]).float().mean().item()
+    report.torch("featnet.pt", {"name": "smallcnn", "num_classes": tensors.num_classes,
+                                "state_dict": net.state_dict()})
+    report.tag("raydiff.feature_net", "smallcnn")
+    report(metrics)
+    return metrics

@@ -1,0 +1,163 @@
+"""Scores from the training dynamics: the logits every sample got at each recorded epoch.
+
+Every function here takes the trajectory the training engine records
+(:class:`raydiff.engine.train.Dynamics`): ``logits`` of shape (T, N, C), the raw logits
+sample i got in the forward pass of the t-th recorded epoch, and the labels the model was
+trained on (the *observed* labels, noise included), and returns one score per sample,
+oriented so that higher = harder (more likely mislabelled or ambiguous). No extra training
+and no second pass over the data.
+"""
+
+import numpy as np
+from scipy.special import softmax
+
+
+def _check(logits, labels):
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 3 or logits.shape[0] < 1 or logits.shape[2] < 2:
+        raise ValueError(f"logits must have shape (T >= 1 epochs, N samples, C >= 2 classes), "
+                         f"got {logits.shape}")
+    labels = np.asarray(labels)
+    if labels.shape != (logits.shape[1],):
+        raise ValueError(f"labels must have shape ({logits.shape[1]},), got {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[2]):
+        raise ValueError(f"labels must lie in [0, {logits.shape[2]}), got "
+                         f"[{labels.min()}, {labels.max()}]")
+    return logits, labels.astype(np.int64)
+
+
+def _true_probability(logits, labels):
+    """(T, N) softmax probability of the given label at every recorded epoch."""
+    return np.take_along_axis(softmax(logits, axis=2), labels[None, :, None], axis=2)[..., 0]
+
+
+def _correct(logits, labels):
+    """(T, N) bool: the argmax equals the given label at every recorded epoch."""
+    return logits.argmax(axis=2) == labels[None, :]
+
+
+def cartography(logits, *, labels):
+    """The three Dataset Cartography statistics (Swayamdipta et al. 2020), as they are.
+
+    Parameters
+    ----------
+    logits : array of shape (T, N, C)
+        Raw logits of N samples at T recorded epochs.
+    labels : int array of shape (N,), keyword-only
+        The labels trained on.
+
+    Returns
+    -------
+    dict of three arrays of shape (N,), in the paper's orientation (not higher = harder):
+    ``confidence`` (mean over epochs of p(label)), ``variability`` (its population std
+    over epochs) and ``correctness`` (fraction of epochs whose argmax is the label).
+    Use :func:`cartography_confidence` and friends for scores.
+    """
+    logits, labels = _check(logits, labels)
+    p = _true_probability(logits, labels)
+    return {"confidence": p.mean(axis=0), "variability": p.std(axis=0),
+            "correctness": _correct(logits, labels).mean(axis=0)}
+
+
+def cartography_confidence(logits, *, labels):
+    """``1 - confidence``: the mean probability of the label over epochs, turned around.
+
+    Shapes as :func:`cartography`; returns (N,) in [0, 1], higher = harder. Mislabelled
+    samples sit in the paper's *hard-to-learn* region (low confidence).
+    """
+    return 1.0 - cartography(logits, labels=labels)["confidence"]
+
+
+def cartography_variability(logits, *, labels):
+    """Variability, the std over epochs of p(label): high = *ambiguous* (the model keeps
+    changing its mind). Shapes as :func:`cartography`; returns (N,) in [0, 0.5]."""
+    return cartography(logits, labels=labels)["variability"]
+
+
+def cartography_correctness(logits, *, labels):
+    """``1 - correctness``: the fraction of epochs in which the sample was misclassified.
+    Shapes as :func:`cartography`; returns (N,) in [0, 1], higher = harder."""
+    return 1.0 - cartography(logits, labels=labels)["correctness"]
+
+
+def aum(logits, *, labels):
+    """Negative Area Under the Margin (Pleiss et al. 2020).
+
+    The margin at an epoch is ``logit_label - max_{j != label} logit_j``; AUM is its mean
+    over the recorded epochs, and a low (negative) AUM marks a likely mislabelled sample,
+    whose own label keeps losing to another class. The paper also calibrates a threshold
+    with deliberately mislabelled "threshold samples"; here only the ranking is kept.
+
+    Parameters
+    ----------
+    logits : array of shape (T, N, C)
+    labels : int array of shape (N,), keyword-only
+
+    Returns
+    -------
+    score : array of shape (N,), ``-AUM``; higher = harder.
+    """
+    logits, labels = _check(logits, labels)
+    index = labels[None, :, None]
+    assigned = np.take_along_axis(logits, index, axis=2)[..., 0]
+    others = logits.copy()
+    np.put_along_axis(others, index, -np.inf, axis=2)
+    return -(assigned - others.max(axis=2)).mean(axis=0)
+
+
+def forgetting_events(logits, *, labels):
+    """Number of forgetting events (Toneva et al. 2019): transitions from correctly to
+    incorrectly classified between consecutive recorded epochs.
+
+    A sample that is never classified correctly at any recorded epoch ("never learnt")
+    counts as maximally forgotten: it gets ``T``, more than the ``T // 2`` events any
+    learnt sample can have.
+
+    Parameters
+    ----------
+    logits : array of shape (T, N, C)
+    labels : int array of shape (N,), keyword-only
+
+    Returns
+    -------
+    score : float array of shape (N,) of counts in [0, T // 2], or T; higher = harder.
+    """
+    logits, labels = _check(logits, labels)
+    correct = _correct(logits, labels)
+    events = (correct[:-1] & ~correct[1:]).sum(axis=0).astype(np.float64)
+    events[~correct.any(axis=0)] = logits.shape[0]
+    return events
+
+
+def el2n(logits, *, labels):
+    """Error L2-Norm (Paul et al. 2021): ``|| softmax(logits) - onehot(label) ||_2``.
+
+    Meant for the logits early in training (the paper: epoch 20 of 200), averaged over
+    several independently initialised runs, which damps the noise of a single early model.
+
+    Parameters
+    ----------
+    logits : array of shape (N, C) for one run, or (R, N, C) for R runs to average over
+    labels : int array of shape (N,), keyword-only
+
+    Returns
+    -------
+    score : array of shape (N,) in [0, sqrt(2)]; higher = harder.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim == 2:
+        logits = logits[None]
+    logits, labels = _check(logits, labels)
+    error = softmax(logits, axis=2)
+    error[:, np.arange(len(labels)), labels] -= 1.0
+    return np.linalg.norm(error, axis=2).mean(axis=0)
+
+
+# scores over the whole trajectory (T, N, C), by name; EL2N takes early logits instead
+TRAJECTORY_SCORES = {
+    "aum": aum,
+    "cartography_confidence": cartography_confidence,
+    "cartography_correctness": cartography_correctness,
+    "cartography_variability": cartography_variability,
+    "forgetting": forgetting_events,
+}

@@ -1,0 +1,345 @@
+"""The noisy-label benchmark: training-dynamics and confident-learning scores on planted
+truth, the same noisy labels in every method's trial, and the report on hand-made tables."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+from raydiff.data import Dataset
+from raydiff.experiments import (confident_learning, crossval, data_params, dynamics, identify,
+                                 inversion)
+from raydiff.experiments.base import Report, Upstream
+from raydiff.experiments.config import ConfigError, build_config
+from raydiff.report import FolderContext, build_report
+from raydiff.report import benchmark
+from raydiff.scores import auroc
+from raydiff.scores.confident_learning import label_issue_score, label_issues
+from raydiff.scores.dynamics import (aum, cartography, cartography_confidence,
+                                     cartography_correctness, cartography_variability, el2n,
+                                     forgetting_events)
+from raydiff.tune import sweep as sweeps
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)
+
+
+# -- scores on planted truth ----------------------------------------------------------------
+
+def planted_trajectory(n=60, classes=3, epochs=8, n_bad=10, seed=0):
+    """Logits (T, N, C) of a model that learns every true label; the first ``n_bad``
+    samples carry a wrong given label, so their given label keeps losing."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, classes, n)
+    given = true.copy()
+    given[:n_bad] = (true[:n_bad] + 1) % classes
+    logits = rng.normal(0, 0.3, (epochs, n, classes))
+    ramp = np.linspace(0.5, 4.0, epochs)[:, None]
+    logits[:, np.arange(n), true] += ramp
+    bad = np.zeros(n, dtype=bool)
+    bad[:n_bad] = True
+    return logits, given, bad
+
+
+@pytest.mark.parametrize("score", [aum, cartography_confidence, cartography_correctness,
+                                   forgetting_events])
+def test_trajectory_scores_rank_the_planted_wrong_labels_first(score):
+    logits, given, bad = planted_trajectory()
+    s = score(logits, labels=given)
+    assert s.shape == (len(given),)
+    assert auroc(s, bad) == 1.0
+
+
+def test_el2n_ranks_wrong_labels_first_and_averages_runs():
+    logits, given, bad = planted_trajectory()
+    one = el2n(logits[2], labels=given)
+    assert auroc(one, bad) == 1.0
+    both = el2n(logits[[2, 5]], labels=given)
+    assert np.allclose(both, (one + el2n(logits[5], labels=given)) / 2)
+    assert 0 <= one.min() and one.max() <= np.sqrt(2)
+
+
+def test_cartography_statistics_and_variability_of_a_flip_flopping_sample():
+    # sample 0: always right and sure; sample 1: alternates sure-right and sure-wrong
+    logits = np.zeros((4, 2, 2))
+    logits[:, 0, 0] = 10.0
+    logits[[0, 2], 1, 0] = 10.0
+    logits[[1, 3], 1, 1] = 10.0
+    labels = np.array([0, 0])
+    stats = cartography(logits, labels=labels)
+    assert stats["confidence"] == pytest.approx([1.0, 0.5], abs=1e-4)
+    assert stats["variability"] == pytest.approx([0.0, 0.5], abs=1e-4)
+    assert stats["correctness"] == pytest.approx([1.0, 0.5])
+    assert cartography_variability(logits, labels=labels)[1] > cartography_variability(
+        logits, labels=labels)[0]
+
+
+def test_forgetting_counts_transitions_and_never_learnt_is_maximal():
+    # correctness over 6 epochs: learnt and kept / learnt, forgotten twice / never learnt
+    pattern = np.array([[0, 1, 1, 1, 1, 1], [1, 0, 1, 0, 1, 1], [0, 0, 0, 0, 0, 0]], bool)
+    logits = np.zeros((6, 3, 2))
+    logits[..., 0] = np.where(pattern.T, 1.0, -1.0)
+    events = forgetting_events(logits, labels=np.zeros(3, dtype=int))
+    assert events.tolist() == [0.0, 2.0, 6.0]
+
+
+def test_aum_is_the_mean_negative_margin():
+    logits = np.array([[[3.0, 1.0, 0.0]], [[1.0, 2.0, 0.0]]])      # margins 2 and -1
+    assert aum(logits, labels=np.array([0])) == pytest.approx([-0.5])
+
+
+def test_trajectory_scores_check_shapes():
+    with pytest.raises(ValueError, match="T >= 1 epochs"):
+        aum(np.zeros((5, 3)), labels=np.zeros(5, dtype=int))
+    with pytest.raises(ValueError, match="labels must have shape"):
+        aum(np.zeros((2, 5, 3)), labels=np.zeros(4, dtype=int))
+    with pytest.raises(ValueError, match="lie in"):
+        aum(np.zeros((2, 5, 3)), labels=np.full(5, 3))
+
+
+def test_confident_learning_finds_flipped_labels():
+    rng = np.random.default_rng(0)
+    n, classes = 300, 3
+    true = rng.integers(0, classes, n)
+    probs = np.full((n, classes), 0.05)
+    probs[np.arange(n), true] = 0.9
+    probs += rng.uniform(0, 0.05, probs.shape)
+    probs /= probs.sum(axis=1, keepdims=True)
+    given = true.copy()
+    flipped = rng.choice(n, 30, replace=False)
+    given[flipped] = (true[flipped] + 1) % classes
+    bad = np.zeros(n, dtype=bool)
+    bad[flipped] = True
+    for method in ("self_confidence", "normalized_margin", "confidence_weighted_entropy"):
+        assert auroc(label_issue_score(probs, labels=given, method=method), bad) == 1.0
+    assert np.array_equal(label_issues(probs, labels=given), bad)
+    with pytest.raises(ValueError, match="valid methods"):
+        label_issue_score(probs, labels=given, method="nope")
+    with pytest.raises(ValueError, match="sum to 1"):
+        label_issue_score(probs * 2, labels=given)
+
+
+# -- experiments: same noisy labels everywhere, detection on planted noise ---------------------
+
+def toy_dataset(n=240, classes=4, dim=8, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 3.0, (classes, dim))
+    y = rng.integers(0, classes, n)
+    x = (centers[y] + rng.normal(0, 1.0, (n, dim))).astype(np.float32)
+    return Dataset("toy", x, y.astype(np.int64), classes, np.array(["train"] * n),
+                   is_image=False)
+
+
+TRAIN = dict(dataset="blobs", subset_size=None, noise_ratio=0.25, seed=3, model="simple_nn",
+             hidden=[32], epochs=8, batch_size=32, lr=0.1, weight_decay=0.0, lr_milestones=[],
+             checkpoint_every=8)
+
+
+def run_crossval_and_cl(data, tmp_path, folds=3, **overrides):
+    ups = []
+    for fold in range(folds):
+        cfg = build_config(crossval.Config, {**TRAIN, **overrides, "folds": folds, "fold": fold})
+        crossval.run(cfg, Report(tmp_path / f"fold{fold}"), data)
+        ups.append(Upstream(tmp_path / f"fold{fold}"))
+    common = {k: TRAIN[k] for k in ("dataset", "subset_size", "noise_ratio", "seed")}
+    cfg = build_config(confident_learning.Config, {**common, **{
+        k: v for k, v in overrides.items() if k in common}})
+    report = Report(tmp_path / "cl", upstream={"crossval": ups})
+    return confident_learning.run(cfg, report), ups
+
+
+def test_every_method_sees_the_same_noisy_labels_and_finds_them(tmp_path):
+    data = toy_dataset()
+    tables = {}
+    cfg = build_config(dynamics.Config, {**TRAIN, "el2n_epoch": 2, "el2n_runs": 2})
+    metrics = dynamics.run(cfg, Report(tmp_path / "dyn"), data)
+    tables["dynamics"] = pd.read_parquet(tmp_path / "dyn" / "per_sample.parquet")
+    assert metrics["aum_auroc"] > 0.85 and metrics["cartography_confidence_auroc"] > 0.85
+
+    known = {f.name for f in dataclasses.fields(identify.Config)}
+    cfg = build_config(identify.Config, {**{k: v for k, v in TRAIN.items() if k in known},
+                                         "hidden": [20, 20], "epochs": 30,
+                                         "inversion_start": 2, "check_every": 2})
+    identify.run(cfg, Report(tmp_path / "identify"), data)
+    tables["identify"] = pd.read_parquet(tmp_path / "identify" / "per_sample.parquet")
+    cfg = build_config(inversion.Config, {**{k: v for k, v in TRAIN.items() if k in known},
+                                          "hidden": [20, 20], "epochs": 30,
+                                          "inversion_start": 2, "check_every": 2})
+    inversion.run(cfg, Report(tmp_path / "inversion"), data)
+    tables["inversion"] = pd.read_parquet(tmp_path / "inversion" / "per_sample.parquet")
+
+    cfg = build_config(data_params.Config, {**TRAIN, "variant": "instance", "test_fraction": 0.0,
+                                            "enrich_classes": 0})
+    data_params.run(cfg, Report(tmp_path / "dp"), data)
+    tables["data_params"] = pd.read_parquet(tmp_path / "dp" / "per_sample.parquet")
+
+    metrics, _ = run_crossval_and_cl(data, tmp_path)
+    assert metrics["detect_auroc"] > 0.85 and metrics["folds"] == 3
+    tables["confident_learning"] = pd.read_parquet(tmp_path / "cl" / "per_sample.parquet")
+
+    reference = tables["dynamics"].sort_values("sample_id").reset_index(drop=True)
+    assert reference["is_noisy"].sum() == int(0.25 * len(data))
+    flipped = reference[reference["is_noisy"]]
+    assert (flipped["observed_label"] != flipped["label"]).all()
+    for name, table in tables.items():
+        table = table.sort_values("sample_id").reset_index(drop=True)
+        for column in ("sample_id", "label", "observed_label", "is_noisy"):
+            assert np.array_equal(table[column], reference[column]), (name, column)
+
+    # another seed draws other noise
+    cfg = build_config(dynamics.Config, {**TRAIN, "seed": 4, "epochs": 1, "el2n_runs": 1})
+    dynamics.run(cfg, Report(tmp_path / "dyn4"), data)
+    other = pd.read_parquet(tmp_path / "dyn4" / "per_sample.parquet")
+    assert not np.array_equal(other["is_noisy"], reference["is_noisy"])
+
+
+def test_dynamics_table_has_every_score_and_the_cartography_columns(tmp_path):
+    cfg = build_config(dynamics.Config, {**TRAIN, "epochs": 3, "el2n_epoch": 9, "el2n_runs": 1,
+                                         "method": "el2n"})
+    metrics = dynamics.run(cfg, Report(tmp_path), toy_dataset(n=80))
+    table = pd.read_parquet(tmp_path / "per_sample.parquet")
+    for method in dynamics.METHODS:
+        assert f"score_{method}" in table.columns
+    assert np.array_equal(table["score"], table["score_el2n"])
+    assert {"carto_confidence", "carto_variability", "carto_correctness"} <= set(table.columns)
+    assert metrics["el2n_epoch"] == 3           # clipped to the epochs trained
+    assert np.load(tmp_path / "dynamics_logits.npy").shape == (3, 80, 4)
+
+
+def test_confident_learning_refuses_missing_folds(tmp_path):
+    data = toy_dataset(n=90)
+    overrides = {"epochs": 1}
+    _, ups = run_crossval_and_cl(data, tmp_path, folds=3, **overrides)
+    cfg = build_config(confident_learning.Config, {"dataset": "blobs", "noise_ratio": 0.25,
+                                                   "seed": 3})
+    with pytest.raises(ValueError, match=r"folds 0\.\.2 exactly once, got folds \[0, 2\]"):
+        confident_learning.run(cfg, Report(tmp_path / "bad", upstream={"crossval": [ups[0], ups[2]]}))
+    with pytest.raises(ConfigError, match="fold=3 must be < folds=3"):
+        build_config(crossval.Config, {"folds": 3, "fold": 3})
+
+
+def test_benchmark_sweeps_validate_and_gather_every_fold():
+    for path, folds in (("sweeps/benchmark_demo.yaml", 4), ("sweeps/benchmark_cifar10.yaml", 5)):
+        sweep = sweeps.load(path)
+        planned = sweeps.plan(sweep)
+        settings = len(planned["dynamics"])
+        assert settings == 12                       # 4 noise ratios x 3 seeds
+        assert len(planned["crossval"]) == folds * settings
+        assert len(planned["confident_learning"]) == settings
+        for spec in planned["confident_learning"]:
+            assert len(spec["upstream"]["crossval"]) == folds
+
+
+# -- the report on hand-made per-sample tables ---------------------------------------------------
+
+def make_runs(root, n=200):
+    """Runs of three stages at noise 0 and 0.2, seeds 0 and 1: a dynamics-like table with
+    two score_ columns and the data-map columns, an oracle, a reversed oracle, a stage whose
+    runs vary in ``variant``, a duplicate and a run without a table."""
+    rows = []
+
+    def add(stage, noise, seed, columns, seconds=10.0, **extra):
+        run_id = f"{stage}-{noise}-{seed}-{len(rows)}"
+        rng = np.random.default_rng([seed, int(noise * 10)])
+        noisy = np.zeros(n, dtype=bool)
+        noisy[rng.choice(n, int(n * noise), replace=False)] = True
+        label = rng.integers(0, 4, n)
+        observed = np.where(noisy, (label + 1) % 4, label)
+        if columns is not None:
+            folder = root / run_id
+            folder.mkdir(parents=True)
+            table = pd.DataFrame({"sample_id": np.arange(n), "label": label,
+                                  "observed_label": observed, "is_noisy": noisy,
+                                  "split": "train", "hard": None})
+            for name, fn in columns.items():
+                table[name] = fn(noisy, rng)
+            table.to_parquet(folder / "per_sample.parquet")
+        rows.append({"run_id": run_id, "stage": stage, "experiment": stage, "status": "FINISHED",
+                     "dataset": "toy", "noise_ratio": noise, "seed": seed,
+                     "trial_seconds": seconds, **extra})
+
+    def good(noisy, rng):
+        return noisy + rng.normal(0, 0.1, len(noisy))
+
+    for noise in (0.0, 0.2):
+        for seed in (0, 1):
+            add("dyn", noise, seed, {
+                "score": good, "score_good": good,
+                "score_random": lambda noisy, rng: rng.random(len(noisy)),
+                "carto_confidence": lambda noisy, rng: 1 - noisy * 0.8,
+                "carto_variability": lambda noisy, rng: rng.random(len(noisy)) * 0.3}, 20.0)
+            add("dyn", noise, seed, {"score": good, "score_good": good,
+                                     "score_random": lambda noisy, rng: rng.random(len(noisy))})
+            add("oracle", noise, seed, {"score": good}, 5.0, **{"m.upstream_seconds": 7.0})
+            add("reversed", noise, seed, {"score": lambda noisy, rng: -good(noisy, rng)}, 1.0)
+            for variant in ("a", "b"):
+                add("dp", noise, seed, {"score": good}, 3.0, variant=variant)
+            add("unscored", noise, seed, None)
+    return pd.DataFrame(rows)
+
+
+def test_benchmark_report_on_hand_made_tables(tmp_path):
+    runs = make_runs(tmp_path / "runs")
+    ctx = FolderContext(runs, tmp_path / "out", tmp_path / "runs")
+    written = {p.name for p in build_report(ctx)}
+    assert {"benchmark_per_run.csv", "benchmark_detection.csv", "benchmark_results.md",
+            "benchmark_agreement.csv", "benchmark_spearman.png", "benchmark_jaccard.png",
+            "benchmark_auroc.png", "benchmark_cost.png", "benchmark_datamap.png"} <= written
+
+    summary = pd.read_csv(tmp_path / "out" / "benchmark_detection.csv").set_index("method")
+    assert set(summary.index) == {"good", "random", "oracle", "reversed", "dp[variant=a]",
+                                  "dp[variant=b]"}
+    assert (summary["noise_ratio"] == 0.2).all()             # no detection without noise
+    assert summary.loc["oracle", "auroc_mean"] == 1.0
+    assert summary.loc["reversed", "auroc_mean"] == 0.0
+    assert summary.loc["oracle", "precision_at_k_mean"] == 1.0
+    assert summary.loc["good", "seeds"] == 2                 # the duplicate run counts once
+    assert summary.loc["oracle", "seconds_mean"] == 12.0     # trial + upstream seconds
+    assert 0.3 < summary.loc["random", "auroc_mean"] < 0.7
+
+    agree = pd.read_csv(tmp_path / "out" / "benchmark_agreement.csv")
+    at = agree[agree["noise_ratio"] == 0.2].set_index(["method_a", "method_b"])
+    assert at.loc[("oracle", "oracle"), "spearman"] == pytest.approx(1.0)
+    assert at.loc[("oracle", "reversed"), "spearman"] == pytest.approx(-1.0)
+    assert at.loc[("oracle", "reversed"), "jaccard"] == 0.0
+    assert at.loc[("oracle", "good"), "jaccard"] == 1.0
+    assert set(agree["noise_ratio"]) == {0.0, 0.2}
+
+    markdown = (tmp_path / "out" / "benchmark_results.md").read_text()
+    assert "| method | AUROC @ 0.2 | AP @ 0.2 | trial s |" in markdown
+    assert "**1.000 ± 0.000**" in markdown
+    best = markdown.split("Best AUROC at noise 0.2: **")[1].split("**")[0]
+    assert best in {"good", "oracle", "dp[variant=a]", "dp[variant=b]"}
+    assert "†" not in markdown
+
+
+def test_benchmark_report_flags_a_method_with_other_noisy_labels(tmp_path):
+    runs = make_runs(tmp_path / "runs", n=100)
+    target = runs[runs["stage"] == "reversed"]["run_id"].iloc[-1]
+    path = tmp_path / "runs" / target / "per_sample.parquet"
+    table = pd.read_parquet(path)
+    table["observed_label"] = (table["observed_label"] + 1) % 4
+    table.to_parquet(path)
+    ctx = FolderContext(runs, tmp_path / "out", tmp_path / "runs")
+    benchmark.build(ctx, runs)
+    per_run = pd.read_csv(tmp_path / "out" / "benchmark_per_run.csv")
+    flagged = per_run[~per_run["same_labels"]]
+    assert flagged["run_id"].tolist() == [target]
+    assert "reversed †" in (tmp_path / "out" / "benchmark_results.md").read_text()
+
+
+def test_benchmark_report_writes_nothing_without_injected_noise(tmp_path):
+    runs = make_runs(tmp_path / "runs", n=50)
+    runs = runs[runs["noise_ratio"] == 0.0].reset_index(drop=True)
+    ctx = FolderContext(runs, tmp_path / "out", tmp_path / "runs")
+    benchmark.build(ctx, runs)
+    assert ctx.written == []
