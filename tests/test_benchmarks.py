@@ -34,6 +34,11 @@ def test_gpu_packing_smoke_runs_or_says_why_not():
         assert "skipped, no CUDA device" in out
 
 
+def test_vog_pass_smoke_scores_agree_with_the_stored_maps():
+    out = _bench("vog_pass")
+    assert "scores agree with the stored maps" in out and "summary: VoG pass" in out
+
+
 # the rest start a local Ray (and MLflow): tens of seconds each even at smoke size
 
 @pytest.mark.slow
