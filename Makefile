@@ -25,8 +25,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# CPU benchmarks, each printing ratios measured in its own run (docs/performance.md);
+# BENCH_ARGS=--smoke runs them at tiny sizes. wrn_epoch.py and data_params_demo.py take
+# their own arguments and are run by hand.
+BENCHMARKS := engine_vs_loop grid_throughput overhead memory gpu_packing
 bench: $(STAMP)
-	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+	for b in $(BENCHMARKS); do nice $(PY) benchmarks/$$b.py $(BENCH_ARGS) || exit 1; done
 
 clean:
 	rm -rf mlflow.db mlartifacts ray_results reports

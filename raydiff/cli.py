@@ -27,11 +27,15 @@ def cmd_run(args):
     print(f"raydiff: sweep {sweep.name}: " + ", ".join(f"{k} {v} trials" for k, v in counts.items()))
     if args.dry_run:
         return 0
+    from raydiff import tracking
+
+    tracking.Tracker(args.tracking_uri).check()     # an unreachable store stops us before Ray
     from raydiff.tune.runner import run_sweep
 
     result = run_sweep(sweep, address=args.address, tracking_uri=args.tracking_uri,
                        storage_path=args.storage_path, resume=args.resume,
-                       num_cpus=args.num_cpus, dashboard=not args.no_dashboard)
+                       num_cpus=args.num_cpus, dashboard=not args.no_dashboard,
+                       dashboard_host=args.dashboard_host)
     failed = sum(s["failed"] for s in result["stages"].values())
     print(f"raydiff: session {result['session']} done; runs are in MLflow experiment "
           f"{sweep.name!r} at {result['tracking_uri']}")
@@ -73,9 +77,11 @@ def cmd_report(args):
 
 
 def cmd_ui(args):
-    from raydiff.tracking import resolve_uri
+    from raydiff.tracking import Tracker
 
-    uri = resolve_uri(args.tracking_uri)
+    tracker = Tracker(args.tracking_uri)
+    tracker.check()            # creates a new store here, so the server's workers never race to
+    uri = tracker.uri
     print(f"raydiff: MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)")
     return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                             "--host", args.host, "--port", str(args.port)])
@@ -110,6 +116,8 @@ def parser():
     run.add_argument("--download", action="store_true", help="download missing datasets")
     run.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (default: all)")
     run.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
+    run.add_argument("--dashboard-host", default="127.0.0.1",
+                     help="bind address of a local Ray's dashboard (default loopback only)")
     run.add_argument("--dry-run", action="store_true", help="validate and count trials only")
     run.add_argument("--report", metavar="DIR", help="write the report to DIR when done")
     run.set_defaults(func=cmd_run)

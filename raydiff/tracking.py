@@ -6,6 +6,7 @@ retried or resumed, so a trial never leaves two runs or a run stuck in RUNNING. 
 to the store retries for a while, so a tracking server that is briefly away loses nothing.
 """
 
+import fcntl
 import json
 import os
 import time
@@ -72,7 +73,27 @@ class Tracker:
 
     def __init__(self, uri=None):
         self.uri = resolve_uri(uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        if self.uri.startswith("sqlite:///"):
+            self.client = self._open_sqlite()
+        else:
+            self.client = MlflowClient(tracking_uri=self.uri)
+
+    def _open_sqlite(self):
+        """A client of the SQLite store, which is created if new while a lock on its folder
+        is held: MLflow's table creation fails when several processes create one store at
+        once (the trials of a sweep, the workers of `mlflow server`)."""
+        folder = Path(self.uri[len("sqlite:///"):]).parent
+        try:
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                client = MlflowClient(tracking_uri=self.uri)
+                client.search_experiments(max_results=1)
+                return client
+            finally:
+                os.close(fd)
+        except Exception as exc:  # noqa: BLE001
+            raise TrackingError(f"the tracking store {self.uri} cannot be opened: {exc}") from None
 
     # -- start-up ------------------------------------------------------------------------
     def check(self, timeout=5.0):

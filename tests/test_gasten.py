@@ -236,3 +236,108 @@ def test_ambiguity_stage_end_to_end(chain, mnist):
     with pytest.raises(ConfigError, match="saved its generator at epochs"):
         _stage(tmp, mnist, "gasten_ambiguity", {**explicit, "checkpoint_epoch": 7},
                {"gasten_step2": gathered}, folder="bad")
+
+
+def test_reports_mark_the_pareto_front_and_copy_the_best_clustering(chain, mnist, tmp_path):
+    import pandas as pd
+
+    from raydiff.report import FolderContext, build_report
+
+    root, ups, step2, runs, _ = chain
+    amb = {**DATA, "n_samples": 1500, "reducer": "pca", "n_components": 3, "cv_folds": 2,
+           "embedding_test_size": 50}
+    for k in (2, 3):
+        _stage(root, mnist, "gasten_ambiguity", {**amb, "gmm_n_components": k},
+               {"gasten_step2": [up for up, _, _ in runs.values()]}, folder=f"amb{k}")
+    rows = [{"run_id": f"step2_{a}", "experiment": "gasten_step2", "alpha": a, "step1_epoch": 1,
+             "classifier.nf": 2, "run": 0} for a in runs]
+    for k in (2, 3):
+        metrics = pd.read_json(root / f"amb{k}" / "clusters.json", typ="series")
+        assert len(metrics["sizes"]) == k
+        rows.append({"run_id": f"amb{k}", "experiment": "gasten_ambiguity", "reducer": "pca",
+                     "clusterer": "gmm", "checkpoint": "pareto-best", "gmm_n_components": k,
+                     "m.silhouette_cv": 0.1 * k, "m.n_clusters": k})
+    out = tmp_path / "report"
+    build_report(FolderContext(pd.DataFrame(rows), out, root))
+    front = pd.read_csv(out / "gasten_pareto.csv")
+    assert len(front) == 3 * 2 and set(front["fid_net"]) == {"smallcnn"}
+    assert front["on_front"].tolist() == pareto_front(front[["fid", "acd"]].to_numpy()).tolist()
+    assert front["pareto_best"].sum() == 1
+    assert (out / "gasten_pareto_smallcnn.png").exists()
+    best = pd.read_csv(out / "gasten_ambiguity_best.csv")
+    assert best["run_id"].tolist() == ["amb3"]              # the higher silhouette_cv
+    assert (out / "gasten_ambiguity_gmm_prototypes.png").exists()
+    assert (out / "gasten_ambiguity_gmm_cluster_02.png").exists()
+
+
+def test_inception_features_come_from_local_weights_only(tmp_path, monkeypatch, mnist):
+    from torchvision.models import inception_v3
+
+    from raydiff.engine.fid import INCEPTION_ENV, InceptionFeatures, find_inception_weights
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.delenv(INCEPTION_ENV, raising=False)
+    assert find_inception_weights() is None
+    with pytest.raises(FileNotFoundError, match="inception_weights"):
+        find_inception_weights(tmp_path / "missing.pth")
+    with pytest.raises(FileNotFoundError, match="no InceptionV3 weights"):
+        _stage(tmp_path, mnist, "gasten_featnet", {"feature_net": "inception"})
+
+    path = tmp_path / "inception.pth"
+    torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), path)
+    monkeypatch.setenv(INCEPTION_ENV, str(path))
+    up, report, _ = _stage(tmp_path, mnist, "gasten_featnet", {"feature_net": "auto"})
+    assert up.torch("featnet.pt")["name"] == "inception" and report.history == []
+    net = InceptionFeatures(path).eval()
+    with torch.no_grad():
+        assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 2048)
+
+
+@pytest.mark.slow
+def test_four_stages_through_the_cli_ray_and_mlflow(workdir):
+    import subprocess
+
+    import pandas as pd
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from conftest import RAYDIFF
+
+    sweep = {
+        "name": "gasten_e2e", "resources": {"cpu": 1},
+        "config": {"dataset": "mnist5k", "subset_size": 1200, "pos": 7, "neg": 1},
+        "stages": {
+            "classifier": {"experiment": "gasten_classifier", "config": {"nf": 2, "epochs": 5}},
+            "featnet": {"experiment": "gasten_featnet", "config": {"epochs": 1}},
+            "step1": {"experiment": "gasten_step1", "config": {"epochs": 1, "width": 8, "z_dim": 16}},
+            "step2": {"experiment": "gasten_step2", "after": ["classifier", "step1", "featnet"],
+                      "config": {"step1_epoch": 1, "alpha": {"grid": [0, "mgda"]}, "epochs": 2,
+                                 "checkpoint_every": 1, "test_noise_size": 256, "grid_every": 2}},
+            "ambiguity": {"experiment": "gasten_ambiguity", "after": "step2",
+                          "search": {"metric": "silhouette_cv", "mode": "max", "num_samples": 3},
+                          "config": {"n_samples": 2000, "cv_folds": 2, "embedding_test_size": 100,
+                                     "n_components": {"randint": [2, 6]},
+                                     "gmm_n_components": {"randint": [2, 4]}}},
+        },
+    }
+    (workdir / "g.yaml").write_text(yaml.safe_dump(sweep))
+    done = subprocess.run(RAYDIFF + ["run", "g.yaml", "--num-cpus", "2", "--no-dashboard"],
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for stage, n in (("classifier", 1), ("featnet", 1), ("step1", 1), ("step2", 2), ("ambiguity", 3)):
+        assert f"stage {stage}: {n} trials finished, 0 failed" in done.stdout
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("gasten_e2e")
+    runs = client.search_runs([exp.experiment_id], "tags.`raydiff.stage` = 'step2'")
+    for run in runs:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "fid_smallcnn")]
+        assert sorted(steps) == [0, 1, 2]
+        assert run.data.params["classifier.nf"] == "2"
+    report = subprocess.run(RAYDIFF + ["report", "gasten_e2e", "--out", "rep"],
+                            capture_output=True, text=True, timeout=600)
+    assert report.returncode == 0, report.stderr[-3000:]
+    front = pd.read_csv(workdir / "rep" / "gasten_pareto.csv")
+    assert len(front) == 4 and front["pareto_best"].sum() == 1
+    trials = pd.read_csv(workdir / "rep" / "gasten_ambiguity_trials.csv")
+    assert len(trials) == 3 and trials["silhouette_cv"].between(-1, 1).all()
+    assert (workdir / "rep" / "gasten_classifiers.csv").exists()

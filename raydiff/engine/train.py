@@ -3,7 +3,9 @@
 The dataset never goes through a DataLoader: a mini-batch is an index into the tensors
 already on the device, and the logits every sample gets in the training forward pass are
 kept (every ``record_every`` epochs) as the per-sample training dynamics, with no second
-pass over the data.
+pass over the data. Plain SGD (no optimiser given, no momentum) skips the optimiser object:
+the step is one ``torch.autograd.grad`` and one fused ``_foreach_add_`` over the parameters,
+and the host waits for the device once per epoch (the epoch's loss), never per batch.
 """
 
 from dataclasses import dataclass, field
@@ -11,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from raydiff.engine.fused import fused_parameters, fused_sgd_step, supports_fused
 
 
 @dataclass
@@ -65,6 +69,10 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
     epochs : int
         Train up to this epoch (1-based; ``start_epoch`` epochs are taken as done already).
     lr, momentum, weight_decay : plain SGD settings, used when ``optimizers`` is None.
+        Without momentum the update runs without an optimiser object (same arithmetic as
+        ``torch.optim.SGD``, a fraction of its per-step cost); parameters' ``.grad`` then
+        stays None. A plain :class:`~raydiff.models.SimpleNN` with the default loss and no
+        augmentation takes the hand-derived step of :mod:`raydiff.engine.fused`.
     batch_size : int or None
         None or >= N: full-batch (the whole set is one batch per epoch).
     optimizers : list of torch optimizers, optional
@@ -83,16 +91,24 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
         Transforms every training batch on the device before the forward pass (e.g.
         :func:`crop_flip`); gets ``generator`` so that augmented runs are reproducible.
     lr_schedule : callable(epoch) -> float, optional
-        The learning rate of epoch ``epoch`` (1-based), set on every parameter group of
-        the FIRST optimiser (the model's by convention; data-parameter optimisers that
+        The learning rate of epoch ``epoch`` (1-based) (with plain SGD, the rate itself),
+        set on every parameter group of the FIRST optimiser (the model's by convention; data-parameter optimisers that
         follow keep their own rate) before the epoch starts. A function of the epoch
         alone, so a run resumed with ``start_epoch`` follows the same schedule.
     """
     n = len(x)
     full_batch = batch_size is None or batch_size >= n
-    if optimizers is None:
+    # plain SGD needs no optimiser state: update the parameters directly
+    plain = optimizers is None and momentum == 0
+    params = [p for p in model.parameters() if p.requires_grad] if plain else []
+    # the benchmark MLP under plain SGD and cross-entropy: a hand-derived step, no autograd
+    fused = plain and loss_fn is None and augment is None and supports_fused(model)
+    if fused:
+        params = fused_parameters(model)
+    if optimizers is None and not plain:
         optimizers = [torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
                                       weight_decay=weight_decay)]
+    optimizers = optimizers or []
     if loss_fn is None:
         def loss_fn(logits, idx):
             return F.cross_entropy(logits, y[idx])
@@ -108,9 +124,10 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
     result = TrainResult(epochs_run=start_epoch)
     model.train()
     for epoch in range(start_epoch + 1, epochs + 1):
-        if lr_schedule is not None:
+        epoch_lr = lr if lr_schedule is None else lr_schedule(epoch)
+        if lr_schedule is not None and optimizers:
             for group in optimizers[0].param_groups:
-                group["lr"] = lr_schedule(epoch)
+                group["lr"] = epoch_lr
         if full_batch:
             batches = [all_idx]
         else:
@@ -118,21 +135,29 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
             batches = perm.split(batch_size)
         total = 0.0
         for idx in batches:
-            xb = x[idx]
-            if augment is not None:
-                xb = augment(xb, generator)
-            logits = model(xb)
-            loss = loss_fn(logits, idx)
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for opt in optimizers:
-                opt.step()
+            xb = x if full_batch else x[idx]        # full batch: no per-epoch copy of x
+            if fused:
+                logits, batch_loss = fused_sgd_step(model, params, xb, y if full_batch else y[idx],
+                                                    epoch_lr, weight_decay)
+            else:
+                if augment is not None:
+                    xb = augment(xb, generator)
+                logits = model(xb)
+                loss = loss_fn(logits, idx)
+                if plain:
+                    _sgd_step(loss, params, epoch_lr, weight_decay)
+                else:
+                    for opt in optimizers:
+                        opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    for opt in optimizers:
+                        opt.step()
+                batch_loss = loss.detach() * len(idx)
             if after_step is not None:
                 after_step()
             if epoch in slot:
                 record[slot[epoch], idx] = logits.detach().to(record_dtype)
-            total += loss.detach() * len(idx)
+            total += batch_loss
         epoch_loss = (total / n).item()
         result.losses.append(epoch_loss)
         result.epochs_run = epoch
@@ -143,6 +168,20 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
         kept = [e for e in record_epochs if e <= result.epochs_run]
         result.dynamics = Dynamics(np.array(kept), record[:len(kept)].float().cpu().numpy())
     return result
+
+
+def _sgd_step(loss, params, lr, weight_decay):
+    """``torch.optim.SGD``'s update without momentum, from gradients that never touch ``.grad``."""
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    if any(g is None for g in grads):           # parameters the loss does not reach stay put
+        kept = [(p, g) for p, g in zip(params, grads) if g is not None]
+        if not kept:
+            return
+        params, grads = map(list, zip(*kept))
+    with torch.no_grad():
+        if weight_decay:
+            grads = torch._foreach_add(grads, params, alpha=weight_decay)
+        torch._foreach_add_(params, grads, alpha=-lr)
 
 
 def step_schedule(lr, *, milestones=(), gamma=0.1):

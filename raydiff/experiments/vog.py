@@ -228,7 +228,7 @@ def decile_figure(deciles, *, title, spread=None):
     axes[0][0].set_ylabel("test error (%)")
     if axes[0][0].get_legend_handles_labels()[0]:
         axes[0][0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, y=1.04)
     return fig
 
 

@@ -80,8 +80,11 @@ os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 
 
 def run_sweep(sweep, *, address=None, tracking_uri=None, storage_path="ray_results",
-              resume=False, num_cpus=None, dashboard=True, verbose=1):
-    """Run every stage of ``sweep``; returns {stage: {"finished": n, "failed": n}}."""
+              resume=False, num_cpus=None, dashboard=True, dashboard_host="127.0.0.1",
+              verbose=1):
+    """Run every stage of ``sweep``; returns {stage: {"finished": n, "failed": n}}.
+
+    A local Ray's dashboard listens on ``dashboard_host``: loopback unless asked."""
     tracker = tracking.Tracker(tracking_uri)
     tracker.check()
     datasets = _load_datasets(sweep)           # a missing dataset stops us before anything is written
@@ -107,7 +110,7 @@ def run_sweep(sweep, *, address=None, tracking_uri=None, storage_path="ray_resul
 
     if not ray.is_initialized():
         ray.init(address=address, num_cpus=None if address else num_cpus,
-                 include_dashboard=dashboard, log_to_driver=True)
+                 include_dashboard=dashboard, dashboard_host=dashboard_host, log_to_driver=True)
     if ray.get_runtime_context().get_node_id() and ray.cluster_resources().get("GPU", 0) == 0:
         for stage in sweep.stages:
             if stage.resources.get("gpu"):

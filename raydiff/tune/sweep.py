@@ -254,6 +254,11 @@ def validate(raw, *, source="sweep"):
     sweep = Sweep(name, str(raw.get("description", "")), order, resources,
                   raw.get("max_failures", 0), raw.get("num_samples", 1),
                   raw.get("max_trials", DEFAULT_MAX_TRIALS), raw)
+    for stage in order:     # a first stage's count is exact without the (slower) full plan
+        n = 0 if stage.after else own_count(stage, sweep.num_samples)
+        if n > sweep.max_trials:
+            _fail(f"{source}: stage {stage.name} alone expands to {n} trials, over max_trials="
+                  f"{sweep.max_trials}; shrink the grid or raise max_trials in the sweep file")
     counts = planned_counts(sweep)
     total = sum(counts.values())
     if total > sweep.max_trials:
@@ -323,6 +328,18 @@ def expand_own(stage, num_samples=1, seed=0):
         for combo in itertools.product(*grids.values()):
             out.append({**fixed, **drawn, **dict(zip(grids, combo))})
     return out, dists
+
+
+def own_count(stage, num_samples=1):
+    """How many configs :func:`expand_own` makes for ``stage``, times its search samples."""
+    grids, choices = 1, False
+    for value in stage.config.values():
+        if _is_axis(value):
+            (kind, values), = value.items()
+            grids *= len(values) if kind == "grid" else 1
+            choices = choices or kind == "choice"
+    samples = num_samples if choices or not stage.search else 1
+    return grids * samples * (stage.search["num_samples"] if stage.search else 1)
 
 
 @dataclass

@@ -8,6 +8,7 @@ error as a tag, and a retried trial re-opens the same run instead of adding one.
 
 import dataclasses
 import functools
+import os
 import shutil
 import tempfile
 import time
@@ -82,7 +83,7 @@ def _restore_state(report_tags):
         with checkpoint.as_directory() as folder:
             return torch.load(Path(folder) / "state.pt", weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint means: start over
-        reason = f"checkpoint unreadable ({type(exc).__name__}: {exc}); restarting from scratch"
+        reason = f"checkpoint unreadable, restarting from scratch: {type(exc).__name__}: {exc}"
         print(f"raydiff: {reason}", flush=True)
         report_tags["raydiff.checkpoint_error"] = reason[:500]
         return None
@@ -112,8 +113,7 @@ def run_trial(param, *, datasets, context):
               **{k: v for k, v in spec["params"].items() if "." in k}}
     tags = {tracking.TAG_SWEEP: context["sweep"], tracking.TAG_SESSION: context["session"],
             tracking.TAG_STAGE: spec["stage"], tracking.TAG_EXPERIMENT: spec["experiment"],
-            tracking.TAG_KIND: "trial", "raydiff.node": ray.util.get_node_ip_address(),
-            "raydiff.device": device}
+            tracking.TAG_KIND: "trial"}
     run_id, status = tracker.trial_run(context["experiment_id"], trial_id=trial_id,
                                        run_name=f"{spec['stage']}-{trial_id}", params=params,
                                        tags=tags)
@@ -130,14 +130,16 @@ def run_trial(param, *, datasets, context):
                               fetch=functools.partial(_fetch, tracker, r, work / "upstream" / r))
                      for r in group]
             upstream[experiment] = found if isinstance(run_ids, list) else found[0]
-        extra_tags = {}
+        # where this attempt runs (a retried trial may land on another node)
+        extra_tags = {"raydiff.node": ray.util.get_node_ip_address(),
+                      "raydiff.node_id": ray.get_runtime_context().get_node_id(),
+                      "raydiff.pid": str(os.getpid()), "raydiff.device": device}
         state = _restore_state(extra_tags)
         report = TuneReport(work / "artifacts", tracker=tracker, run_id=run_id,
                             upstream=upstream, resume_state=state, device=device)
         if status != "NEW":
             extra_tags["raydiff.retried"] = "true"
-        if extra_tags:
-            tracker.set_tags(run_id, extra_tags)
+        tracker.set_tags(run_id, extra_tags)
         data = None
         if getattr(module, "NEEDS_DATA", True):
             data = datasets[data_key(dataclasses.asdict(config))]
