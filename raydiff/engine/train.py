@@ -111,7 +111,7 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
     optimizers = optimizers or []
     if loss_fn is None:
         def loss_fn(logits, idx):
-            return F.cross_entropy(logits, y[idx])
+            return F.cross_entropy(logits, y.index_select(0, idx))
     record_epochs = [e for e in range(start_epoch + 1, epochs + 1)
                      if record_every and e % record_every == 0]
     record = None
@@ -135,10 +135,11 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
             batches = perm.split(batch_size)
         total = 0.0
         for idx in batches:
-            xb = x if full_batch else x[idx]        # full batch: no per-epoch copy of x
+            # full batch: no per-epoch copy of x; index_select is the cheap gather of rows
+            xb = x if full_batch else x.index_select(0, idx)
             if fused:
-                logits, batch_loss = fused_sgd_step(model, params, xb, y if full_batch else y[idx],
-                                                    epoch_lr, weight_decay)
+                yb = y if full_batch else y.index_select(0, idx)
+                logits, batch_loss = fused_sgd_step(model, params, xb, yb, epoch_lr, weight_decay)
             else:
                 if augment is not None:
                     xb = augment(xb, generator)
@@ -156,7 +157,7 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
             if after_step is not None:
                 after_step()
             if epoch in slot:
-                record[slot[epoch], idx] = logits.detach().to(record_dtype)
+                record[slot[epoch]].index_copy_(0, idx, logits.detach().to(record_dtype))
             total += batch_loss
         epoch_loss = (total / n).item()
         result.losses.append(epoch_loss)
