@@ -35,6 +35,7 @@ from raydiff.scores.pareto import pareto_best
 NAME = "gasten_ambiguity"
 GATHERS = ("gasten_step2",)
 PARETO = "pareto-best"
+SELECTED_KEYS = ("alpha", "step1_epoch", "run", "classifier.nf", "classifier.classifier")
 
 
 @dataclass
@@ -135,7 +136,8 @@ def run(config, report, data):
     up, epoch, row = select_checkpoint(report.upstreams("gasten_step2"), config.checkpoint,
                                        config.checkpoint_epoch)
     C = load_classifier(up.torch("classifier.pt"), device)
-    key = (str(up.folder), epoch, config.n_samples, config.sample_seed, config.low, config.high)
+    key = (up.run_id or str(up.folder), epoch, config.n_samples, config.sample_seed, config.low,
+           config.high)
     if key not in _CACHE:      # a reused worker runs many search trials on the same samples
         state = up.torch(f"step2_epoch{epoch:03d}.pt")
         G, _ = make_gan(z_dim=state["z_dim"], width=state["width"])
@@ -152,6 +154,9 @@ def run(config, report, data):
                "selected_acd": float(row["acd"])}
     report.tag("raydiff.selected_checkpoint", f"{up.run_id or up.folder.name}:{epoch}")
     report.tag("raydiff.selected_fid_metric", fid_key)
+    selected = {k: up.params[k] for k in SELECTED_KEYS if k in up.params}
+    for k, v in selected.items():
+        report.tag(f"raydiff.selected.{k}", v)
     binary = binary_data(config, data, device)
     with torch.no_grad():
         test_probs = C(binary.test_x).cpu().numpy()
@@ -190,7 +195,8 @@ def run(config, report, data):
     metrics.update({"n_clusters": len(protos), "n_noise": int((labels < 0).sum()),
                     "largest_cluster_fraction": max(sizes.values()) / len(labels) if sizes else 0.0})
     report.json("clusters.json", {"sizes": sizes, "prototypes": protos, "folds": folds,
-                                  "checkpoint": str(up.run_id or up.folder.name), "epoch": epoch})
+                                  "checkpoint": str(up.run_id or up.folder.name), "epoch": epoch,
+                                  "selected": selected})
 
     test_x = binary.test_x[:config.embedding_test_size]
     xy = _two_d(config, features, embed(C.features, test_x)) if config.figures else None
