@@ -51,6 +51,7 @@ class Config(GastenData):
     n_neighbors: int = at_least(15, 2)
     min_dist: float = 0.1
     n_components: int = at_least(10, 1)
+    umap_epochs: int | None = at_least(None, 1)
     gmm_n_components: int = at_least(3, 1)
     hdbscan_epsilon: float = 0.0
     hdbscan_min_cluster_size: int = at_least(5, 2)
@@ -170,7 +171,8 @@ def run(config, report, data):
 
     features = embed(C.features, images.to(device))
     params = {"n_components": config.n_components, "n_neighbors": config.n_neighbors,
-              "min_dist": config.min_dist, "gmm_n_components": config.gmm_n_components,
+              "min_dist": config.min_dist, "n_epochs": config.umap_epochs,
+              "gmm_n_components": config.gmm_n_components,
               "hdbscan_epsilon": config.hdbscan_epsilon,
               "hdbscan_min_cluster_size": config.hdbscan_min_cluster_size,
               "hdbscan_min_samples": config.hdbscan_min_samples}
@@ -179,12 +181,12 @@ def run(config, report, data):
     else:
         params.pop("gmm_n_components")
     if config.reducer == "pca":
-        params = {k: v for k, v in params.items() if k not in ("n_neighbors", "min_dist")}
+        params = {k: v for k, v in params.items() if k not in ("n_neighbors", "min_dist", "n_epochs")}
     metrics["silhouette_cv"], folds = cv_silhouette(features, reducer=config.reducer,
                                                     clusterer=config.clusterer,
                                                     folds=config.cv_folds, seed=config.sample_seed,
                                                     **params)
-    red = {k: params[k] for k in ("n_components", "n_neighbors", "min_dist") if k in params}
+    red = {k: params[k] for k in ("n_components", "n_neighbors", "min_dist", "n_epochs") if k in params}
     reducer = make_reducer(config.reducer, n_samples=len(features), seed=config.sample_seed, **red)
     z = reducer.fit_transform(features)
     clu = {k: v for k, v in params.items() if k not in red}
@@ -217,7 +219,8 @@ def _two_d(config, features, test_features):
     """2-D coordinates of the ambiguous and the test images, from one joint fit."""
     both = np.concatenate([features, test_features])
     reducer = make_reducer(config.reducer, n_components=2, n_neighbors=config.n_neighbors,
-                           min_dist=config.min_dist, n_samples=len(both), seed=config.sample_seed)
+                           min_dist=config.min_dist, n_epochs=config.umap_epochs,
+                           n_samples=len(both), seed=config.sample_seed)
     xy = reducer.fit_transform(both)
     return xy[:len(features)], xy[len(features):]
 
