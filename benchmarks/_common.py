@@ -94,3 +94,56 @@ def ratio_line(label, slow, fast):
 
 def seconds(xs):
     return f"best {best(xs):.3f} s, median {statistics.median(xs):.3f} s"
+
+
+def run_stages(sweep, work, *, threads=1, device="cpu", stages=None):
+    """Run every trial of ``sweep`` (or of its ``stages``, names) in this process, one after
+    another, each stage's output read back from its folder as the next stage's upstream.
+
+    Returns ({(stage, planned id): folder}, {stage: [seconds per trial]}).
+    """
+    import torch
+
+    from raydiff.data import load_dataset
+    from raydiff.experiments.base import Report, Upstream
+    from raydiff.experiments.config import build_config
+    from raydiff.tune import sweep as sweeps
+
+    torch.set_num_threads(threads)
+    datasets, folders, seconds = {}, {}, {}
+    for stage, specs in zip(sweep.stages, sweeps.plan(sweep).values()):
+        if stages is not None and stage.name not in stages:
+            continue
+        module = stage.module
+        planned_ids = [f"planned-{i}" for i in range(len(specs))]
+        seconds[stage.name] = []
+        for run_id, spec in zip(planned_ids, specs):
+            config = build_config(module.Config, spec["config"], f"stage {stage.name}")
+            key = (config.dataset, config.data_root, config.download, config.image_size)
+            if key not in datasets and getattr(module, "NEEDS_DATA", True):
+                # loaded once, like the driver does
+                datasets[key] = load_dataset(config.dataset, root=config.data_root,
+                                             download=config.download,
+                                             image_size=config.image_size)
+            upstream = {experiment: ([Upstream(f) for f in found] if isinstance(found, list)
+                                     else Upstream(found))
+                        for experiment, found in upstream_folders(sweep, stage, spec, folders).items()}
+            folder = Path(work) / stage.name / run_id
+            folders[(stage.name, run_id)] = folder
+            start = time.perf_counter()
+            module.run(config, Report(folder, upstream=upstream, device=device), datasets.get(key))
+            seconds[stage.name].append(time.perf_counter() - start)
+    return folders, seconds
+
+
+def upstream_folders(sweep, stage, spec, folders):
+    """{experiment: folder (or list of folders)} of the earlier-stage results ``spec`` takes,
+    from the ``folders`` :func:`run_stages` returned."""
+    out = {}
+    for experiment, ids in spec["upstream"].items():
+        # plan() numbers each stage's trials; the id belongs to the earlier stage that runs
+        # this experiment
+        u_stage = next(s for s in stage.after if sweep.stage(s).experiment == experiment)
+        found = [folders[(u_stage, i)] for i in (ids if isinstance(ids, list) else [ids])]
+        out[experiment] = found if isinstance(ids, list) else found[0]
+    return out

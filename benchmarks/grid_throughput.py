@@ -34,44 +34,6 @@ def load_sweep(path, overrides, smoke):
     return sweeps.load(path, overrides=overrides, smoke=smoke)
 
 
-def sequential(sweep, threads, work):
-    """Run every trial of ``sweep`` in this process; returns {stage: [seconds, ...]}."""
-    import torch
-
-    from raydiff.data import load_dataset
-    from raydiff.experiments.base import Report, Upstream
-    from raydiff.experiments.config import build_config
-    from raydiff.tune import sweep as sweeps
-
-    torch.set_num_threads(threads)
-    datasets, folders, seconds = {}, {}, {}
-    for stage, specs in zip(sweep.stages, sweeps.plan(sweep).values()):
-        module = stage.module
-        planned_ids = [f"planned-{i}" for i in range(len(specs))]
-        seconds[stage.name] = []
-        for run_id, spec in zip(planned_ids, specs):
-            config = build_config(module.Config, spec["config"], f"stage {stage.name}")
-            key = (config.dataset, config.data_root, config.download, config.image_size)
-            if key not in datasets:                    # loaded once, like the driver does
-                datasets[key] = load_dataset(config.dataset, root=config.data_root,
-                                             download=config.download,
-                                             image_size=config.image_size)
-            upstream = {}
-            for experiment, ids in spec["upstream"].items():
-                # plan() numbers each stage's trials; the id belongs to the earlier stage
-                # that runs this experiment
-                u_stage = next(s for s in stage.after if sweep.stage(s).experiment == experiment)
-                group = [Upstream(folders[(u_stage, i)])
-                         for i in (ids if isinstance(ids, list) else [ids])]
-                upstream[experiment] = group if isinstance(ids, list) else group[0]
-            folder = Path(work) / stage.name / run_id
-            folders[(stage.name, run_id)] = folder
-            start = time.perf_counter()
-            module.run(config, Report(folder, upstream=upstream), datasets[key])
-            seconds[stage.name].append(time.perf_counter() - start)
-    return seconds
-
-
 def on_ray(sweep, cpus, work):
     import ray
 
@@ -115,7 +77,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="raydiff-grid-") as work:
         os.chdir(work)
         start = time.perf_counter()
-        per_stage = sequential(sweep, args.cpus, f"{work}/sequential")
+        per_stage = _common.run_stages(sweep, f"{work}/sequential", threads=args.cpus)[1]
         seq_wall = time.perf_counter() - start
         ray_wall, done, failed = on_ray(sweep, args.cpus, work)
     seq_rate, ray_rate = 60 * n_trials / seq_wall, 60 * done / ray_wall

@@ -15,14 +15,14 @@ maps and their temporaries; torch's own per-batch buffers are the same in both a
 not counted). The K checkpoints are the model after 0, s, 2s, ... SGD steps, made
 before anything is timed.
 
-    python benchmarks/vog_pass.py [--dataset mnist5k] [--model small_cnn] [--checkpoints 10]
+Times are CPU seconds of this process (and wall), best of ``--repeats`` interleaved runs.
+
+    python benchmarks/vog_pass.py [--smoke] [--model small_cnn] [--checkpoints 10] [--no-memory]
 """
 
-import argparse
-import json
-import time
 import tracemalloc
 
+import _common
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -75,15 +75,6 @@ def stored_pass(model, states, x, y, batch_size):
             for stage, idx in stage_checkpoints(len(states)).items()}
 
 
-def timed(fn, repeats):
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
-
-
 def peak_bytes(fn):
     tracemalloc.start()
     tracemalloc.reset_peak()
@@ -94,46 +85,56 @@ def peak_bytes(fn):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="mnist5k")
-    parser.add_argument("--model", default="small_cnn")
-    parser.add_argument("--checkpoints", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=20, help="SGD steps between checkpoints")
-    parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    data = prepare(load_dataset(args.dataset), device=args.device)
+    p = _common.parser(__doc__)
+    p.add_argument("--dataset", default="mnist5k")
+    p.add_argument("--samples", type=int, default=None, help="first n samples (default all)")
+    p.add_argument("--model", default="small_cnn")
+    p.add_argument("--checkpoints", type=int, default=10)
+    p.add_argument("--steps", type=int, default=20, help="SGD steps between checkpoints")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip the memory runs (their numpy peaks do not depend on the model)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
+    if args.smoke:
+        args.samples, args.model, args.checkpoints, args.steps, args.repeats = 300, "simple_nn", 6, 1, 1
+    _common.pin_threads(args.threads)
+    _common.header(f"VoG pass: {args.model} on {args.dataset}, K = {args.checkpoints}", args)
+    data = prepare(load_dataset(args.dataset), subset_size=args.samples, device=args.device)
     x, y = data.x, data.y
     model = get_model(args.model, input_shape=x.shape[1:], num_classes=data.num_classes,
                       hidden=[256], seed=0).to(args.device)
     states = checkpoints(model, x, y, args.checkpoints, args.steps)
     dtype = np.dtype(args.dtype)
-
-    t_predict, _ = timed(lambda: predict_passes(model, states, x, args.batch_size), args.repeats)
-    t_vog, scores = timed(lambda: vog_pass(model, states, x, y, args.batch_size, dtype),
-                          args.repeats)
-    t_stored, reference = timed(lambda: stored_pass(model, states, x, y, args.batch_size),
-                                args.repeats)
-    for stage, ref in reference.items():
-        np.testing.assert_allclose(scores[stage], ref, rtol=1e-3, atol=1e-9 * ref.max())
-    m_vog = peak_bytes(lambda: vog_pass(model, states, x, y, args.batch_size, dtype))
-    m_stored = peak_bytes(lambda: stored_pass(model, states, x, y, args.batch_size))
-    result = {
-        "dataset": args.dataset, "model": args.model, "n": len(x),
-        "pixels": int(_maps(x[:1]).shape[1]), "K": args.checkpoints, "dtype": args.dtype,
-        "device": args.device, "threads": args.threads,
-        "vog_pass_s": round(t_vog, 3), "predict_passes_s": round(t_predict, 3),
-        "stored_maps_pass_s": round(t_stored, 3),
-        "time_vog_over_predict": round(t_vog / t_predict, 2),
-        "time_vog_over_stored": round(t_vog / t_stored, 2),
-        "peak_mib_vog": round(m_vog / 2**20, 1), "peak_mib_stored": round(m_stored / 2**20, 1),
-        "memory_stored_over_vog": round(m_stored / m_vog, 2),
+    out = {}
+    cases = {
+        "vog": lambda: out.__setitem__("vog", vog_pass(model, states, x, y, args.batch_size, dtype)),
+        "predict": lambda: predict_passes(model, states, x, args.batch_size),
+        "stored": lambda: out.__setitem__("stored", stored_pass(model, states, x, y,
+                                                                args.batch_size)),
     }
-    print(json.dumps(result, indent=1))
+    wall, cpu = _common.interleaved(cases, args.repeats, warmup=args.repeats > 1, clock="both")
+    for stage, ref in out["stored"].items():
+        np.testing.assert_allclose(out["vog"][stage], ref, rtol=1e-3, atol=1e-9 * ref.max())
+    print(f"   N = {len(x)}, pixels = {_maps(x[:1]).shape[1]}, moments in {args.dtype}, "
+          f"device {args.device}, {args.threads} thread(s); scores agree with the stored maps")
+    for name in cases:
+        print(f"   {name}: wall {_common.seconds(wall[name])}; CPU {_common.seconds(cpu[name])}")
+    print("   " + _common.ratio_line(f"VoG pass over {args.checkpoints} predict passes, CPU",
+                                     cpu["vog"], cpu["predict"]))
+    print("   " + _common.ratio_line("VoG pass over stored-maps pass, CPU", cpu["vog"],
+                                     cpu["stored"]))
+    summary = (f"summary: VoG pass (K = {args.checkpoints}) takes "
+               f"{_common.ratio(cpu['vog'], cpu['predict'])[0]:.2f}x the CPU time of "
+               f"{args.checkpoints} predict passes")
+    if not args.no_memory:
+        m_vog = peak_bytes(cases["vog"])
+        m_stored = peak_bytes(cases["stored"])
+        print(f"   numpy peak: VoG {m_vog / 2**20:.1f} MiB, stored maps {m_stored / 2**20:.1f} MiB")
+        summary += f"; stored maps need {m_stored / m_vog:.2f}x its peak memory"
+    print(summary)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ it spawned, found by pid (Ray's daemons and workers included), so nothing outliv
 and no other Ray or MLflow on the machine is touched (never `ray stop`, which ends them all).
 """
 
+import json
 import os
 import signal
 import socket
@@ -172,7 +173,9 @@ class RayCluster:
         self.temp = Path(tempfile.mkdtemp(prefix="rd-", dir="/tmp"))   # short: socket paths
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.env = base_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=uuid.uuid4().hex)
+        # a loaded machine can take more than the default minute to register a node
+        self.env = base_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=uuid.uuid4().hex,
+                            RAY_raylet_start_wait_time_s=300)
         self.nodes = []
 
     def _start(self, name, extra, *, num_cpus, num_gpus):
@@ -202,19 +205,20 @@ class RayCluster:
     def wait_for_nodes(self, n, timeout=240):
         """Block until ``n`` nodes are alive; returns their resources {node_id: {...}}."""
         script = ("import json, sys, time, ray\n"
-                  f"ray.init(address='{self.address}', logging_level='ERROR')\n"
+                  f"ray.init(address='{self.address}', logging_level='ERROR', log_to_driver=False)\n"
                   f"deadline = time.time() + {timeout}\n"
                   "while True:\n"
                   "    nodes = [n for n in ray.nodes() if n['Alive']]\n"
                   f"    if len(nodes) >= {n} or time.time() > deadline: break\n"
                   "    time.sleep(0.5)\n"
-                  "print(json.dumps({x['NodeID']: x['Resources'] for x in nodes}))\n")
+                  "print('NODES', json.dumps({x['NodeID']: x['Resources'] for x in nodes}))\n")
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                               env=self.env, timeout=timeout + 120)
         if done.returncode != 0:
             raise RuntimeError(done.stderr[-3000:] + "\n".join(p.output()[-2000:]
                                                                 for p in self.nodes))
-        nodes = __import__("json").loads(done.stdout.strip().splitlines()[-1])
+        line = [x for x in done.stdout.splitlines() if x.startswith("NODES ")][-1]
+        nodes = json.loads(line[len("NODES "):])
         if len(nodes) < n:
             raise TimeoutError(f"{len(nodes)} of {n} Ray nodes up after {timeout} s")
         return nodes

@@ -11,7 +11,7 @@ from threadpoolctl import threadpool_limits
 
 from raydiff.data import Dataset
 from raydiff.experiments import (confident_learning, crossval, data_params, dynamics, identify,
-                                 inversion)
+                                 inversion, train_classifier)
 from raydiff.experiments.base import Report, Upstream
 from raydiff.experiments.config import ConfigError, build_config
 from raydiff.report import FolderContext, build_report
@@ -181,6 +181,11 @@ def test_every_method_sees_the_same_noisy_labels_and_finds_them(tmp_path):
                                             "enrich_classes": 0})
     data_params.run(cfg, Report(tmp_path / "dp"), data)
     tables["data_params"] = pd.read_parquet(tmp_path / "dp" / "per_sample.parquet")
+
+    known = {f.name for f in dataclasses.fields(train_classifier.Config)}
+    cfg = build_config(train_classifier.Config, {k: v for k, v in TRAIN.items() if k in known})
+    train_classifier.run(cfg, Report(tmp_path / "small_loss"), data)
+    tables["small_loss"] = pd.read_parquet(tmp_path / "small_loss" / "per_sample.parquet")
 
     metrics, _ = run_crossval_and_cl(data, tmp_path)
     assert metrics["detect_auroc"] > 0.85 and metrics["folds"] == 3

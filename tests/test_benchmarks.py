@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO
 
 
-def _bench(name, *args, timeout=300):
+def _bench(name, *args, timeout=570):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--smoke",
                            *args], capture_output=True, text=True, timeout=timeout, env=env)
@@ -34,6 +34,11 @@ def test_gpu_packing_smoke_runs_or_says_why_not():
         assert "skipped, no CUDA device" in out
 
 
+def test_vog_pass_smoke_scores_agree_with_the_stored_maps():
+    out = _bench("vog_pass")
+    assert "scores agree with the stored maps" in out and "summary: VoG pass" in out
+
+
 # the rest start a local Ray (and MLflow): tens of seconds each even at smoke size
 
 @pytest.mark.slow
@@ -52,3 +57,9 @@ def test_overhead_smoke():
 def test_grid_throughput_smoke():
     out = _bench("grid_throughput", timeout=600)
     assert "summary: Ray" in out and "stage reuse" in out
+
+
+@pytest.mark.slow
+def test_gpu_packing_runs_its_trial_processes_on_cpu():
+    out = _bench("gpu_packing", "--device", "cpu", "--workloads", "simple_nn")
+    assert "2 at once" in out and "simple_nn: gpu 0.5" in out or "simple_nn: gpu 1" in out

@@ -1,5 +1,6 @@
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from raydiff.data import load_dataset, prepare
 from raydiff.engine import predict, train
@@ -115,3 +116,30 @@ def test_plain_sgd_without_optimiser_matches_torch_sgd():
     assert torch.allclose(finals[0][0], finals[1][0], atol=1e-6)
     assert np.allclose(finals[0][1], finals[1][1], atol=1e-6)
     assert finals[0][1][-1] < finals[0][1][0]
+
+
+def test_fused_simple_nn_step_matches_autograd():
+    from raydiff.engine.fused import supports_fused
+
+    x, y = torch.randn(70, 1, 3, 3), torch.randint(0, 4, (70,))
+    for batch_size in (32, None):
+        runs = []
+        for fused in (True, False):
+            model = get_model("simple_nn", input_shape=(1, 3, 3), num_classes=4,
+                              hidden=[6, 5, 7], seed=3)
+            assert supports_fused(model)
+            # an explicit loss function (the same cross-entropy) takes the autograd path
+            loss_fn = None if fused else (lambda logits, idx: F.cross_entropy(logits, y[idx]))
+            result = train(model, x, y, epochs=4, lr=0.2, weight_decay=0.01,
+                           batch_size=batch_size, loss_fn=loss_fn, record_every=2,
+                           generator=torch.Generator().manual_seed(0))
+            runs.append((predict(model, x), result))
+        (fused_logits, fused), (auto_logits, auto) = runs
+        assert torch.allclose(fused_logits, auto_logits, atol=1e-5)
+        assert np.allclose(fused.losses, auto.losses, atol=1e-6)
+        assert np.allclose(fused.dynamics.logits, auto.dynamics.logits, atol=1e-5)
+        assert fused.losses[-1] < fused.losses[0]
+    # a hook anywhere (or a subclass) falls back to autograd
+    model = get_model("simple_nn", input_shape=(1, 3, 3), num_classes=4, seed=0)
+    model.out.register_forward_hook(lambda *a: None)
+    assert not supports_fused(model)

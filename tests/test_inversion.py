@@ -232,3 +232,17 @@ def test_report_draws_the_figure_and_tables_over_seeds(tmp_path, mnist):
         np.mean([sum(i["stragglers_per_class"]) for i in per_run]))
     # different initialisations agree on their stragglers far beyond chance
     assert overall["z_mean"] > 3
+
+
+def test_benchmark_script_runs_at_smoke_size():
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "inversion_run.py"),
+                           "--smoke"], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "summary: one inversion run costs" in done.stdout

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from raydiff.engine.fused import fused_parameters, fused_sgd_step, supports_fused
+
 
 @dataclass
 class Dynamics:
@@ -69,7 +71,8 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
     lr, momentum, weight_decay : plain SGD settings, used when ``optimizers`` is None.
         Without momentum the update runs without an optimiser object (same arithmetic as
         ``torch.optim.SGD``, a fraction of its per-step cost); parameters' ``.grad`` then
-        stays None.
+        stays None. A plain :class:`~raydiff.models.SimpleNN` with the default loss and no
+        augmentation takes the hand-derived step of :mod:`raydiff.engine.fused`.
     batch_size : int or None
         None or >= N: full-batch (the whole set is one batch per epoch).
     optimizers : list of torch optimizers, optional
@@ -98,13 +101,17 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
     # plain SGD needs no optimiser state: update the parameters directly
     plain = optimizers is None and momentum == 0
     params = [p for p in model.parameters() if p.requires_grad] if plain else []
+    # the benchmark MLP under plain SGD and cross-entropy: a hand-derived step, no autograd
+    fused = plain and loss_fn is None and augment is None and supports_fused(model)
+    if fused:
+        params = fused_parameters(model)
     if optimizers is None and not plain:
         optimizers = [torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
                                       weight_decay=weight_decay)]
     optimizers = optimizers or []
     if loss_fn is None:
         def loss_fn(logits, idx):
-            return F.cross_entropy(logits, y[idx])
+            return F.cross_entropy(logits, y.index_select(0, idx))
     record_epochs = [e for e in range(start_epoch + 1, epochs + 1)
                      if record_every and e % record_every == 0]
     record = None
@@ -128,24 +135,30 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
             batches = perm.split(batch_size)
         total = 0.0
         for idx in batches:
-            xb = x[idx]
-            if augment is not None:
-                xb = augment(xb, generator)
-            logits = model(xb)
-            loss = loss_fn(logits, idx)
-            if plain:
-                _sgd_step(loss, params, epoch_lr, weight_decay)
+            # full batch: no per-epoch copy of x; index_select is the cheap gather of rows
+            xb = x if full_batch else x.index_select(0, idx)
+            if fused:
+                yb = y if full_batch else y.index_select(0, idx)
+                logits, batch_loss = fused_sgd_step(model, params, xb, yb, epoch_lr, weight_decay)
             else:
-                for opt in optimizers:
-                    opt.zero_grad(set_to_none=True)
-                loss.backward()
-                for opt in optimizers:
-                    opt.step()
+                if augment is not None:
+                    xb = augment(xb, generator)
+                logits = model(xb)
+                loss = loss_fn(logits, idx)
+                if plain:
+                    _sgd_step(loss, params, epoch_lr, weight_decay)
+                else:
+                    for opt in optimizers:
+                        opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    for opt in optimizers:
+                        opt.step()
+                batch_loss = loss.detach() * len(idx)
             if after_step is not None:
                 after_step()
             if epoch in slot:
-                record[slot[epoch], idx] = logits.detach().to(record_dtype)
-            total += loss.detach() * len(idx)
+                record[slot[epoch]].index_copy_(0, idx, logits.detach().to(record_dtype))
+            total += batch_loss
         epoch_loss = (total / n).item()
         result.losses.append(epoch_loss)
         result.epochs_run = epoch

@@ -94,17 +94,15 @@ def accumulate(model, t, parts, accumulators, *, batch_size):
             accumulators[split].add(t, _maps(grad), rows)
 
 
+def column(stage, variant):
+    """The per-sample column of ``stage``'s VoG, ``variant`` raw, norm or abs."""
+    return f"vog_{stage}" + ("" if variant == "raw" else f"_{variant}")
+
+
 def vog_table(scores, labels):
     """Flat ``{column: (N,)}``: ``vog_<stage>`` raw, ``_norm`` and ``_abs`` for every stage."""
-    out = {}
-    for stage in STAGES:
-        for name, values in normalized_variants(scores[stage], labels).items():
-            out[f"vog_{stage}" + ("" if name == "raw" else f"_{name}")] = values
-    return out
-
-
-def column(stage, variant):
-    return f"vog_{stage}" + ("" if variant == "raw" else f"_{variant}")
+    return {column(stage, variant): values for stage in STAGES
+            for variant, values in normalized_variants(scores[stage], labels).items()}
 
 
 def run(config, report, data):
@@ -228,7 +226,7 @@ def decile_figure(deciles, *, title, spread=None):
     axes[0][0].set_ylabel("test error (%)")
     if axes[0][0].get_legend_handles_labels()[0]:
         axes[0][0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, y=1.04)
     return fig
 
 

@@ -28,6 +28,8 @@ Written, when at least one such table holds injected noise:
   ``carto_confidence`` and ``carto_variability`` columns.
 """
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -168,13 +170,19 @@ def agreement(frame, scores, order):
             per_seed.append((rho, jac))
         if not per_seed:
             continue
-        rho = sum(r for r, _ in per_seed) / len(per_seed)
-        jac = sum(j for _, j in per_seed) / len(per_seed)
-        for a in rho.index:
-            for b in rho.columns:
+        # a method missing at some seed is averaged over the seeds that have it
+        methods = [m for m in order if any(m in r.index for r, _ in per_seed)]
+        stacks = [np.stack([pair[i].reindex(index=methods, columns=methods).to_numpy(dtype=float)
+                            for pair in per_seed]) for i in (0, 1)]
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)      # pairs never scored together
+            rho, jac = (np.nanmean(stack, axis=0) for stack in stacks)
+        seeds = (~np.isnan(stacks[1])).sum(axis=0)
+        for ia, a in enumerate(methods):
+            for ib, b in enumerate(methods):
                 rows.append({"dataset": dataset, "noise_ratio": noise, "method_a": a,
-                             "method_b": b, "spearman": rho.loc[a, b], "jaccard": jac.loc[a, b],
-                             "seeds": len(per_seed)})
+                             "method_b": b, "spearman": rho[ia, ib], "jaccard": jac[ia, ib],
+                             "seeds": int(seeds[ia, ib])})
     return pd.DataFrame(rows)
 
 
@@ -221,16 +229,21 @@ def _heatmaps(ctx, agree, column, name, title):
     import matplotlib.pyplot as plt
 
     panels = list(agree.groupby(["dataset", "noise_ratio"], sort=True))
-    n = len(panels[0][1]["method_a"].unique())
+    n = max(part["method_a"].nunique() for _, part in panels)
     size = 1.0 + 0.45 * n
-    fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels) + 1, size), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels) + 3, size),
+                             squeeze=False)
+    first = None
     for ax, ((dataset, noise), part) in zip(axes[0], panels):
-        order = list(dict.fromkeys(part["method_a"]))
+        order = list(dict.fromkeys(part["method_a"]))      # best first, as agreement() wrote
+        first = order if first is None else first
         matrix = part.pivot(index="method_a", columns="method_b", values=column
                             ).loc[order, order].to_numpy(dtype=float)
         image = ax.imshow(matrix, vmin=-1 if column == "spearman" else 0, vmax=1, cmap="viridis")
         ax.set_xticks(range(len(order)), order, rotation=90, fontsize=7)
-        ax.set_yticks(range(len(order)), order, fontsize=7)
+        # the same rows as the first panel: its labels serve them all
+        ax.set_yticks(range(len(order)), order if order != first or ax is axes[0][0] else [],
+                      fontsize=7)
         for i in range(len(order)):
             for j in range(len(order)):
                 ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=5,
