@@ -1,9 +1,10 @@
 """Peak memory of a trial, and one copy of a shared dataset for N concurrent trials.
 
 1. Peak RSS of an identify trial (SimpleNN on ``--subset`` mnist5k samples, the demo's
-   stage 1), run in a fresh process as a Ray worker runs it, beside the peak of a process
-   that only imports raydiff and loads the dataset: the difference is what the trial itself
-   adds (its float copy of the subset, the model, the monitor's snapshots).
+   stage 1), run in a fresh process as a Ray worker runs it: the resident memory after the
+   imports and the dataset, and the peak during the trial itself (Linux's VmHWM, restarted
+   after loading): the difference is what the trial adds (its float copy of the subset,
+   the model, the monitor's snapshots).
 2. A ``--mib`` MiB dataset put once in Ray's object store, the way the runner hands every
    trial its dataset (``tune.with_parameters``), read by ``--trials`` concurrent tasks:
    the object store holds it once (not N times), and each task's private memory (USS)
@@ -23,29 +24,38 @@ import time
 import _common
 
 TRIAL = r"""
-import json, resource, sys, tempfile, torch
+import json, sys, tempfile, torch
 torch.set_num_threads(1)
 from raydiff.data import load_dataset
 from raydiff.experiments import get_experiment
 from raydiff.experiments.base import Report
 from raydiff.experiments.config import build_config
-subset, epochs, run = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "run"
+
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(key + ":"))
+
+subset, epochs = int(sys.argv[1]), int(sys.argv[2])
+module = get_experiment("identify")
+config = build_config(module.Config, {"subset_size": subset, "epochs": epochs,
+                                      "inversion_start": 5, "max_retries": 0})
 data = load_dataset("mnist5k")
-if run:
-    module = get_experiment("identify")
-    config = build_config(module.Config, {"subset_size": subset, "epochs": epochs,
-                                          "inversion_start": 5, "max_retries": 0})
-    module.run(config, Report(tempfile.mkdtemp()), data)
-print(json.dumps({"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+before, load_peak = status("VmRSS"), status("VmHWM")
+with open("/proc/self/clear_refs", "w") as f:    # restart the peak (VmHWM) from here
+    f.write("5")
+module.run(config, Report(tempfile.mkdtemp()), data)
+print(json.dumps({"before": before, "load_peak": load_peak, "peak": status("VmHWM")}))
 """
 
 
-def peak_rss(subset, epochs, run):
+def trial_rss(subset, epochs):
+    """MiB: resident after imports + dataset, the peak while loading, the peak in the trial."""
     env = {**os.environ, "PYTHONPATH": str(_common.REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", TRIAL, str(subset), str(epochs),
-                           "run" if run else "load"], capture_output=True, text=True, env=env,
-                          check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])["peak_mib"]
+    done = subprocess.run([sys.executable, "-c", TRIAL, str(subset), str(epochs)],
+                          capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def plasma_mib():
@@ -115,12 +125,13 @@ def main():
         args.subset, args.epochs, args.mib, args.trials = 300, 8, 20, 2
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     _common.header("memory: peak RSS of a trial, one stored copy of a shared dataset", args)
-    base = peak_rss(args.subset, args.epochs, run=False)
-    peak = peak_rss(args.subset, args.epochs, run=True)
+    rss = trial_rss(args.subset, args.epochs)
+    peak, base = rss["peak"], rss["before"]
     print(f"-- identify trial, SimpleNN on {args.subset} mnist5k samples, {args.epochs} epochs, "
           f"plain process")
-    print(f"   peak RSS {peak:.0f} MiB; imports + dataset alone {base:.0f} MiB; "
-          f"the trial adds {peak - base:.0f} MiB")
+    print(f"   resident after imports + dataset {base:.0f} MiB (peak while loading "
+          f"{rss['load_peak']:.0f} MiB); peak during the trial {rss['peak']:.0f} MiB: the "
+          f"trial adds {rss['peak'] - base:.0f} MiB")
     with tempfile.TemporaryDirectory() as work:
         os.chdir(work)
         shared = shared_dataset(args.mib, args.trials, hold_s=4.0 if not args.smoke else 2.0)

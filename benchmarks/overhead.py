@@ -28,7 +28,8 @@ import _common
 def sweep_raw(name, n):
     return {"name": name, "experiment": "identify", "resources": {"cpu": 1},
             "config": {"dataset": "mnist5k", "subset_size": 100, "epochs": 2,
-                       "inversion_start": 0, "max_retries": 0, "seed": {"grid": list(range(n))}}}
+                       "inversion_start": 0, "check_every": 1, "max_retries": 0,
+                       "seed": {"grid": list(range(n))}}}
 
 
 def run_once(name, n, tracker):

@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO
 
 
-def _bench(name, *args, timeout=300):
+def _bench(name, *args, timeout=570):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--smoke",
                            *args], capture_output=True, text=True, timeout=timeout, env=env)

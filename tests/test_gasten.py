@@ -233,6 +233,7 @@ def test_ambiguity_stage_end_to_end(chain, mnist):
     _, report, metrics = _stage(tmp, mnist, "gasten_ambiguity", explicit,
                                 {"gasten_step2": gathered}, folder="explicit")
     assert report.tags["raydiff.selected_checkpoint"] == "step2_0:1"
+    assert report.tags["raydiff.selected.alpha"] == "0"
     with pytest.raises(ConfigError, match="saved its generator at epochs"):
         _stage(tmp, mnist, "gasten_ambiguity", {**explicit, "checkpoint_epoch": 7},
                {"gasten_step2": gathered}, folder="bad")

@@ -21,16 +21,23 @@ REDUCERS = ("umap", "pca")
 CLUSTERERS = ("gmm", "hdbscan")
 
 
-def make_reducer(kind, *, n_components, n_neighbors=15, min_dist=0.1, n_samples, seed=0):
+def make_reducer(kind, *, n_components, n_neighbors=15, min_dist=0.1, n_epochs=None,
+                 n_samples, seed=0):
     """An unfitted reducer; ``n_components`` and ``n_neighbors`` are capped by what
-    ``n_samples`` points allow (UMAP's spectral start needs n_components < n_samples - 1)."""
+    ``n_samples`` points allow (UMAP's spectral start needs n_components < n_samples - 1).
+    ``n_epochs``: UMAP's layout epochs (None: UMAP's default, 500 below 10,000 points)."""
     n_components = int(max(1, min(n_components, n_samples - 2)))
     if kind == "umap":
         import umap   # heavy (numba); only this pipeline needs it
 
         return umap.UMAP(n_neighbors=int(max(2, min(n_neighbors, n_samples - 1))),
                          min_dist=float(min_dist), n_components=n_components, metric="cosine",
-                         random_state=int(seed), n_jobs=1)
+                         random_state=int(seed), n_jobs=1,
+                         n_epochs=None if n_epochs is None else int(n_epochs),
+                         # below 4096 points UMAP would compute exact cosine distances by
+                         # calling a compiled metric once per pair from Python: minutes for
+                         # a few thousand points; nearest-neighbour descent takes seconds
+                         force_approximation_algorithm=True)
     if kind == "pca":
         from sklearn.decomposition import PCA
 
@@ -93,11 +100,12 @@ def cv_silhouette(features, *, reducer, clusterer, folds=5, seed=0, **params):
     """Mean held-out silhouette over ``folds`` folds of ``features`` (N, D); a fold whose
     held-out points fall in fewer than 2 clusters counts as -1 (the worst silhouette).
 
-    params : n_components, n_neighbors, min_dist (reducer) and gmm_* / hdbscan_* (clusterer).
+    params : n_components, n_neighbors, min_dist, n_epochs (reducer) and gmm_* / hdbscan_*
+        (clusterer).
     Returns (mean, list of the per-fold values).
     """
     features = np.asarray(features)
-    red_keys = {"n_components", "n_neighbors", "min_dist"}
+    red_keys = {"n_components", "n_neighbors", "min_dist", "n_epochs"}
     red = {k: v for k, v in params.items() if k in red_keys}
     clu = {k: v for k, v in params.items() if k not in red_keys}
     values = []

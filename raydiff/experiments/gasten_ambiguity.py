@@ -35,6 +35,7 @@ from raydiff.scores.pareto import pareto_best
 NAME = "gasten_ambiguity"
 GATHERS = ("gasten_step2",)
 PARETO = "pareto-best"
+SELECTED_KEYS = ("alpha", "step1_epoch", "run", "classifier.nf", "classifier.classifier")
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Config(GastenData):
     n_neighbors: int = at_least(15, 2)
     min_dist: float = 0.1
     n_components: int = at_least(10, 1)
+    umap_epochs: int | None = at_least(None, 1)
     gmm_n_components: int = at_least(3, 1)
     hdbscan_epsilon: float = 0.0
     hdbscan_min_cluster_size: int = at_least(5, 2)
@@ -135,7 +137,8 @@ def run(config, report, data):
     up, epoch, row = select_checkpoint(report.upstreams("gasten_step2"), config.checkpoint,
                                        config.checkpoint_epoch)
     C = load_classifier(up.torch("classifier.pt"), device)
-    key = (str(up.folder), epoch, config.n_samples, config.sample_seed, config.low, config.high)
+    key = (up.run_id or str(up.folder), epoch, config.n_samples, config.sample_seed, config.low,
+           config.high)
     if key not in _CACHE:      # a reused worker runs many search trials on the same samples
         state = up.torch(f"step2_epoch{epoch:03d}.pt")
         G, _ = make_gan(z_dim=state["z_dim"], width=state["width"])
@@ -152,6 +155,9 @@ def run(config, report, data):
                "selected_acd": float(row["acd"])}
     report.tag("raydiff.selected_checkpoint", f"{up.run_id or up.folder.name}:{epoch}")
     report.tag("raydiff.selected_fid_metric", fid_key)
+    selected = {k: up.params[k] for k in SELECTED_KEYS if k in up.params}
+    for k, v in selected.items():
+        report.tag(f"raydiff.selected.{k}", v)
     binary = binary_data(config, data, device)
     with torch.no_grad():
         test_probs = C(binary.test_x).cpu().numpy()
@@ -165,7 +171,8 @@ def run(config, report, data):
 
     features = embed(C.features, images.to(device))
     params = {"n_components": config.n_components, "n_neighbors": config.n_neighbors,
-              "min_dist": config.min_dist, "gmm_n_components": config.gmm_n_components,
+              "min_dist": config.min_dist, "n_epochs": config.umap_epochs,
+              "gmm_n_components": config.gmm_n_components,
               "hdbscan_epsilon": config.hdbscan_epsilon,
               "hdbscan_min_cluster_size": config.hdbscan_min_cluster_size,
               "hdbscan_min_samples": config.hdbscan_min_samples}
@@ -174,12 +181,12 @@ def run(config, report, data):
     else:
         params.pop("gmm_n_components")
     if config.reducer == "pca":
-        params = {k: v for k, v in params.items() if k not in ("n_neighbors", "min_dist")}
+        params = {k: v for k, v in params.items() if k not in ("n_neighbors", "min_dist", "n_epochs")}
     metrics["silhouette_cv"], folds = cv_silhouette(features, reducer=config.reducer,
                                                     clusterer=config.clusterer,
                                                     folds=config.cv_folds, seed=config.sample_seed,
                                                     **params)
-    red = {k: params[k] for k in ("n_components", "n_neighbors", "min_dist") if k in params}
+    red = {k: params[k] for k in ("n_components", "n_neighbors", "min_dist", "n_epochs") if k in params}
     reducer = make_reducer(config.reducer, n_samples=len(features), seed=config.sample_seed, **red)
     z = reducer.fit_transform(features)
     clu = {k: v for k, v in params.items() if k not in red}
@@ -190,7 +197,8 @@ def run(config, report, data):
     metrics.update({"n_clusters": len(protos), "n_noise": int((labels < 0).sum()),
                     "largest_cluster_fraction": max(sizes.values()) / len(labels) if sizes else 0.0})
     report.json("clusters.json", {"sizes": sizes, "prototypes": protos, "folds": folds,
-                                  "checkpoint": str(up.run_id or up.folder.name), "epoch": epoch})
+                                  "checkpoint": str(up.run_id or up.folder.name), "epoch": epoch,
+                                  "selected": selected})
 
     test_x = binary.test_x[:config.embedding_test_size]
     xy = _two_d(config, features, embed(C.features, test_x)) if config.figures else None
@@ -211,7 +219,8 @@ def _two_d(config, features, test_features):
     """2-D coordinates of the ambiguous and the test images, from one joint fit."""
     both = np.concatenate([features, test_features])
     reducer = make_reducer(config.reducer, n_components=2, n_neighbors=config.n_neighbors,
-                           min_dist=config.min_dist, n_samples=len(both), seed=config.sample_seed)
+                           min_dist=config.min_dist, n_epochs=config.umap_epochs,
+                           n_samples=len(both), seed=config.sample_seed)
     xy = reducer.fit_transform(both)
     return xy[:len(features)], xy[len(features):]
 

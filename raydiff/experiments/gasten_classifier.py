@@ -80,7 +80,8 @@ def run(config, report, data):
             waited += 1
             if waited >= config.patience:
                 break
-    model.load_state_dict(best_state)
+    if best_state is not None:          # None only when every loss was NaN
+        model.load_state_dict(best_state)
     test_loss, test_accuracy = evaluate(model, binary.test_x, binary.test_y)
     report.torch("classifier.pt", classifier_state(model, config.classifier, config.nf))
     metrics = {"test_loss": test_loss, "test_accuracy": test_accuracy, "epochs_run": epoch,

@@ -28,11 +28,19 @@ def build(ctx, runs):
     if "silhouette_cv" not in trials.columns:
         return
     ranked = trials.sort_values("silhouette_cv", ascending=False)
-    best = ranked.groupby(search, dropna=False, sort=True).head(1)
-    ctx.table("gasten_ambiguity_best.csv", best)
+    best = ranked.groupby(search, dropna=False, sort=True).head(1).reset_index(drop=True)
+    found = []
     for _, row in best.iterrows():
-        sizes = _artifact(ctx, row["run_id"], "clusters.json")
-        clusters = sorted(json.loads(sizes.read_text())["sizes"]) if sizes else []
+        path = _artifact(ctx, row["run_id"], "clusters.json")
+        found.append(json.loads(path.read_text()) if path else {})
+    # which step-2 checkpoint each search clustered, and its cluster sizes
+    best["selected_run"] = [f.get("checkpoint") for f in found]
+    for key in sorted({k for f in found for k in f.get("selected", {})}):
+        best[f"selected.{key}"] = [f.get("selected", {}).get(key) for f in found]
+    best["cluster_sizes"] = [json.dumps(f.get("sizes", {})) for f in found]
+    ctx.table("gasten_ambiguity_best.csv", best)
+    for (_, row), info in zip(best.iterrows(), found):
+        clusters = sorted(info.get("sizes", {}))
         for name in FIGURES + [f"cluster_{int(c):02d}.png" for c in clusters]:
             source = _artifact(ctx, row["run_id"], name)
             if source is None:
