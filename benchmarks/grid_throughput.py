@@ -7,7 +7,8 @@ then imbalance for 2 train ratios x 3 remaining ratios after each) runs
     per trial, so ``--cpus`` trials at a time, every trial logged to MLflow), and
 (b) sequentially in one plain Python process, the seed projects' way: the same experiment
     functions, trial after trial, each stage's output read back from a folder, torch using
-    ``--seq-threads`` threads (default all ``--cpus``, torch's default).
+    ``--seq-threads`` torch threads (default 1: torch's own default, every core, is
+    far slower on a busy machine, see docs/performance.md).
 
 Both print trials per minute; the ratio is (a) over (b). Stage reuse: the identification
 is computed once per strategy x noise x seed and every imbalance cell reads it back; a
@@ -15,7 +16,7 @@ seed-style grid recomputes it in every cell. Its saving is timed from (b)'s own 
 (identify seconds per cell x cells + imbalance seconds) / (what (b) ran).
 
     python benchmarks/grid_throughput.py [--smoke] [--sweep sweeps/demo.yaml] [--cpus 2]
-                                         [--set identify.epochs=100 ...]
+                                         [--seq-threads 1] [--set identify.epochs=100 ...]
 """
 
 import os
@@ -58,14 +59,14 @@ def main():
     p = _common.parser(__doc__)
     p.add_argument("--sweep", default=str(_common.REPO / "sweeps" / "demo.yaml"))
     p.add_argument("--cpus", type=int, default=2)
-    p.add_argument("--seq-threads", type=int, default=None,
-                   help="torch threads of the sequential run (default: --cpus, torch's own "
-                        "default on a machine with that many cores)")
+    p.add_argument("--seq-threads", type=int, default=1,
+                   help="torch threads of the sequential run (default 1; torch's own default "
+                        "is every core, which on a busy machine is far slower)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a sweep key, as `raydiff run --set` (e.g. imbalance.epochs=50)")
     args = p.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    seq_threads = args.seq_threads or args.cpus
+    seq_threads = args.seq_threads
     sweep = load_sweep(args.sweep, args.set, args.smoke)
     if args.smoke:       # a smaller grid, too: one strategy, one remaining ratio
         sweep = load_sweep(args.sweep, args.set + [

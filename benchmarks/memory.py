@@ -122,7 +122,7 @@ def main():
     p.add_argument("--trials", type=int, default=4)
     args = p.parse_args()
     if args.smoke:
-        args.subset, args.epochs, args.mib, args.trials = 300, 8, 20, 2
+        args.subset, args.epochs, args.mib, args.trials = 300, 12, 20, 2
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     _common.header("memory: peak RSS of a trial, one stored copy of a shared dataset", args)
     rss = trial_rss(args.subset, args.epochs)
