@@ -7,7 +7,7 @@ then imbalance for 2 train ratios x 3 remaining ratios after each) runs
     per trial, so ``--cpus`` trials at a time, every trial logged to MLflow), and
 (b) sequentially in one plain Python process, the seed projects' way: the same experiment
     functions, trial after trial, each stage's output read back from a folder, torch using
-    all ``--cpus`` threads.
+    ``--seq-threads`` threads (default all ``--cpus``, torch's default).
 
 Both print trials per minute; the ratio is (a) over (b). Stage reuse: the identification
 is computed once per strategy x noise x seed and every imbalance cell reads it back; a
@@ -58,10 +58,14 @@ def main():
     p = _common.parser(__doc__)
     p.add_argument("--sweep", default=str(_common.REPO / "sweeps" / "demo.yaml"))
     p.add_argument("--cpus", type=int, default=2)
+    p.add_argument("--seq-threads", type=int, default=None,
+                   help="torch threads of the sequential run (default: --cpus, torch's own "
+                        "default on a machine with that many cores)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a sweep key, as `raydiff run --set` (e.g. imbalance.epochs=50)")
     args = p.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    seq_threads = args.seq_threads or args.cpus
     sweep = load_sweep(args.sweep, args.set, args.smoke)
     if args.smoke:       # a smaller grid, too: one strategy, one remaining ratio
         sweep = load_sweep(args.sweep, args.set + [
@@ -77,11 +81,11 @@ def main():
     with tempfile.TemporaryDirectory(prefix="raydiff-grid-") as work:
         os.chdir(work)
         start = time.perf_counter()
-        per_stage = _common.run_stages(sweep, f"{work}/sequential", threads=args.cpus)[1]
+        per_stage = _common.run_stages(sweep, f"{work}/sequential", threads=seq_threads)[1]
         seq_wall = time.perf_counter() - start
         ray_wall, done, failed = on_ray(sweep, args.cpus, work)
     seq_rate, ray_rate = 60 * n_trials / seq_wall, 60 * done / ray_wall
-    print(f"-- sequential, one process, {args.cpus} torch threads: {n_trials} trials in "
+    print(f"-- sequential, one process, {seq_threads} torch threads: {n_trials} trials in "
           f"{seq_wall:.1f} s = {seq_rate:.1f} trials/min")
     for stage, secs in per_stage.items():
         print(f"   {stage}: {len(secs)} trials, mean {statistics.mean(secs):.2f} s")

@@ -173,9 +173,11 @@ class RayCluster:
         self.temp = Path(tempfile.mkdtemp(prefix="rd-", dir="/tmp"))   # short: socket paths
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        # a loaded machine can take more than the default minute to register a node
+        # a loaded machine can take more than the default minute to register a node, and
+        # miss a few of the GCS's health checks without the node being dead
         self.env = base_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=uuid.uuid4().hex,
-                            RAY_raylet_start_wait_time_s=300)
+                            RAY_raylet_start_wait_time_s=300, RAY_health_check_timeout_ms=30000,
+                            RAY_health_check_failure_threshold=20)
         self.nodes = []
 
     def _start(self, name, extra, *, num_cpus, num_gpus):
@@ -211,7 +213,8 @@ class RayCluster:
                   "    nodes = [n for n in ray.nodes() if n['Alive']]\n"
                   f"    if len(nodes) >= {n} or time.time() > deadline: break\n"
                   "    time.sleep(0.5)\n"
-                  "print('NODES', json.dumps({x['NodeID']: x['Resources'] for x in nodes}))\n")
+                  "print('NODES', json.dumps({x['NodeID']: x['Resources'] for x in nodes}))\n"
+                  "print('DEAD', [x['NodeID'] for x in ray.nodes() if not x['Alive']])\n")
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                               env=self.env, timeout=timeout + 120)
         if done.returncode != 0:
@@ -220,7 +223,10 @@ class RayCluster:
         line = [x for x in done.stdout.splitlines() if x.startswith("NODES ")][-1]
         nodes = json.loads(line[len("NODES "):])
         if len(nodes) < n:
-            raise TimeoutError(f"{len(nodes)} of {n} Ray nodes up after {timeout} s")
+            logs = [f"{p.name}: {p.read_text(errors='replace')[-1500:]}"
+                    for p in sorted(self.temp.glob("session_latest/logs/raylet*.out"))]
+            raise TimeoutError(f"{len(nodes)} of {n} Ray nodes up after {timeout} s; "
+                               f"{done.stdout.splitlines()[-1]}\n" + "\n".join(logs))
         return nodes
 
     def stop(self):

@@ -4,8 +4,10 @@ The dataset never goes through a DataLoader: a mini-batch is an index into the t
 already on the device, and the logits every sample gets in the training forward pass are
 kept (every ``record_every`` epochs) as the per-sample training dynamics, with no second
 pass over the data. Plain SGD (no optimiser given, no momentum) skips the optimiser object:
-the step is one ``torch.autograd.grad`` and one fused ``_foreach_add_`` over the parameters,
-and the host waits for the device once per epoch (the epoch's loss), never per batch.
+the step is one ``torch.autograd.grad`` and one fused ``_foreach_add_`` over the parameters
+(for SimpleNN with the default loss, the hand-derived step of :mod:`raydiff.engine.fused`,
+with no autograd graph at all), and the host waits for the device once per epoch (the
+epoch's loss), never per batch.
 """
 
 from dataclasses import dataclass, field
@@ -91,9 +93,10 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
         Transforms every training batch on the device before the forward pass (e.g.
         :func:`crop_flip`); gets ``generator`` so that augmented runs are reproducible.
     lr_schedule : callable(epoch) -> float, optional
-        The learning rate of epoch ``epoch`` (1-based) (with plain SGD, the rate itself),
-        set on every parameter group of the FIRST optimiser (the model's by convention; data-parameter optimisers that
-        follow keep their own rate) before the epoch starts. A function of the epoch
+        The learning rate of epoch ``epoch`` (1-based): with plain SGD the rate itself,
+        otherwise set on every parameter group of the FIRST optimiser (the model's by
+        convention; data-parameter optimisers that follow keep their own rate) before the
+        epoch starts. A function of the epoch
         alone, so a run resumed with ``start_epoch`` follows the same schedule.
     """
     n = len(x)
