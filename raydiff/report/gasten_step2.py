@@ -6,8 +6,8 @@ Tables: ``gasten_pareto.csv`` (one row per run and epoch >= 1: classifier, step-
 alpha, run, FID, FOCD, ACD, whether the generator was saved, on_front, pareto_best: the
 front point nearest the ideal after scaling, among saved epochs, as the ambiguity stage
 picks it) and ``gasten_step2_final.csv`` (the last epoch, mean and std over GAN runs).
-Figures: ``gasten_pareto_<net>_nf<k>.png`` (the scatter per classifier) and ``gasten_step2_curves.png`` (FID
-and ACD per epoch, mean over runs, per alpha).
+Figures: ``gasten_pareto_<net>_nf<k>.png`` (the scatter per classifier) and
+``gasten_step2_curves.png`` (FID and ACD per epoch, mean over runs, per alpha).
 """
 
 import numpy as np
