@@ -234,6 +234,9 @@ def test_ambiguity_stage_end_to_end(chain, mnist):
                                 {"gasten_step2": gathered}, folder="explicit")
     assert report.tags["raydiff.selected_checkpoint"] == "step2_0:1"
     assert report.tags["raydiff.selected.alpha"] == "0"
+    with pytest.raises(ConfigError, match="no gathered step-2 run used a classifier with 3"):
+        _stage(tmp, mnist, "gasten_ambiguity", {**explicit, "nf": 3},
+               {"gasten_step2": gathered}, folder="bad")
     with pytest.raises(ConfigError, match="saved its generator at epochs"):
         _stage(tmp, mnist, "gasten_ambiguity", {**explicit, "checkpoint_epoch": 7},
                {"gasten_step2": gathered}, folder="bad")
@@ -264,7 +267,7 @@ def test_reports_mark_the_pareto_front_and_copy_the_best_clustering(chain, mnist
     assert len(front) == 3 * 2 and set(front["fid_net"]) == {"smallcnn"}
     assert front["on_front"].tolist() == pareto_front(front[["fid", "acd"]].to_numpy()).tolist()
     assert front["pareto_best"].sum() == 1
-    assert (out / "gasten_pareto_smallcnn.png").exists()
+    assert (out / "gasten_pareto_smallcnn_nf2.png").exists()
     best = pd.read_csv(out / "gasten_ambiguity_best.csv")
     assert best["run_id"].tolist() == ["amb3"]              # the higher silhouette_cv
     assert (out / "gasten_ambiguity_gmm_prototypes.png").exists()

@@ -3,7 +3,7 @@
 From one step-2 checkpoint (``checkpoint: pareto-best`` picks, over every gathered
 step-2 run and every saved epoch, the Pareto-front point of (FID, ACD) nearest the ideal
 after scaling, :func:`raydiff.scores.pareto.pareto_best`; or give a step-2 run id and
-``checkpoint_epoch``), ``n_samples`` z are drawn (seeded) and the images with
+``checkpoint_epoch``; ``nf`` keeps the runs of one classifier, whose ACDs compare), ``n_samples`` z are drawn (seeded) and the images with
 ``low <= C(G(z)) <= high`` are kept. They are embedded with the classifier's flatten
 features, reduced (UMAP, cosine) and clustered (GMM or HDBSCAN) with the trial's
 hyperparameters; ``silhouette_cv`` is the mean held-out silhouette over ``cv_folds``
@@ -42,6 +42,7 @@ SELECTED_KEYS = ("alpha", "step1_epoch", "run", "classifier.nf", "classifier.cla
 class Config(GastenData):
     checkpoint: str = PARETO
     checkpoint_epoch: int | None = at_least(None, 1)
+    nf: int | None = at_least(None, 1)       # select among step-2 runs of this classifier only
     n_samples: int = at_least(15000, 1)
     low: float = ratio(0.4)
     high: float = ratio(0.6)
@@ -72,6 +73,18 @@ class Config(GastenData):
         if self.checkpoint != PARETO and self.checkpoint_epoch is None:
             raise ConfigError(f"{where}: checkpoint={self.checkpoint!r} names a step-2 run; "
                               f"give checkpoint_epoch too (or use checkpoint: {PARETO})")
+
+
+def of_classifier(upstreams, nf):
+    """The step-2 runs whose classifier has ``nf`` filters (all of them when nf is None)."""
+    if nf is None:
+        return list(upstreams)
+    found = [up for up in upstreams if str(up.params.get("classifier.nf")) == str(nf)]
+    if not found:
+        have = sorted({str(up.params.get("classifier.nf")) for up in upstreams})
+        raise ConfigError(f"nf={nf}: no gathered step-2 run used a classifier with {nf} "
+                          f"filters; they used nf {have}")
+    return found
 
 
 def select_checkpoint(upstreams, checkpoint=PARETO, epoch=None):
@@ -134,8 +147,8 @@ def saliency(C, images):
 
 def run(config, report, data):
     device = report.device
-    up, epoch, row = select_checkpoint(report.upstreams("gasten_step2"), config.checkpoint,
-                                       config.checkpoint_epoch)
+    up, epoch, row = select_checkpoint(of_classifier(report.upstreams("gasten_step2"), config.nf),
+                                       config.checkpoint, config.checkpoint_epoch)
     C = load_classifier(up.torch("classifier.pt"), device)
     key = (up.run_id or str(up.folder), epoch, config.n_samples, config.sample_seed, config.low,
            config.high)

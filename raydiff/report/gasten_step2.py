@@ -1,12 +1,13 @@
 """GASTeN model selection: every step-2 epoch of every run as a point (FID, ACD), the
-Pareto front marked, per FID feature network (numbers of different extractors never mix).
+Pareto front marked, per FID feature network (numbers of different extractors never mix)
+and per classifier (each classifier measures its own ACD).
 
 Tables: ``gasten_pareto.csv`` (one row per run and epoch >= 1: classifier, step-1 epoch,
 alpha, run, FID, FOCD, ACD, whether the generator was saved, on_front, pareto_best: the
 front point nearest the ideal after scaling, among saved epochs, as the ambiguity stage
 picks it) and ``gasten_step2_final.csv`` (the last epoch, mean and std over GAN runs).
-Figures: ``gasten_pareto_<fid>.png`` (the scatter) and ``gasten_step2_curves.png`` (FID
-and ACD per epoch, mean over runs, per alpha).
+Figures: ``gasten_pareto_<net>_nf<k>.png`` (the scatter per classifier) and
+``gasten_step2_curves.png`` (FID and ACD per epoch, mean over runs, per alpha).
 """
 
 import numpy as np
@@ -15,7 +16,8 @@ import pandas as pd
 from raydiff.scores.pareto import pareto_best, pareto_front
 
 NAME = "gasten_step2"
-KEYS = ["classifier.classifier", "classifier.nf", "step1_epoch", "alpha", "run"]
+CLASSIFIER = ["classifier.classifier", "classifier.nf"]
+KEYS = CLASSIFIER + ["step1_epoch", "alpha", "run"]
 
 
 def epochs_table(ctx, runs):
@@ -34,21 +36,26 @@ def epochs_table(ctx, runs):
 
 
 def mark_front(table):
-    """Add ``on_front`` (over all epochs >= 1) and ``pareto_best`` (saved epochs only) per
-    FID metric; returns the rows of epochs >= 1 in long form (one ``fid_net`` column)."""
+    """Add ``on_front`` (over all epochs >= 1, step-1 epochs, weights and runs) and
+    ``pareto_best`` (saved epochs only) per FID metric and per classifier (each ACD is
+    measured by its own classifier); returns the rows of epochs >= 1 in long form (one
+    ``fid_net`` column)."""
     out = []
+    by = [k for k in CLASSIFIER if k in table.columns]
     for fid_key in sorted(c for c in table.columns if c.startswith("fid_")):
-        part = table[(table["epoch"] >= 1) & table[fid_key].notna()].copy()
-        part = part.drop(columns=[c for c in part.columns if c.startswith("fid_") and c != fid_key])
-        part = part.rename(columns={fid_key: "fid"}).assign(fid_net=fid_key.removeprefix("fid_"))
-        points = part[["fid", "acd"]].to_numpy(float)
-        part["on_front"] = pareto_front(points)
-        part["pareto_best"] = False
-        saved = part["saved"].to_numpy(bool)
-        if saved.any():
-            best = np.flatnonzero(saved)[pareto_best(points[saved])]
-            part.iloc[best, part.columns.get_loc("pareto_best")] = True
-        out.append(part)
+        rows = table[(table["epoch"] >= 1) & table[fid_key].notna()]
+        rows = rows.drop(columns=[c for c in rows.columns if c.startswith("fid_") and c != fid_key])
+        rows = rows.rename(columns={fid_key: "fid"}).assign(fid_net=fid_key.removeprefix("fid_"))
+        for _, part in (rows.groupby(by, dropna=False, sort=True) if by else [(None, rows)]):
+            part = part.copy()
+            points = part[["fid", "acd"]].to_numpy(float)
+            part["on_front"] = pareto_front(points)
+            part["pareto_best"] = False
+            saved = part["saved"].to_numpy(bool)
+            if saved.any():
+                best = np.flatnonzero(saved)[pareto_best(points[saved])]
+                part.iloc[best, part.columns.get_loc("pareto_best")] = True
+            out.append(part)
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
@@ -63,9 +70,17 @@ def build(ctx, runs):
     final = last.groupby(["fid_net"] + keys, dropna=False)[["fid", "focd", "acd"]].agg(["mean", "std", "count"])
     final.columns = [f"{a}_{b}" for a, b in final.columns]
     ctx.table("gasten_step2_final.csv", final.reset_index())
-    for net, part in front.groupby("fid_net"):
-        ctx.figure(f"gasten_pareto_{net}.png", scatter(part, net))
+    by = ["fid_net"] + [k for k in CLASSIFIER if k in front.columns]
+    for values, part in front.groupby(by, sort=True):
+        values = values if isinstance(values, tuple) else (values,)
+        stem = "_".join([str(values[0])] + [f"{k.split('.')[-1]}{_plain(v)}"
+                                            for k, v in zip(by[1:], values[1:])])
+        ctx.figure(f"gasten_pareto_{stem}.png", scatter(part, values[0]))
     ctx.figure("gasten_step2_curves.png", curves(front))
+
+
+def _plain(value):
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def scatter(part, net):
