@@ -25,6 +25,8 @@ def cmd_run(args):
     sweep = sweeps.load(args.sweep, overrides=_overrides(args), smoke=args.smoke)
     counts = sweeps.planned_counts(sweep)
     print(f"raydiff: sweep {sweep.name}: " + ", ".join(f"{k} {v} trials" for k, v in counts.items()))
+    for line in sweeps.ignored_lines(sweep):
+        print(line)
     if args.dry_run:
         return 0
     from raydiff import tracking
@@ -93,6 +95,8 @@ def cmd_validate(args):
     for path in args.sweeps:
         sweep = sweeps.load(path, overrides=args.set or [], smoke=args.smoke)
         print(f"{path}: ok, {sweeps.planned_counts(sweep)}")
+        for line in sweeps.ignored_lines(sweep):
+            print(line)
     return 0
 
 

@@ -282,16 +282,31 @@ def test_crop_flip_moves_whole_windows():
             assert ((kept - 1) // 36 == b * 3 + c).all()
 
 
+@pytest.mark.parametrize("milestones", [[3, 5], [1], [4, 4, 7], []])
+def test_step_schedule_follows_multisteplr(milestones):
+    # the rate each epoch actually trains with under MultiStepLR, stepped after every epoch
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+    torch_rates = []
+    for _ in range(9):
+        torch_rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    schedule = step_schedule(0.1, milestones=milestones)
+    assert [schedule(e) for e in range(1, 10)] == pytest.approx(torch_rates)
+
+
 def test_step_schedule_and_train_hook():
     schedule = step_schedule(0.1, milestones=[3, 5])
-    assert [round(schedule(e), 6) for e in range(1, 7)] == [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    assert [round(schedule(e), 6) for e in range(1, 8)] == [0.1, 0.1, 0.1, 0.01, 0.01, 0.001,
+                                                          0.001]
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     seen = []
-    train(model, torch.randn(8, 2), torch.randint(0, 2, (8,)), epochs=4, optimizers=[opt],
+    train(model, torch.randn(8, 2), torch.randint(0, 2, (8,)), epochs=5, optimizers=[opt],
           lr_schedule=schedule, on_epoch=lambda e, loss: seen.append(opt.param_groups[0]["lr"]),
-          start_epoch=1)
-    assert seen == pytest.approx([0.1, 0.01, 0.01])     # epochs 2, 3, 4
+          start_epoch=2)
+    assert seen == pytest.approx([0.1, 0.01, 0.01])     # epochs 3, 4, 5
 
 
 def test_wrn28_10_forward_backward_on_cifar_shaped_batch():

@@ -136,3 +136,23 @@ def test_smoke_shrinks_every_stage():
 def test_shipped_sweeps_validate(path):
     sweeps.load(path)
     sweeps.load(path, smoke=True)
+
+
+def test_shared_keys_a_stage_ignores_are_named(tmp_path, capsys):
+    raw = {"name": "ignored", "config": {"dataset": "blobs", "weight_decay": 0.01, "seed": 0},
+           "stages": {"dyn": {"experiment": "dynamics"},
+                      "ident": {"experiment": "identify"},
+                      "base": {"experiment": "train_classifier"}}}
+    sweep = sweeps.validate(raw)
+    # identify trains full-batch plain SGD: no weight decay; every stage takes seed/dataset
+    assert sweep.ignored == {"weight_decay": ["ident"]}
+    assert sweep.stage("base").config["weight_decay"] == 0.01
+    path = tmp_path / "ignored.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    for argv in (["validate", str(path)], ["run", str(path), "--dry-run"]):
+        assert main(argv) == 0
+        notes = [line for line in capsys.readouterr().out.splitlines() if "ignored" in line
+                 and "note" in line]
+        assert notes == ["raydiff: note: config key 'weight_decay' is ignored by stage "
+                         "ident (identify)"]
+    assert sweeps.validate({**raw, "stages": {"dyn": {"experiment": "dynamics"}}}).ignored == {}

@@ -71,3 +71,42 @@ def test_epoch_seconds_paces_the_run(tmp_path, blobs):
     started = time.monotonic()
     tc.run(_config(epochs=4, epoch_seconds=0.3, checkpoint_every=2), Report(tmp_path), blobs)
     assert time.monotonic() - started >= 1.2
+
+
+def _weights(folder):
+    return torch.load(folder / "checkpoint.pt", weights_only=True)["model"]
+
+
+def test_shared_training_keys_take_effect(tmp_path, blobs):
+    # weight decay: the same run with it ends with smaller weights
+    tc.run(_config(epochs=10, weight_decay=0.0), Report(tmp_path / "plain"), blobs)
+    tc.run(_config(epochs=10, weight_decay=0.05), Report(tmp_path / "wd"), blobs)
+
+    def norm(state):
+        return float(torch.sqrt(sum((v.float() ** 2).sum() for v in state.values())))
+
+    assert norm(_weights(tmp_path / "wd")) < 0.8 * norm(_weights(tmp_path / "plain"))
+    # the schedule: a milestone at 4 with gamma 0 freezes the model after epoch 4
+    frozen = dict(lr_milestones=[4], lr_gamma=0.0, checkpoint_every=4)
+    tc.run(_config(epochs=4, **frozen), Report(tmp_path / "four"), blobs)
+    tc.run(_config(epochs=8, **frozen), Report(tmp_path / "eight"), blobs)
+    tc.run(_config(epochs=8, checkpoint_every=4), Report(tmp_path / "free"), blobs)
+    four, eight, free = (_weights(tmp_path / n) for n in ("four", "eight", "free"))
+    assert all(torch.equal(four[k], eight[k]) for k in four)
+    assert not all(torch.equal(four[k], free[k]) for k in four)
+
+
+def test_augment_reaches_the_training_batches(tmp_path):
+    from raydiff.data import Dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 1, 8, 8)).astype(np.uint8)
+    data = Dataset("tiny", x, rng.integers(0, 2, 64).astype(np.int64), 2,
+                   np.array(["train"] * 64))
+    values = dict(dataset="blobs", model="simple_nn", hidden=[8], epochs=2, batch_size=16,
+                  checkpoint_every=2, seed=1)
+    for augment in (False, True):
+        tc.run(build_config(tc.Config, {**values, "augment": augment}),
+               Report(tmp_path / str(augment)), data)
+    plain, augmented = _weights(tmp_path / "False"), _weights(tmp_path / "True")
+    assert not all(torch.equal(plain[k], augmented[k]) for k in plain)

@@ -189,12 +189,17 @@ def _sgd_step(loss, params, lr, weight_decay):
 
 
 def step_schedule(lr, *, milestones=(), gamma=0.1):
-    """``lr_schedule`` for :func:`train`: ``lr * gamma ** (number of milestones <= epoch)``,
-    e.g. ``step_schedule(0.1, milestones=(80, 100))`` gives 0.1 up to epoch 79, 0.01 from 80."""
+    """``lr_schedule`` for :func:`train`, the rates of ``torch.optim.lr_scheduler.MultiStepLR``
+    stepped once after every epoch: ``lr * gamma ** (number of milestones < epoch)``.
+
+    A milestone m counts *completed* epochs, as in MultiStepLR: epochs 1..m run at the rate
+    before it and epoch m + 1 (1-based) is the first at the lower rate, e.g.
+    ``step_schedule(0.1, milestones=(80, 100))`` gives 0.1 up to epoch 80, 0.01 from 81.
+    """
     milestones = sorted(milestones)
 
     def schedule(epoch):
-        return lr * gamma ** sum(epoch >= m for m in milestones)
+        return lr * gamma ** sum(epoch > m for m in milestones)
     return schedule
 
 

@@ -129,7 +129,8 @@ def _schedule(config):
 
 
 def fit(config, report, x, y, *, num_classes, eval_sets, data_params=None, noisy=None,
-        noise_ratio=0.0, record_logits=False):
+        noise_ratio=0.0, record_logits=False, best_of="val", record_eval_logits=(),
+        eval_logits_at=()):
     """Train ``config.model`` on ``x``, ``y`` (device tensors), reporting every epoch.
 
     eval_sets : {"test": (x, y), "val": (x, y)} accuracies reported per epoch as
@@ -139,10 +140,18 @@ def fit(config, report, x, y, *, num_classes, eval_sets, data_params=None, noisy
         (sigma*, or the training-pass loss without data parameters) per epoch.
     record_logits : also keep the logits every sample got in its training pass of every
         epoch, as trajectory ``logits`` of shape (N, E, C) (the training dynamics).
+    best_of : the eval set whose accuracy picks the best epoch (the first epoch at the
+        highest accuracy); None when ``eval_sets`` has no such set.
+    record_eval_logits : names of eval sets whose eval-mode logits are kept every epoch,
+        as trajectory ``<name>_logits`` of shape (M, E, C), so a caller can predict from
+        any epoch (e.g. the best one) without keeping model snapshots.
+    eval_logits_at : epochs (1-based) after which the model, in eval mode and without
+        gradients, predicts every training sample, kept in order as trajectory
+        ``eval_logits`` of shape (N, len(eval_logits_at), C) (e.g. EL2N's early model).
 
     Resumes from ``report.resume_state`` when set, so a restarted trial continues the
-    same trajectory. Returns (model, trajectories dict of (N|C, E) float arrays,
-    best-validation epoch or None).
+    same trajectory. Returns (model, trajectories dict of (N|C, E[, C]) float arrays,
+    best epoch of the ``best_of`` set or None).
     """
     device = x.device
     n, epochs = len(x), config.last_epoch
@@ -159,6 +168,11 @@ def fit(config, report, x, y, *, num_classes, eval_sets, data_params=None, noisy
         traj["class_sigma"] = torch.zeros((len(dp.class_log), epochs), dtype=torch.float16)
     if record_logits:
         traj["logits"] = torch.zeros((n, epochs, num_classes), dtype=torch.float16)
+    eval_slot = {e: i for i, e in enumerate(eval_logits_at)}
+    if eval_slot:
+        traj["eval_logits"] = torch.zeros((n, len(eval_slot), num_classes))
+    for name in record_eval_logits:
+        traj[f"{name}_logits"] = torch.zeros((len(eval_sets[name][0]), epochs, num_classes))
     best = {"epoch": None, "accuracy": -1.0}
     start = 0
     if report.resume_state is not None:
@@ -188,12 +202,18 @@ def fit(config, report, x, y, *, num_classes, eval_sets, data_params=None, noisy
             traj["instance_sigma"][:, epoch - 1] = torch.from_numpy(dp.instance_sigma())
         if "class_sigma" in traj:
             traj["class_sigma"][:, epoch - 1] = torch.from_numpy(dp.class_sigma())
+        if epoch in eval_slot:
+            traj["eval_logits"][:, eval_slot[epoch]] = predict(
+                model, x, batch_size=config.eval_batch_size).float().cpu()
         metrics = {"loss": loss, "lr": opt.param_groups[0]["lr"]}
         for name, (ex, ey) in eval_sets.items():
             logits = predict(model, ex, batch_size=config.eval_batch_size)
             metrics[f"{name}_accuracy"] = 100 * accuracy(logits, ey)
-        if "val_accuracy" in metrics and metrics["val_accuracy"] > best["accuracy"]:
-            best.update(epoch=epoch, accuracy=metrics["val_accuracy"])
+            if f"{name}_logits" in traj:
+                traj[f"{name}_logits"][:, epoch - 1] = logits.float().cpu()
+        score = metrics.get(f"{best_of}_accuracy")
+        if score is not None and score > best["accuracy"]:
+            best.update(epoch=epoch, accuracy=score)
         if noisy is not None and noisy.any() and not noisy.all():
             metrics.update(detection(score_at(traj, y, epoch), noisy, noise_ratio))
         checkpoint = None
@@ -210,7 +230,8 @@ def fit(config, report, x, y, *, num_classes, eval_sets, data_params=None, noisy
                    batch_size=config.batch_size, generator=generator, start_epoch=start,
                    augment=crop_flip if config.augment else None, lr_schedule=_schedule(config))
     done = result.epochs_run
-    return model, {k: v[:, :done].float().numpy() for k, v in traj.items()}, best["epoch"]
+    return model, {k: (v if k == "eval_logits" else v[:, :done]).float().numpy()
+                   for k, v in traj.items()}, best["epoch"]
 
 
 def score_at(traj, y, epoch):

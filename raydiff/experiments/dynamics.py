@@ -3,9 +3,16 @@
 One model trains on the whole (noisy) subset while the logits every sample gets in its
 training pass are kept each epoch; from that trajectory alone come Dataset Cartography
 (confidence, variability, correctness), the Area Under the Margin, forgetting events and
-EL2N (:mod:`raydiff.scores.dynamics`). EL2N is averaged over ``el2n_runs`` models: this
-run at epoch ``el2n_epoch`` plus ``el2n_runs - 1`` more, initialised from other seeds and
-trained only up to that epoch (the only extra training, and a short one).
+EL2N (:mod:`raydiff.scores.dynamics`).
+
+AUM averages the margins up to the first learning-rate milestone only (every epoch when
+``lr_milestones`` is empty), the authors' recipe: they compute AUM without learning-rate
+drops, after which the network memorises the noisy labels (metric ``aum_epochs``).
+
+EL2N is the error of an eval-mode, no-grad pass over every training sample after epoch
+``el2n_epoch``, averaged over ``el2n_runs`` models: this run plus ``el2n_runs - 1`` more,
+initialised from other seeds and trained only up to that epoch (the only extra training,
+and a short one).
 
 ``per_sample.parquet`` holds every score as ``score_<method>`` (``score`` itself is the one
 named by ``method``) and the raw Cartography statistics ``carto_confidence``,
@@ -19,12 +26,12 @@ import numpy as np
 import torch
 
 from raydiff.data import INIT_STREAM, derived_seed, prepare
-from raydiff.engine import crop_flip, step_schedule, train
+from raydiff.engine import crop_flip, predict, step_schedule, train
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.config import at_least, choice
 from raydiff.experiments.data_params import BATCH_STREAM, TrainConfig, detection, fit
 from raydiff.models import get_model
-from raydiff.scores.dynamics import TRAJECTORY_SCORES, cartography, el2n
+from raydiff.scores.dynamics import TRAJECTORY_SCORES, aum, cartography, el2n
 
 NAME = "dynamics"
 METHODS = sorted([*TRAJECTORY_SCORES, "el2n"])
@@ -40,26 +47,34 @@ class Config(TrainConfig):
 
 
 def early_logits(config, tensors, *, run, epoch):
-    """(N, C) training-pass logits at ``epoch`` of an extra model, initialised and shuffled
-    by stream ``run`` of the seed, trained with the same settings as the main run."""
+    """(N, C) eval-mode logits of every sample after ``epoch`` epochs of an extra model,
+    initialised and shuffled by stream ``run`` of the seed, trained with the same settings
+    as the main run."""
     model = get_model(config.model, input_shape=tensors.x.shape[1:],
                       num_classes=tensors.num_classes, hidden=config.hidden,
                       seed=derived_seed(config.seed, INIT_STREAM, run)).to(tensors.x.device)
     generator = torch.Generator().manual_seed(derived_seed(config.seed, BATCH_STREAM, run))
-    result = train(model, tensors.x, tensors.y, epochs=epoch, lr=config.lr,
-                   batch_size=config.batch_size, momentum=config.momentum,
-                   weight_decay=config.weight_decay, generator=generator,
-                   augment=crop_flip if config.augment else None,
-                   lr_schedule=step_schedule(config.lr, milestones=config.lr_milestones,
-                                             gamma=config.lr_gamma),
-                   record_every=epoch)
-    return result.dynamics.logits[-1]
+    train(model, tensors.x, tensors.y, epochs=epoch, lr=config.lr,
+          batch_size=config.batch_size, momentum=config.momentum,
+          weight_decay=config.weight_decay, generator=generator,
+          augment=crop_flip if config.augment else None,
+          lr_schedule=step_schedule(config.lr, milestones=config.lr_milestones,
+                                    gamma=config.lr_gamma))
+    return predict(model, tensors.x, batch_size=config.eval_batch_size).float().cpu().numpy()
 
 
-def dynamics_scores(logits, labels, *, early):
+def aum_epochs(config, epochs_run):
+    """Epochs AUM averages: up to the first learning-rate milestone, else all of them."""
+    # a milestone 0 drops the rate before the first epoch: no high-rate phase to keep apart
+    return min([epochs_run, *(m for m in config.lr_milestones if m >= 1)])
+
+
+def dynamics_scores(logits, labels, *, early, aum_until=None):
     """``{method: (N,) score}`` from the trajectory ``logits`` (E, N, C) and the early
-    logits of every EL2N run ``early`` (R, N, C)."""
+    eval-mode logits of every EL2N run ``early`` (R, N, C); AUM averages the first
+    ``aum_until`` epochs (None: all)."""
     scores = {name: fn(logits, labels=labels) for name, fn in TRAJECTORY_SCORES.items()}
+    scores["aum"] = aum(logits, labels=labels, until=aum_until)
     scores["el2n"] = el2n(early, labels=labels)
     return scores
 
@@ -69,13 +84,14 @@ def run(config, report, data):
                       noise_ratio=config.noise_ratio, noise_seed=config.seed,
                       normalize=config.normalize, device=report.device)
     observed = tensors.observed_label
+    epoch = min(config.el2n_epoch, config.last_epoch)
     _, traj, _ = fit(config, report, tensors.x, tensors.y, num_classes=tensors.num_classes,
-                     eval_sets={}, record_logits=True)
+                     eval_sets={}, record_logits=True, eval_logits_at=[epoch])
     logits = np.moveaxis(traj["logits"], 1, 0)                       # (E, N, C)
-    epoch = min(config.el2n_epoch, len(logits))
-    early = [logits[epoch - 1]] + [early_logits(config, tensors, run=r, epoch=epoch)
-                                   for r in range(1, config.el2n_runs)]
-    scores = dynamics_scores(logits, observed, early=np.stack(early))
+    early = [traj["eval_logits"][:, 0]] + [early_logits(config, tensors, run=r, epoch=epoch)
+                                           for r in range(1, config.el2n_runs)]
+    until = aum_epochs(config, len(logits))
+    scores = dynamics_scores(logits, observed, early=np.stack(early), aum_until=until)
     carto = cartography(logits, labels=observed)
 
     score = scores[config.method]
@@ -90,7 +106,7 @@ def run(config, report, data):
     report.array("dynamics_logits.npy", logits.astype(np.float16))
 
     correct = logits[-1].argmax(axis=1) == observed
-    metrics = {"epochs_run": len(logits), "el2n_epoch": epoch,
+    metrics = {"epochs_run": len(logits), "el2n_epoch": epoch, "aum_epochs": until,
                "train_accuracy_last_epoch": 100 * float(correct.mean())}
     noisy = tensors.is_noisy
     if noisy.any() and not noisy.all():

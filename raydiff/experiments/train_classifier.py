@@ -5,6 +5,11 @@ loss and accuracy, and every ``checkpoint_every`` epochs (and at the last) a che
 the model, the optimiser and the mini-batch generator, so a trial killed mid-way resumes
 where its last checkpoint left it and ends exactly where an uninterrupted run ends.
 
+It takes the training keys the other mini-batch experiments take (``weight_decay``,
+``lr_milestones`` / ``lr_gamma`` on MultiStepLR's schedule, ``augment``, ``normalize``,
+``eval_batch_size``), so in a benchmark the baseline trains the same recipe as the
+methods it is compared with.
+
 The per-sample score is the final model's cross-entropy on the observed label (the
 small-loss criterion: mislabeled samples keep a high loss); ``hard`` marks the
 ``noise_ratio`` fraction with the highest loss. ``epoch_seconds`` paces each epoch to at
@@ -20,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from raydiff.data import INIT_STREAM, derived_seed, prepare
-from raydiff.engine import accuracy, predict, train
+from raydiff.engine import accuracy, crop_flip, predict, step_schedule, train
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.config import Common, at_least, choice
 from raydiff.models import MODELS, get_model
@@ -38,6 +43,12 @@ class Config(Common):
     lr: float = 0.1
     momentum: float = 0.9
     batch_size: int | None = at_least(None, 1)      # None: full batch
+    weight_decay: float = 0.0
+    lr_milestones: list[int] = field(default_factory=list)
+    lr_gamma: float = 0.1
+    augment: bool = False                           # random crop (pad 4) + flip, on the device
+    normalize: str = choice("scalar", ["scalar", "minus_one_one", "none"])
+    eval_batch_size: int = at_least(8192, 1)        # no-grad evaluation; bounds its memory
     checkpoint_every: int = at_least(10, 1)
     epoch_seconds: float = at_least(0.0, 0.0)
 
@@ -47,11 +58,12 @@ class Config(Common):
 def run(config, report, data):
     tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
                       noise_ratio=config.noise_ratio, noise_seed=config.seed,
-                      device=report.device)
+                      normalize=config.normalize, device=report.device)
     model = get_model(config.model, input_shape=tensors.x.shape[1:],
                       num_classes=tensors.num_classes, hidden=config.hidden,
                       seed=derived_seed(config.seed, INIT_STREAM)).to(tensors.x.device)
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                          weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(derived_seed(config.seed, BATCH_STREAM))
     start = 0
     if report.resume_state is not None:
@@ -75,9 +87,11 @@ def run(config, report, data):
 
     result = train(model, tensors.x, tensors.y, epochs=config.epochs, optimizers=[opt],
                    batch_size=config.batch_size, generator=generator, start_epoch=start,
-                   on_epoch=on_epoch)
+                   on_epoch=on_epoch, augment=crop_flip if config.augment else None,
+                   lr_schedule=step_schedule(config.lr, milestones=config.lr_milestones,
+                                             gamma=config.lr_gamma))
 
-    logits = predict(model, tensors.x)
+    logits = predict(model, tensors.x, batch_size=config.eval_batch_size)
     observed = tensors.y
     loss = F.cross_entropy(logits, observed, reduction="none").cpu().numpy().astype(np.float64)
     noisy = tensors.is_noisy

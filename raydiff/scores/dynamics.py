@@ -80,7 +80,7 @@ def cartography_correctness(logits, *, labels):
     return 1.0 - cartography(logits, labels=labels)["correctness"]
 
 
-def aum(logits, *, labels):
+def aum(logits, *, labels, until=None):
     """Negative Area Under the Margin (Pleiss et al. 2020).
 
     The margin at an epoch is ``logit_label - max_{j != label} logit_j``; AUM is its mean
@@ -88,16 +88,28 @@ def aum(logits, *, labels):
     whose own label keeps losing to another class. The paper also calibrates a threshold
     with deliberately mislabelled "threshold samples"; here only the ranking is kept.
 
+    The authors average the margins while the learning rate is still high (they train
+    without drops for the AUM computation): after a drop the network memorises the
+    mislabelled samples, their margins turn positive and the ranking washes out. ``until``
+    keeps that recipe on a schedule with drops: only the first ``until`` recorded epochs
+    are averaged (the dynamics experiment passes the first learning-rate milestone).
+
     Parameters
     ----------
     logits : array of shape (T, N, C)
     labels : int array of shape (N,), keyword-only
+    until : int >= 1 or None, keyword-only
+        Average the first ``min(until, T)`` recorded epochs only; None: all T.
 
     Returns
     -------
     score : array of shape (N,), ``-AUM``; higher = harder.
     """
     logits, labels = _check(logits, labels)
+    if until is not None:
+        if until < 1:
+            raise ValueError(f"until must be >= 1 (epochs to average), got {until}")
+        logits = logits[:until]
     index = labels[None, :, None]
     assigned = np.take_along_axis(logits, index, axis=2)[..., 0]
     others = logits.copy()
@@ -132,8 +144,10 @@ def forgetting_events(logits, *, labels):
 def el2n(logits, *, labels):
     """Error L2-Norm (Paul et al. 2021): ``|| softmax(logits) - onehot(label) ||_2``.
 
-    Meant for the logits early in training (the paper: epoch 20 of 200), averaged over
-    several independently initialised runs, which damps the noise of a single early model.
+    Meant for the logits of a model early in training (the paper: after epoch 20 of 200),
+    evaluated in eval mode over all samples (not the logits of the training pass), and
+    averaged over several independently initialised runs, which damps the noise of a
+    single early model.
 
     Parameters
     ----------

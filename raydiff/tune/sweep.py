@@ -55,6 +55,7 @@ class Sweep:
     num_samples: int
     max_trials: int
     raw: dict                        # the resolved file (after --set / --smoke)
+    ignored: dict = field(default_factory=dict)   # shared key -> stages whose experiment lacks it
 
     def stage(self, name):
         return next(s for s in self.stages if s.name == name)
@@ -225,7 +226,9 @@ def validate(raw, *, source="sweep"):
                               _check_resources(sdef.get("resources", resources), f"{where}: resources")
                               if "resources" in sdef else resources)
 
-    # shared keys go to every stage whose experiment knows them
+    # shared keys go to every stage whose experiment knows them; the others ignore them,
+    # which the sweep records so that the CLI can say so (a silently weaker recipe otherwise)
+    ignored = {}
     for key in shared:
         knowers = [s for s in stages.values()
                    if key in {f.name for f in dataclasses.fields(s.module.Config)}]
@@ -235,6 +238,8 @@ def validate(raw, *, source="sweep"):
         for s in knowers:
             s.config = {key: shared[key], **s.config}
             s.shared_keys.add(key)
+        if len(knowers) < len(stages):
+            ignored[key] = [s.name for s in stages.values() if s not in knowers]
     for s in stages.values():
         where = f"{source}: stages.{s.name}.config" if "stages" in raw else f"{source}: config"
         _check_config(s.module.Config, s.config, where, search=s.search is not None)
@@ -253,7 +258,7 @@ def validate(raw, *, source="sweep"):
     order = _topological(stages, source)
     sweep = Sweep(name, str(raw.get("description", "")), order, resources,
                   raw.get("max_failures", 0), raw.get("num_samples", 1),
-                  raw.get("max_trials", DEFAULT_MAX_TRIALS), raw)
+                  raw.get("max_trials", DEFAULT_MAX_TRIALS), raw, ignored)
     for stage in order:     # a first stage's count is exact without the (slower) full plan
         n = 0 if stage.after else own_count(stage, sweep.num_samples)
         if n > sweep.max_trials:
@@ -305,6 +310,15 @@ def load(path, *, overrides=(), smoke=False):
             target.update(stage.module.Config.smoke_overrides())
         sweep = validate(raw, source=f"{path} (smoke)")
     return sweep
+
+
+def ignored_lines(sweep):
+    """One line per top-level ``config:`` key that some stage's experiment does not take,
+    naming the key and those stages (with their experiments)."""
+    return [f"raydiff: note: config key {key!r} is ignored by stage"
+            f"{'s' if len(names) > 1 else ''} "
+            + ", ".join(f"{n} ({sweep.stage(n).experiment})" for n in names)
+            for key, names in sweep.ignored.items()]
 
 
 # -- expansion --------------------------------------------------------------------------
