@@ -9,7 +9,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from raydiff.data import Dataset
+from raydiff.data import Dataset, prepare
 from raydiff.experiments import (confident_learning, crossval, data_params, dynamics, identify,
                                  inversion, train_classifier)
 from raydiff.experiments.base import Report, Upstream
@@ -97,6 +97,53 @@ def test_aum_is_the_mean_negative_margin():
     assert aum(logits, labels=np.array([0])) == pytest.approx([-0.5])
 
 
+def test_aum_until_the_milestone_keeps_the_memorised_labels_hard():
+    # 10 epochs, a learning-rate drop after epoch 5: the mislabelled samples (first 10)
+    # lose on their label before it and are memorised with large margins after it, while
+    # the clean ones keep a modest margin throughout
+    n, bad = 40, np.arange(40) < 10
+    margin = np.where(bad[None, :], -1.0, 1.0) * np.ones((10, 1))
+    margin[5:, bad] = 8.0
+    logits = np.zeros((10, n, 2))
+    logits[..., 0] = margin                     # label 0 for every sample
+    labels = np.zeros(n, dtype=int)
+    assert auroc(aum(logits, labels=labels), bad) == 0.0          # averaged over all epochs
+    assert auroc(aum(logits, labels=labels, until=5), bad) == 1.0
+    assert aum(logits, labels=labels, until=5) == pytest.approx(-margin[:5].mean(axis=0))
+    assert np.array_equal(aum(logits, labels=labels, until=99), aum(logits, labels=labels))
+    with pytest.raises(ValueError, match="until must be >= 1"):
+        aum(logits, labels=labels, until=0)
+
+
+def test_dynamics_aum_stops_at_the_first_milestone_and_el2n_is_an_eval_pass(tmp_path,
+                                                                            monkeypatch):
+    trained = []
+
+    def keep_model(*args, **kwargs):
+        out = real_fit(*args, **kwargs)
+        trained.append(out[0])
+        return out
+
+    real_fit = dynamics.fit
+    monkeypatch.setattr(dynamics, "fit", keep_model)
+    data = toy_dataset(n=80)
+    cfg = build_config(dynamics.Config, {**TRAIN, "epochs": 6, "lr_milestones": [4, 5],
+                                         "el2n_epoch": 6, "el2n_runs": 1})
+    metrics = dynamics.run(cfg, Report(tmp_path), data)
+    table = pd.read_parquet(tmp_path / "per_sample.parquet")    # in training order
+    logits = np.load(tmp_path / "dynamics_logits.npy").astype(np.float64)
+    observed = table["observed_label"].to_numpy()
+    assert metrics["aum_epochs"] == 4
+    np.testing.assert_allclose(table["score_aum"], aum(logits[:4], labels=observed), atol=1e-9)
+    # EL2N from the model after epoch 6 in eval mode, not from epoch 6's training pass
+    tensors = prepare(data, noise_ratio=TRAIN["noise_ratio"], noise_seed=TRAIN["seed"])
+    assert np.array_equal(tensors.sample_id, table["sample_id"])
+    eval_logits = dynamics.predict(trained[0], tensors.x).double().numpy()
+    np.testing.assert_allclose(table["score_el2n"], el2n(eval_logits, labels=observed),
+                               atol=1e-5)
+    assert not np.allclose(table["score_el2n"], el2n(logits[-1], labels=observed), atol=1e-3)
+
+
 def test_trajectory_scores_check_shapes():
     with pytest.raises(ValueError, match="T >= 1 epochs"):
         aum(np.zeros((5, 3)), labels=np.zeros(5, dtype=int))
@@ -130,9 +177,9 @@ def test_confident_learning_finds_flipped_labels():
 
 # -- experiments: same noisy labels everywhere, detection on planted noise ---------------------
 
-def toy_dataset(n=240, classes=4, dim=8, seed=0):
+def toy_dataset(n=240, classes=4, dim=8, seed=0, spread=3.0):
     rng = np.random.default_rng(seed)
-    centers = rng.normal(0, 3.0, (classes, dim))
+    centers = rng.normal(0, spread, (classes, dim))
     y = rng.integers(0, classes, n)
     x = (centers[y] + rng.normal(0, 1.0, (n, dim))).astype(np.float32)
     return Dataset("toy", x, y.astype(np.int64), classes, np.array(["train"] * n),
@@ -218,6 +265,40 @@ def test_dynamics_table_has_every_score_and_the_cartography_columns(tmp_path):
     assert {"carto_confidence", "carto_variability", "carto_correctness"} <= set(table.columns)
     assert metrics["el2n_epoch"] == 3           # clipped to the epochs trained
     assert np.load(tmp_path / "dynamics_logits.npy").shape == (3, 80, 4)
+
+
+def test_crossval_predicts_from_the_best_heldout_epoch(tmp_path):
+    # overlapping classes, a wide MLP and many epochs of a high rate: each fold model
+    # memorises its flipped labels, so its held-out accuracy on the noisy labels peaks early
+    data = toy_dataset(n=300, dim=20, spread=1.0)
+    recipe = dict(hidden=[128], epochs=40, batch_size=16, checkpoint_every=40)
+    final, _ = run_crossval_and_cl(data, tmp_path / "final", oof_epoch="final", **recipe)
+    best, ups = run_crossval_and_cl(data, tmp_path / "best", **recipe)
+    chosen = [up.json("crossval.json")["oof_epoch"] for up in ups]
+    assert min(chosen) < 40                     # some fold peaked before the end
+    # confident learning ranks the planted noisy labels better from the best epochs
+    assert best["detect_auroc"] > final["detect_auroc"] + 0.02
+    assert best["detect_auroc"] > 0.95
+
+
+def test_crossval_best_epoch_is_the_first_heldout_maximum_and_its_probabilities(tmp_path):
+    data = toy_dataset(n=300, dim=20, spread=1.0)
+    values = {**TRAIN, "hidden": [128], "epochs": 40, "batch_size": 16, "checkpoint_every": 40,
+              "folds": 3, "fold": 1}
+    report = Report(tmp_path / "long")
+    metrics = crossval.run(build_config(crossval.Config, values), report, data)
+    accuracy = [m["heldout_accuracy"] for step, m in report.history if step is not None]
+    epoch = int(np.argmax(accuracy)) + 1                     # the first epoch at the maximum
+    assert metrics["oof_epoch"] == epoch < 40
+    assert report.folder.joinpath("crossval.json").read_text().count(f'"oof_epoch": {epoch}')
+    # a run stopped at that epoch predicts exactly the saved out-of-fold probabilities
+    crossval.run(build_config(crossval.Config, {**values, "epochs": epoch, "oof_epoch": "final",
+                                                "checkpoint_every": epoch}),
+                 Report(tmp_path / "short"), data)
+    long = pd.read_parquet(tmp_path / "long" / "oof.parquet")
+    short = pd.read_parquet(tmp_path / "short" / "oof.parquet")
+    p = [c for c in long.columns if c.startswith("p_")]
+    np.testing.assert_allclose(long[p].to_numpy(), short[p].to_numpy(), atol=1e-6)
 
 
 def test_confident_learning_refuses_missing_folds(tmp_path):

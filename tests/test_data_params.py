@@ -323,6 +323,24 @@ def test_resnet18_takes_grey_imagefolder_sized_input():
     assert model(torch.randn(2, 1, 64, 64)).shape == (2, 5)
 
 
+def _stem(model, x):
+    return model.maxpool(model.relu(model.bn1(model.conv1(x))))
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_resnet18_cifar_stem_keeps_32x32(channels):
+    # CIFAR stem: 3x3 stride-1 conv, no max-pool, so the residual stages start at 32x32
+    model = get_model("resnet18", input_shape=(channels, 32, 32), num_classes=10, seed=0)
+    x = torch.randn(2, channels, 32, 32)
+    assert _stem(model, x).shape == (2, 64, 32, 32)
+    assert model.layer4(model.layer3(model.layer2(model.layer1(_stem(model, x))))).shape[-2:] \
+        == (4, 4)
+    assert model(x).shape == (2, 10)
+    # 64x64 ImageFolder images keep ImageNet's 7x7 stride-2 conv + max-pool
+    big = get_model("resnet18", input_shape=(3, 64, 64), num_classes=10, seed=0)
+    assert _stem(big, torch.randn(2, 3, 64, 64)).shape == (2, 64, 16, 16)
+
+
 # -- report -------------------------------------------------------------------------------
 
 def _finished(root, run_id, experiment, config, report, metrics):
