@@ -314,7 +314,7 @@ def test_confident_learning_refuses_missing_folds(tmp_path):
 
 
 def test_benchmark_sweeps_validate_and_gather_every_fold():
-    for path, folds in (("sweeps/benchmark_demo.yaml", 4), ("sweeps/benchmark_cifar10.yaml", 5)):
+    for path, folds in (("sweeps/benchmark_demo.yaml", 5), ("sweeps/benchmark_cifar10.yaml", 5)):
         sweep = sweeps.load(path)
         planned = sweeps.plan(sweep)
         settings = len(planned["dynamics"])
