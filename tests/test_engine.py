@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -66,9 +67,12 @@ def test_stragglers_catch_planted_noisy_labels(tmp_path):
     table = Upstream(report.folder).table("per_sample.parquet")
     assert metrics["classes_never_inverted"] == 0
     assert (table["hard"] == (table["score"] > 0)).all()
-    # flipped labels contradict the images: most are still misclassified at inversion
-    assert table.loc[table["is_noisy"], "hard"].mean() > 0.6
-    assert table.loc[~table["is_noisy"], "hard"].mean() < 0.4
+    # flipped labels contradict the images: many are still misclassified at inversion
+    # (about half on 600 samples, where the radius minimum comes after part of the noise
+    # is memorised), an order of magnitude more often than clean labels
+    noisy_rate = table.loc[table["is_noisy"], "hard"].mean()
+    assert noisy_rate > 0.45
+    assert table.loc[~table["is_noisy"], "hard"].mean() < noisy_rate / 10
 
 
 def test_confidence_and_energy_rank_planted_noisy_labels_high(tmp_path):
@@ -78,10 +82,75 @@ def test_confidence_and_energy_rank_planted_noisy_labels_high(tmp_path):
     noisy = table["is_noisy"].to_numpy()
     assert auroc(table["score_confidence"].to_numpy(), noisy) > 0.6
     assert auroc(table["score_energy"].to_numpy(), noisy) > 0.6
-    # the hard set has the straggler count plus int(noise * N / C) per class
-    counts = table[table["hard"]].groupby("observed_label").size()
-    stragglers = table[table["straggler"]].groupby("observed_label").size()
-    assert (counts == stragglers.reindex(counts.index, fill_value=0) + int(0.2 * 600 / 10)).all()
+
+
+def test_hard_set_size_counts_the_noise_once(tmp_path):
+    """k_c of confidence / energy under noise = the clean-label straggler count of class c
+    (the same seed's stragglers at noise 0) + int(noise * N / C), added once; the three
+    strategies then call a comparable number of samples hard."""
+    # stragglers judged by the final model of a 150-epoch run, so every class of the tiny
+    # clean run has a count (the radii of 600 clean digits are still falling after 1500
+    # epochs: no class would invert); the arithmetic under test is the same
+    train = {"judge_by_final_model": True, "epochs": 150, "max_retries": 0}
+    share = int(0.2 * 600 / 10)
+    clean, _ = _identify(tmp_path / "clean", strategy="stragglers", noise_ratio=0.0, **train)
+    clean_k = np.array(Upstream(tmp_path / "clean" / "identify").json("inversion.json")
+                       ["hard_per_class"])
+    assert clean["n_hard"] == clean_k.sum() > 0 and clean["n_undecided"] == 0
+    sizes = {}
+    for strategy, level in (("stragglers", "dataset"), ("confidence", "class"),
+                            ("energy", "dataset")):
+        metrics, report = _identify(tmp_path / strategy, strategy=strategy, noise_ratio=0.2,
+                                    level=level, **train)
+        assert metrics["n_undecided"] == 0
+        info = Upstream(report.folder).json("inversion.json")
+        table = Upstream(report.folder).table("per_sample.parquet")
+        sizes[strategy] = metrics["n_hard"]
+        if strategy == "stragglers":
+            noisy_k = np.array(info["hard_per_class"])
+            continue
+        # the clean count is the clean run's, exactly, and the share is added once
+        np.testing.assert_array_equal(info["k_clean"], clean_k)
+        assert metrics["k_clean_total"] == clean_k.sum()
+        assert info["noise_share"] == share
+        np.testing.assert_array_equal(info["hard_per_class"], clean_k + share)
+        assert metrics["n_hard"] == clean_k.sum() + 10 * share
+        if level == "class":
+            counts = table[table["hard"]].groupby("observed_label").size()
+            np.testing.assert_array_equal(counts.reindex(range(10), fill_value=0), clean_k + share)
+    # the noisy run's stragglers already hold most flipped labels: adding the share to
+    # them (the old rule) calls over twice as many samples hard as the stragglers
+    assert noisy_k.sum() + 10 * share > 2 * sizes["stragglers"]
+    # counted once, confidence / energy land near the stragglers (above them by the flipped
+    # labels the noisy run had already fitted by its judging epoch)
+    for strategy in ("confidence", "energy"):
+        assert sizes["stragglers"] <= sizes[strategy] < 1.5 * sizes["stragglers"], sizes
+
+
+def test_classes_that_never_invert_are_left_undecided(tmp_path):
+    # lr 0: the radii never move, no class inverts, and no straggler count exists
+    for strategy, level in (("stragglers", "dataset"), ("confidence", "class"),
+                            ("energy", "dataset")):
+        metrics, report = _identify(tmp_path / strategy, strategy=strategy, lr=0.0, epochs=30,
+                                    max_retries=0, inversion_start=5, subset_size=300,
+                                    level=level)
+        table = Upstream(report.folder).table("per_sample.parquet")
+        assert metrics["classes_never_inverted"] == 10
+        assert table["hard"].isna().all()
+        assert metrics["n_undecided"] == 300 and metrics["n_hard"] == 0
+        assert report.tags["raydiff.never_inverted"] == ",".join(map(str, range(10)))
+        assert not table["straggler"].any()          # not judged by the final model
+
+
+def test_imbalance_refuses_an_undecided_identify_result(tmp_path):
+    from raydiff.experiments import imbalance
+
+    _, ident = _identify(tmp_path, strategy="stragglers", lr=0.0, epochs=30, max_retries=0,
+                         inversion_start=5, subset_size=300)
+    config = build_config(imbalance.Config, {"subset_size": 300, "epochs": 2})
+    report = Report(tmp_path / "imbalance", upstream={"identify": Upstream(ident.folder)})
+    with pytest.raises(ValueError, match="undecided.*never_inverted"):
+        imbalance.run(config, report, load_dataset("mnist5k"))
 
 
 def test_imbalance_split_keeps_ratios(tmp_path):

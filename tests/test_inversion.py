@@ -11,7 +11,8 @@ from scipy.stats import hypergeom
 
 from raydiff.data import load_dataset, prepare
 from raydiff.engine import predict, train
-from raydiff.engine.inversion import InversionMonitor, first_inversion
+from raydiff.engine.inversion import (InversionMonitor, first_inversion, minimum_inversion,
+                                      smooth)
 from raydiff.experiments import inversion as inv
 from raydiff.experiments.base import Report, Upstream
 from raydiff.experiments.config import ConfigError, build_config
@@ -138,11 +139,17 @@ def test_experiment_artifacts_agree_with_each_other(tmp_path, mnist):
     info = folder.json("inversion.json")
     table = folder.table("per_sample.parquet")
     assert len(radii) == (150 - 5 + 1) * 10 and (radii["radius"] >= 0).all()
+    assert info["rule"] == "minimum" and info["smoothing"] == 5
     # the epochs found during training are those the offline detector finds on the curves
     for c in range(10):
         curve = radii[radii["class"] == c]
-        found = first_inversion(curve["epoch"], curve["radius"], start=5, check_every=5)
+        found = minimum_inversion(curve["epoch"], curve["radius"], start=5, check_every=5,
+                                  smoothing=5)
         assert info["inversion_epoch"].get(str(c)) == found
+        if found is not None:      # ... the minimum of the logged smoothed curve
+            at = curve.set_index("epoch")["radius_smoothed"]
+            assert at.idxmin() == found
+    assert metrics["classes_never_inverted"] < 10
     decided = table["hard"].notna()
     assert (table.loc[decided, "hard"] == (table.loc[decided, "straggler_margin"] > 0)).all()
     assert (table["score"] == table["learned_epoch"]).all()
@@ -178,7 +185,16 @@ def test_schedule_that_never_checks_is_refused():
         build_config(inv.Config, {"epochs": 22, "inversion_start": 20, "check_every": 5})
     with pytest.raises(ConfigError, match="raise epochs"):
         build_config(IdentifyConfig, {"epochs": 10})
-    build_config(inv.Config, {"epochs": 25, "inversion_start": 20, "check_every": 5})
+    # the minimum rule also needs half a smoothing window before the check step
+    with pytest.raises(ConfigError, match="inversion_smoothing"):
+        build_config(inv.Config, {"epochs": 25, "inversion_start": 20, "check_every": 5})
+    build_config(inv.Config, {"epochs": 27, "inversion_start": 20, "check_every": 5})
+    build_config(inv.Config, {"epochs": 25, "inversion_start": 20, "check_every": 5,
+                              "inversion_rule": "first_rise"})
+    with pytest.raises(ConfigError, match="inversion_smoothing.*odd"):
+        build_config(inv.Config, {"inversion_smoothing": 4})
+    with pytest.raises(ConfigError, match="inversion_rule"):
+        build_config(inv.Config, {"inversion_rule": "lowest"})
 
 
 def test_jaccard_and_overlap_zscore_against_the_hypergeometric_null():
@@ -246,3 +262,121 @@ def test_benchmark_script_runs_at_smoke_size():
                            "--smoke"], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "summary: one inversion run costs" in done.stdout
+
+
+# ---- the default rule (minimum of the smoothed curve) against the original first rise ----
+
+def wiggle_curve(t):
+    """A planted radius curve like mnist5k seed 1 class 4: a steep fall to a local minimum
+    at epoch 32, a 1.5 % hump to epoch 40, then a long fall to the true minimum at 238 (a
+    parabola there, so a centred average keeps its position exactly) and a slow rise."""
+    t = np.asarray(t, dtype=np.float64)
+    fall = 1.0 - 0.4 / 12 * (t - 20)                           # 1.0 at 20 -> 0.6 at 32
+    hump = 0.6 + 0.009 * (t - 32) / 8                          # 0.6 at 32 -> 0.609 at 40
+    bowl = 0.3 + 0.309 * ((t - 238) / 198) ** 2                 # 0.609 at 40, min 0.3 at 238
+    return np.where(t <= 32, fall, np.where(t <= 40, hump, bowl))
+
+
+def test_minimum_rule_skips_an_early_wiggle_that_fires_the_first_rise_rule():
+    epochs = np.arange(20, 301)
+    radii = wiggle_curve(epochs)
+    assert first_inversion(epochs, radii, start=20, check_every=5) == 40     # the wiggle
+    assert minimum_inversion(epochs, radii, start=20, check_every=5) == 238  # the true minimum
+    # epoch-to-epoch jitter: the raw curve's minimum wanders, the smoothed one stays near
+    jitter = np.random.default_rng(0).normal(0, 2e-5, len(epochs)) * np.where(epochs % 2, 1, -1)
+    found = minimum_inversion(epochs, radii + jitter, start=20, check_every=5, smoothing=5)
+    assert abs(found - 238) <= 3
+    # a radius still falling at the end, or flat, never inverts; nor a minimum so close to
+    # the end that no check step follows it
+    assert minimum_inversion(epochs, 1.0 / epochs, start=20, check_every=5) is None
+    assert minimum_inversion(epochs, np.ones(len(epochs)), start=20, check_every=5) is None
+    late = np.abs(epochs - 297.0)
+    assert minimum_inversion(epochs, late, start=20, check_every=5, smoothing=1) is None
+    assert minimum_inversion(epochs, np.abs(epochs - 294.0), start=20, check_every=5,
+                             smoothing=1) == 294
+    # smooth: a centred window, row i averages epochs i .. i + w - 1
+    np.testing.assert_allclose(smooth(np.arange(10.0), 5), np.arange(2.0, 8.0))
+    assert len(smooth(np.arange(3.0), 5)) == 0
+
+
+class PlantedCurves(torch.nn.Module):
+    """A stand-in model whose epoch counter (a buffer, so a state copy freezes it) sets
+    both its class radii and its mistakes. x: (N, 2) = (rank of the sample within its
+    class, +-1); class c's feature is ``[1, r_c(t) * sign]``, whose radius on the unit
+    sphere, ``r / sqrt(1 + r^2)``, rises and falls with r_c(t). The samples of rank below
+    ``wrong(t)`` are misclassified, so the stragglers tell which epoch judged them."""
+
+    curves = (wiggle_curve,                                    # class 0: wiggle, min 238
+              lambda t: 0.5 + ((np.asarray(t, float) - 100) / 100) ** 2,   # class 1: min 100
+              lambda t: 1.0 / np.asarray(t, float))             # class 2: still falling
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("t", torch.zeros(()))
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    @staticmethod
+    def wrong(t):
+        return max(2, 60 - int(t) // 4)
+
+    def features(self, x):
+        r = torch.tensor([float(f(self.t.item())) for f in self.curves])
+        c = torch.arange(len(x)) % 3
+        return torch.stack([torch.ones(len(x)), r[c] * x[:, 1]], 1)
+
+    def forward(self, x):
+        c = torch.arange(len(x)) % 3
+        right = torch.where(x[:, 0] >= self.wrong(self.t.item()), 1.0, -1.0)
+        logits = torch.zeros(len(x), 3)
+        logits[torch.arange(len(x)), c] = right
+        return logits
+
+
+def drive(rule, epochs=300):
+    n = 3 * 64
+    rank = torch.arange(n) // 3
+    x = torch.stack([rank.float(), torch.where(rank % 2 == 0, 1.0, -1.0)], 1)
+    y = torch.arange(n) % 3
+    model = PlantedCurves()
+    monitor = InversionMonitor(model, x, y, 3, start=20, check_every=5, rule=rule)
+    for epoch in range(1, epochs + 1):
+        model.t.fill_(epoch)
+        monitor(epoch)
+    return monitor, rank.numpy(), y.numpy()
+
+
+@pytest.mark.parametrize("rule, expected", [("minimum", {0: 238, 1: 100}),
+                                            ("first_rise", {0: 40, 1: 105})])
+def test_stragglers_are_judged_by_the_snapshot_of_the_chosen_epoch(rule, expected):
+    monitor, rank, y = drive(rule)
+    assert monitor.inversion == expected
+    assert monitor.never_inverted() == [2]
+    score, judged = monitor.straggler_margin()
+    for c, epoch in expected.items():
+        members = y == c
+        assert judged[members].all()
+        assert monitor.snapshots[c]["t"].item() == epoch
+        # exactly the samples the model of that epoch got wrong, not the final model's
+        np.testing.assert_array_equal(score[members] > 0,
+                                      rank[members] < PlantedCurves.wrong(epoch))
+    assert not judged[y == 2].any()
+    # the radii the monitor recorded give the same epochs offline
+    epochs, radii = monitor.radius_history()
+    offline = minimum_inversion if rule == "minimum" else first_inversion
+    for c, epoch in expected.items():
+        assert offline(epochs, radii[:, c], start=20, check_every=5) == epoch
+    # under the minimum rule at most C + h + 1 states are held, not one per epoch
+    if rule == "minimum":
+        held = {id(s) for _, _, s in monitor._best.values()} | {id(s) for _, s in monitor._recent}
+        assert len(held) <= 3 + 3
+
+
+def test_minimum_rule_refuses_stop_when_all_and_bad_settings():
+    model = PlantedCurves()
+    x, y = torch.zeros(3, 2), torch.arange(3)
+    with pytest.raises(ValueError, match="first_rise"):
+        InversionMonitor(model, x, y, 3, stop_when_all=True)
+    with pytest.raises(ValueError, match="odd"):
+        InversionMonitor(model, x, y, 3, smoothing=4)
+    with pytest.raises(ValueError, match="minimum, first_rise"):
+        InversionMonitor(model, x, y, 3, rule="lowest")

@@ -2,12 +2,32 @@
 
 For each class c, on the first hidden layer after tanh projected onto the unit sphere,
 ``R_c = sqrt(mean_{i in c} ||z_i - mu_c||^2)``. Radii fall, reach a minimum (the
-inversion point) and rise again. A class inverts the first time ``R_c(t) > R_c(t - k)``,
-checked every k epochs after a start epoch; its stragglers are its samples misclassified
-by the model as it was at that moment.
+inversion point) and rise again. Two rules find it (``rule``):
+
+- ``minimum`` (default): the epoch of the minimum of the radius curve over the whole run,
+  after a centred moving average over ``smoothing`` epochs (default 5, i.e. +-2 epochs).
+  The radius is recorded after every epoch, and full-batch training leaves a small
+  epoch-to-epoch jitter on it; five epochs (the original's check step) average that
+  jitter away while a symmetric window leaves the position of a smooth minimum where it
+  is. The smoothed curve is defined where the whole window fits (epochs start + h to
+  last - h, h = smoothing // 2). A class counts as inverted only when its smoothed radius
+  rises after the minimum and at least ``check_every`` epochs of the run follow it (the
+  same evidence the first-rise rule asks for: a radius that rose over one check step);
+  a minimum closer to the end, or a curve that never rises, means the radius is still
+  falling (or flat): the class never inverted.
+- ``first_rise``: the original code's behaviour: every ``check_every`` epochs after
+  ``start``, class c inverts the first time ``R_c(t) > R_c(t - check_every)``. On real runs
+  it fires on early wiggles (a small hump after a local minimum long before the true one).
+
+Either way the stragglers of class c are its samples misclassified by the model as it
+was at class c's inversion epoch: under ``minimum`` the monitor keeps a copy of the
+model's state for each epoch that could still become a class's minimum (the last h + 1
+epochs and each class's best so far, at most C + h + 1 copies), so the judgement is exact
+whatever the model's size.
 """
 
 import copy
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +35,8 @@ import torch
 
 from raydiff.engine.train import TrainResult, predict, train
 from raydiff.scores import margin
+
+RULES = ("minimum", "first_rise")
 
 
 def class_radii(z, y, num_classes):
@@ -41,8 +63,75 @@ def class_radii(z, y, num_classes):
     return (per_class / counts).sqrt(), centroids
 
 
+def check_rule(rule, smoothing):
+    """Refuse an unknown rule or an even / non-positive smoothing window."""
+    if rule not in RULES:
+        raise ValueError(f"inversion rule {rule!r}: expected one of {', '.join(RULES)}")
+    if int(smoothing) != smoothing or smoothing < 1 or smoothing % 2 == 0:
+        raise ValueError(f"inversion smoothing {smoothing!r}: expected an odd number of "
+                         f"epochs >= 1 (a centred window; 1 = no smoothing)")
+
+
+def smooth(radii, window):
+    """Centred moving average of radius records over ``window`` (odd) consecutive epochs.
+
+    Parameters
+    ----------
+    radii : float array (T,) or (T, C), one row per consecutive epoch
+    window : int, odd
+
+    Returns
+    -------
+    float64 array (T - window + 1, ...): row i is the mean of rows i .. i + window - 1,
+    the smoothed radius of epoch ``i + window // 2`` (empty when T < window). The rows are
+    summed in order, so the monitor's running value over the last ``window`` rows is
+    bit-for-bit the offline one.
+    """
+    radii = np.asarray(radii, dtype=np.float64)
+    n = len(radii) - window + 1
+    if n <= 0:
+        return radii[:0].copy()
+    out = radii[:n].copy()
+    for i in range(1, window):
+        out += radii[i:i + n]
+    return out / window
+
+
+def minimum_inversion(epochs, radii, *, start=20, check_every=5, smoothing=5):
+    """Epoch of the minimum of the smoothed radius curve of one class (the default rule).
+
+    Parameters
+    ----------
+    epochs : sequence of int, consecutive epochs at which ``radii`` were recorded
+    radii : sequence of float, one radius per epoch of one class
+    start : records before this epoch are ignored
+    check_every : the minimum counts only when at least this many epochs of the run
+        follow it
+    smoothing : odd window of the centred moving average (1 = raw curve)
+
+    Returns
+    -------
+    int epoch of the (first) minimum of the smoothed curve, or None when the class never
+    inverted: the smoothed curve never rises after its minimum (falling or flat to the
+    end), or the minimum lies within ``check_every`` epochs of the last record.
+    """
+    epochs = np.asarray(epochs, dtype=np.int64)
+    radii = np.asarray(radii, dtype=np.float64)
+    keep = epochs >= start
+    epochs, radii = epochs[keep], radii[keep]
+    s = smooth(radii, smoothing)
+    if not len(s):
+        return None
+    centre = epochs[smoothing // 2: smoothing // 2 + len(s)]
+    m = int(np.argmin(s))
+    if centre[m] > epochs[-1] - check_every or not (s[m + 1:] > s[m]).any():
+        return None
+    return int(centre[m])
+
+
 def first_inversion(epochs, radii, *, start=20, check_every=5):
-    """First epoch t > start (on the check grid) with ``radii[t] > radii[t - check_every]``.
+    """First epoch t > start (on the check grid) with ``radii[t] > radii[t - check_every]``:
+    the original code's first-rise rule (``rule="first_rise"``).
 
     Parameters
     ----------
@@ -62,31 +151,50 @@ def first_inversion(epochs, radii, *, start=20, check_every=5):
     return None
 
 
+def _copy_state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 class InversionMonitor:
     """An ``on_epoch`` callback for :func:`raydiff.engine.train` that watches the radii.
 
     From epoch ``start`` on, after every epoch, it records the radius of every class and
-    the distances between class centroids (on the device, all samples at once); every
-    ``check_every`` epochs it checks each class that has not inverted yet, and at a class's
-    inversion keeps a copy of the model's state and the class's logits under that state.
-    With ``track_learning`` it also follows, from epoch 1, the last epoch at which each
-    sample was misclassified (see :meth:`learned_epoch`). With ``stop_when_all`` training
-    stops once every class has inverted.
+    the distances between class centroids (on the device, all samples at once) and finds
+    each class's inversion by ``rule`` (see the module docstring), keeping a copy of the
+    model's state at each class's inversion epoch to judge its stragglers. Under
+    ``minimum`` the answer (:attr:`inversion`, :attr:`snapshots`) is the one for the run
+    as watched so far, final once training ends. With ``track_learning`` it also follows,
+    from epoch 1, the last epoch at which each sample was misclassified (see
+    :meth:`learned_epoch`). With ``stop_when_all`` (``first_rise`` only: a minimum over
+    the whole run needs the whole run) training stops once every class has inverted.
     """
 
     def __init__(self, model, x, y, num_classes, *, start=20, check_every=5,
-                 stop_when_all=False, track_learning=False):
+                 stop_when_all=False, track_learning=False, rule="minimum", smoothing=5):
+        check_rule(rule, smoothing)
+        if stop_when_all and rule != "first_rise":
+            raise ValueError("stop_when_all needs rule='first_rise': the minimum rule "
+                             "looks at the whole run")
         self.model, self.x, self.y, self.num_classes = model, x, y, num_classes
         self.start, self.check_every, self.stop_when_all = start, check_every, stop_when_all
+        self.rule, self.smoothing = rule, int(smoothing)
         self.epochs = []           # epochs with a radius record
         self._radii = []           # (C,) device tensors, one per recorded epoch
         self._centroid_dist = []   # (C, C) device tensors
-        self.inversion = {}        # class -> epoch
-        self.snapshots = {}        # class -> state_dict copy at inversion
-        self.snapshot_logits = {}  # class -> logits (n_c, C) of the class's samples then
         self.last_epoch = 0
         self._last_wrong = (torch.zeros(len(y), dtype=torch.long, device=y.device)
                             if track_learning else None)
+        # first_rise: class -> epoch / state at the first rise
+        self._fired, self._fired_state = {}, {}
+        # minimum: radii on the host (float64) for the running smoothed value, the states
+        # of the epochs whose smoothed value is not known yet, and per class the best
+        # (epoch, smoothed radius, state) so far and whether the curve rose after it
+        self._host = deque(maxlen=self.smoothing)
+        self._recent = deque(maxlen=self.smoothing // 2 + 1)
+        self._best = {}
+        self._rose = {}
+        self._logits = {}          # epoch -> logits (N, C) of every sample under its state
+        self._scratch = None
 
     @torch.no_grad()
     def __call__(self, epoch, loss=None):
@@ -103,14 +211,34 @@ class InversionMonitor:
         self.epochs.append(epoch)
         self._radii.append(radii)
         self._centroid_dist.append(torch.cdist(centroids, centroids))
+        if self.rule == "minimum":
+            self._track_minimum(epoch, radii)
+            return False
         before = len(self.epochs) - 1 - self.check_every
         if (epoch > self.start and (epoch - self.start) % self.check_every == 0
                 and before >= 0 and self.epochs[before] == epoch - self.check_every):
             rising = (radii > self._radii[before]).tolist()
-            classes = [c for c, up in enumerate(rising) if up and c not in self.inversion]
+            classes = [c for c, up in enumerate(rising) if up and c not in self._fired]
             if classes:
-                self._snapshot(epoch, classes)
-        return self.stop_when_all and len(self.inversion) == self.num_classes
+                state = _copy_state(self.model)
+                for c in classes:
+                    self._fired[c], self._fired_state[c] = epoch, state
+        return self.stop_when_all and len(self._fired) == self.num_classes
+
+    def _track_minimum(self, epoch, radii):
+        self._host.append(radii.double().cpu().numpy())
+        self._recent.append((epoch, _copy_state(self.model)))
+        if len(self._host) < self.smoothing:
+            return
+        value = smooth(np.stack(self._host), self.smoothing)[0]
+        centre, state = self._recent[0]          # the epoch the window is centred on
+        for c in range(self.num_classes):
+            best = self._best.get(c)
+            if best is None or value[c] < best[1]:
+                self._best[c] = (centre, value[c], state)
+                self._rose[c] = False
+            elif value[c] > best[1]:
+                self._rose[c] = True
 
     def _forward(self, *, features, logits):
         """Features and / or logits of every sample, in eval mode (batch-norm statistics
@@ -126,13 +254,35 @@ class InversionMonitor:
         finally:
             self.model.train(was_training)
 
-    def _snapshot(self, epoch, classes):
-        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        for c in classes:
-            members = self.y == c
-            self.inversion[c] = epoch
-            self.snapshots[c] = state
-            self.snapshot_logits[c] = predict(self.model, self.x[members])
+    @property
+    def inversion(self):
+        """{class: inversion epoch} of the classes that inverted (as watched so far)."""
+        if self.rule == "first_rise":
+            return dict(self._fired)
+        return {c: e for c, (e, _, _) in self._best.items()
+                if self._rose[c] and e <= self.last_epoch - self.check_every}
+
+    @property
+    def snapshots(self):
+        """{class: state_dict copy} of the model at each inverted class's inversion."""
+        if self.rule == "first_rise":
+            return dict(self._fired_state)
+        return {c: self._best[c][2] for c in self.inversion}
+
+    @property
+    def snapshot_logits(self):
+        """{class: logits (n_c, C) of the class's samples under its inversion snapshot}."""
+        out = {}
+        for c, state in self.snapshots.items():
+            epoch = self.inversion[c]
+            if epoch not in self._logits:
+                if self._scratch is None:
+                    self._scratch = copy.deepcopy(self.model)
+                self._scratch.load_state_dict(state)
+                with torch.no_grad():
+                    self._logits[epoch] = predict(self._scratch, self.x)
+            out[c] = self._logits[epoch][self.y == c]
+        return out
 
     def radius_history(self):
         """(epochs (T,) int array, radii (T, C) float array) of every recorded epoch."""
@@ -154,7 +304,8 @@ class InversionMonitor:
         return model
 
     def never_inverted(self):
-        return [c for c in range(self.num_classes) if c not in self.inversion]
+        inverted = self.inversion
+        return [c for c in range(self.num_classes) if c not in inverted]
 
     def learned_epoch(self):
         """Per sample (numpy (N,) int): the first epoch from which it stays correctly
@@ -167,7 +318,8 @@ class InversionMonitor:
 
     def straggler_margin(self, *, final_model=False):
         """Per-sample margin (numpy, higher = harder; > 0 = straggler) and the mask of
-        samples judged by a snapshot (False where the class never inverted).
+        samples judged by a snapshot (False where the class never inverted: their margin
+        is the final model's, and the caller should leave them undecided).
 
         ``final_model=True`` judges every class by the model at the end of training,
         the behaviour of the original code, which kept a reference instead of a copy.
@@ -197,9 +349,10 @@ class InversionRun:
 
 def train_with_inversion(make_model, x, y, num_classes, *, epochs, lr=0.1, start=20,
                          check_every=5, max_retries=2, track_learning=False, on_epoch=None,
-                         record_every=0):
-    """Train full-batch while an :class:`InversionMonitor` watches; if a class never
-    inverts, start again with a new initialisation, at most ``max_retries`` times.
+                         record_every=0, rule="minimum", smoothing=5):
+    """Train full-batch while an :class:`InversionMonitor` watches (``rule``, ``smoothing``:
+    see the module docstring); if a class never inverts, start again with a new
+    initialisation, at most ``max_retries`` times.
 
     make_model : callable(attempt) -> model on x's device (a new initialisation per attempt)
     on_epoch : callable(epoch, loss, attempt), optional, for logging
@@ -212,7 +365,8 @@ def train_with_inversion(make_model, x, y, num_classes, *, epochs, lr=0.1, start
     for attempt in range(max_retries + 1):
         model = make_model(attempt)
         monitor = InversionMonitor(model, x, y, num_classes, start=start,
-                                   check_every=check_every, track_learning=track_learning)
+                                   check_every=check_every, track_learning=track_learning,
+                                   rule=rule, smoothing=smoothing)
 
         def hook(epoch, loss, monitor=monitor, attempt=attempt):
             monitor(epoch, loss)

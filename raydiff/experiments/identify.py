@@ -1,28 +1,46 @@
 """Stage 1 of the in-class imbalance benchmark: which samples are hard.
 
 One SimpleNN is trained full-batch on the whole subset while the class-manifold radii are
-watched. Stragglers are judged per class by the model at that class's inversion point;
-their per-class counts k_c fix how many samples every strategy calls hard:
+watched. Stragglers are judged per class by the model at that class's inversion point
+(``inversion_rule``: the minimum of the lightly smoothed radius curve by default,
+``first_rise`` for the original code's rule; see :mod:`raydiff.engine.inversion`); their
+per-class counts k_c fix how many samples every strategy calls hard:
 
 - ``stragglers``: the stragglers themselves (score: the margin at the class's inversion);
 - ``confidence``: the top-k by negative max logit of the final model;
 - ``energy``: the top-k by energy ``-logsumexp(logits)`` of the final model;
 
 with k taken over the whole subset (``level: dataset``, k = sum_c k_c) or within each
-observed class (``level: class``, k_c each). Under label noise each k_c grows by
-``int(noise_ratio * N / C)``. The original trained a second, fresh model for the
-confidence and energy scores; here they come from the same training run, which halves
-the cost and scores the samples with an equally trained model.
+observed class (``level: class``, k_c each). Under label noise (``noise_ratio`` > 0),
+confidence and energy take, as the original does, k_c = the straggler count of class c in
+a run on the *clean* labels plus the noise share ``int(noise_ratio * N / C)``, added once:
+the stragglers of the noisy run already hold most flipped labels, so counting them and
+adding the share would count the noise twice. The clean count comes from a second
+training inside the trial: the same seed, the same subset and initialisation, the true
+labels (it doubles the trial's training time; logged as ``k_clean`` in inversion.json and
+the ``k_clean_total`` / ``k_clean_c<c>`` metrics). At noise 0 the trial's own stragglers
+are the clean ones and no second training runs.
+
+A class that never inverts (after the retries) has no straggler count: its samples get
+an undecided ``hard`` (null) under ``stragglers``; under confidence / energy so do the
+samples whose top-k needs that count (the class, or the whole subset with
+``level: dataset``). The run carries the ``raydiff.never_inverted`` tag and the
+``classes_never_inverted`` metric, as in ``inversion``.
+
+The original trained a second, fresh model for the confidence and energy scores; here
+they come from the same training run, which halves the cost and scores the samples with
+an equally trained model.
 """
 
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 
 from raydiff.data import INIT_STREAM, derived_seed, prepare
 from raydiff.engine import accuracy, predict
-from raydiff.engine.inversion import train_with_inversion
+from raydiff.engine.inversion import RULES, train_with_inversion
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.config import Common, ConfigError, at_least, choice
 from raydiff.models import MODELS, get_model
@@ -44,6 +62,8 @@ class InversionTraining(Common):
     inversion_start: int = at_least(20, 0)
     check_every: int = at_least(5, 1)
     max_retries: int = at_least(2, 0)
+    inversion_rule: str = choice("minimum", list(RULES))
+    inversion_smoothing: int = at_least(5, 1)
     judge_by_final_model: bool = False
     record_every: int = at_least(0, 0)
     subset_size: int | None = at_least(20000, 10)
@@ -51,12 +71,24 @@ class InversionTraining(Common):
     SMOKE = {"epochs": 40, "inversion_start": 5, "check_every": 2}
 
     def check(self, where):
+        if self.inversion_smoothing % 2 == 0:
+            raise ConfigError(
+                f"{where}: inversion_smoothing = {self.inversion_smoothing}: expected an odd "
+                f"number of epochs (a centred moving average; 1 = no smoothing)")
         if self.inversion_start + self.check_every > self.epochs:
             raise ConfigError(
                 f"{where}: inversion_start + check_every = "
                 f"{self.inversion_start} + {self.check_every} > epochs = {self.epochs}: "
                 f"no inversion check would ever run; raise epochs or lower inversion_start "
                 f"or check_every")
+        if self.inversion_rule == "minimum":
+            need = self.inversion_start + self.inversion_smoothing // 2 + self.check_every
+            if need > self.epochs:
+                raise ConfigError(
+                    f"{where}: inversion_start + inversion_smoothing // 2 + check_every = "
+                    f"{need} > epochs = {self.epochs}: no minimum could count as an "
+                    f"inversion; raise epochs or lower inversion_start, "
+                    f"inversion_smoothing or check_every")
 
     def hidden_layers(self):
         return self.hidden
@@ -87,7 +119,8 @@ def fit(config, data, report=None, *, track_learning=False):
         make_model, data.x, data.y, data.num_classes, epochs=config.epochs, lr=config.lr,
         start=config.inversion_start, check_every=config.check_every,
         max_retries=config.max_retries, track_learning=track_learning, on_epoch=on_epoch,
-        record_every=config.record_every)
+        record_every=config.record_every, rule=config.inversion_rule,
+        smoothing=config.inversion_smoothing)
 
 
 def top_k_hard(score, k, *, observed, level, num_classes):
@@ -103,6 +136,37 @@ def top_k_hard(score, k, *, observed, level, num_classes):
     return hard
 
 
+def straggler_counts(monitor, observed, num_classes, *, final_model=False):
+    """Stragglers of one watched run and their per-class counts.
+
+    Returns ``(margin, judged, straggler, k, decided_class)``: the per-sample margin and
+    mask of samples judged at their class's inversion (:meth:`InversionMonitor.
+    straggler_margin`), the straggler mask (undecided samples: False), the per-class
+    straggler counts k (C,) by observed class, and the (C,) mask of classes with a count
+    (every class with ``final_model``; otherwise the classes that inverted).
+    """
+    margin_score, judged = monitor.straggler_margin(final_model=final_model)
+    decided = np.ones(len(observed), dtype=bool) if final_model else judged
+    straggler = (margin_score > 0) & decided
+    k = np.bincount(observed[straggler], minlength=num_classes)
+    decided_class = np.ones(num_classes, dtype=bool)
+    if not final_model:
+        decided_class[monitor.never_inverted()] = False
+    return margin_score, judged, straggler, k, decided_class
+
+
+def clean_straggler_counts(config, data, device):
+    """Per-class straggler counts (C,) and the decided-class mask (C,) of a training on
+    the *clean* labels: the same seed, subset and initialisations as the trial, noise 0."""
+    clean = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
+                    noise_ratio=0.0, noise_seed=config.seed, device=device)
+    fitted = fit(config, clean, None)
+    _, _, _, k, decided_class = straggler_counts(
+        fitted.monitor, clean.observed_label, clean.num_classes,
+        final_model=config.judge_by_final_model)
+    return k, decided_class, fitted
+
+
 def run(config, report, data):
     device = report.device
     tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
@@ -112,19 +176,40 @@ def run(config, report, data):
     fitted = fit(config, tensors, report)
     model, monitor, result, attempts = fitted.model, fitted.monitor, fitted.result, fitted.attempts
 
-    margin_score, judged = monitor.straggler_margin(final_model=config.judge_by_final_model)
-    straggler = margin_score > 0
-    k = np.bincount(observed[straggler], minlength=C)
+    margin_score, judged, straggler, k_noisy, decided_class = straggler_counts(
+        monitor, observed, C, final_model=config.judge_by_final_model)
     logits = predict(model, tensors.x).cpu().numpy()
     scores = {"stragglers": margin_score, "confidence": confidence(logits),
               "energy": energy(logits)}
+    extra_json, metrics = {}, {}
     if config.strategy == "stragglers":
+        k = k_noisy
         hard = straggler
+        decided = decided_class[observed]
     else:
-        k = k + int(config.noise_ratio * N / C)
+        if config.noise_ratio > 0:
+            # k_c from the clean labels, then the noise share once (see the module docstring)
+            k_clean, decided_class, clean = clean_straggler_counts(config, data, device)
+            extra_json = {"k_clean": k_clean.tolist(),
+                          "k_clean_never_inverted": clean.monitor.never_inverted(),
+                          "k_clean_attempts": clean.attempts}
+            metrics.update({f"k_clean_c{c}": int(k_clean[c]) for c in range(C)})
+            metrics.update({"k_clean_total": int(k_clean.sum()),
+                            "k_clean_attempts": clean.attempts})
+        else:
+            k_clean = k_noisy
+        share = int(config.noise_ratio * N / C)
+        k = k_clean + share
+        extra_json["noise_share"] = share
         hard = top_k_hard(scores[config.strategy], k, observed=observed, level=config.level,
                           num_classes=C)
+        # a count that does not exist leaves undecided every sample whose top-k needs it
+        if config.level == "class":
+            decided = decided_class[observed]
+        else:
+            decided = np.full(N, decided_class.all())
     score = scores[config.strategy]
+    undecided_classes = [int(c) for c in np.flatnonzero(~decided_class)]
 
     inversion = {int(c): int(e) for c, e in sorted(monitor.inversion.items())}
     never = monitor.never_inverted()
@@ -134,29 +219,39 @@ def run(config, report, data):
         is_noisy=tensors.is_noisy, split="train", hard=hard, score=score,
         straggler=straggler, judged_at_inversion=judged, inversion_epoch=epoch_of[observed],
         **{f"score_{name}": s for name, s in scores.items()})
+    table.loc[~decided, "hard"] = pd.NA
     report.table("per_sample.parquet", table)
-    report.json("inversion.json", {"inversion_epoch": inversion, "never_inverted": never,
-                                   "attempts": attempts, "hard_per_class": k.tolist()})
+    report.json("inversion.json", {
+        "inversion_epoch": inversion, "never_inverted": never, "attempts": attempts,
+        "rule": config.inversion_rule, "smoothing": config.inversion_smoothing,
+        "judged_by": "final_model" if config.judge_by_final_model else "snapshot",
+        "hard_per_class": k.tolist(), "undecided_classes": undecided_classes, **extra_json})
     if result.dynamics is not None:
         report.array("dynamics_logits.npy", result.dynamics.logits.astype(np.float16))
         report.array("dynamics_epochs.npy", result.dynamics.epochs)
     if never:
         report.tag("raydiff.never_inverted", ",".join(map(str, never)))
+    if undecided_classes:
+        report.tag("raydiff.undecided_classes", ",".join(map(str, undecided_classes)))
 
     noisy = tensors.is_noisy
-    metrics = {
-        "n_hard": int(hard.sum()),
+    hard_decided = hard & decided
+    metrics.update({
+        "n_hard": int(hard_decided.sum()),
+        "n_undecided": int((~decided).sum()),
         "n_stragglers": int(straggler.sum()),
-        "hard_fraction": float(hard.mean()),
+        "hard_fraction": float(hard_decided[decided].mean()) if decided.any() else float("nan"),
         "train_accuracy": accuracy(torch.as_tensor(logits), torch.as_tensor(observed)),
         "straggler_error_at_inversion": float(straggler[judged].mean()) if judged.any() else float("nan"),
         "classes_never_inverted": len(never),
         "attempts": attempts,
         "epochs_run": result.epochs_run,
-    }
+    })
+    if (noisy & decided).any():
+        metrics["noisy_in_hard"] = float(hard[noisy & decided].mean())   # recall of injected noise
+        metrics["hard_precision_noisy"] = (float(noisy[hard_decided].mean())
+                                           if hard_decided.any() else 0.0)
     if noisy.any():
-        metrics["noisy_in_hard"] = float(hard[noisy].mean())        # recall of injected noise
-        metrics["hard_precision_noisy"] = float(noisy[hard].mean()) if hard.any() else 0.0
         metrics["noise_auroc"] = auroc(score, noisy)
     report(metrics)
     return metrics

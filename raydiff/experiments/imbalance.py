@@ -70,6 +70,13 @@ def run(config, report, data):
         raise ValueError("the identify stage scored a different subset of the data "
                          "(dataset/subset_size/subset_seed differ); align them in the sweep")
     tensors.y = torch.tensor(upstream["observed_label"].to_numpy(), device=device)
+    if upstream["hard"].isna().any():
+        # a class that never inverted has no straggler count: no honest hard / easy split
+        undecided = sorted(set(upstream.loc[upstream["hard"].isna(), "observed_label"].tolist()))
+        raise ValueError(
+            f"the identify trial left {int(upstream['hard'].isna().sum())} samples undecided "
+            f"(observed classes {undecided}: a class never inverted, see its "
+            f"raydiff.never_inverted tag); raise the identify stage's epochs or max_retries")
     hard = upstream["hard"].to_numpy(dtype=bool)
     train_idx, test_hard, test_easy = split_hard_easy(
         hard, train_ratio=config.train_ratio, remaining_ratio=config.remaining_train_ratio,

@@ -3,9 +3,15 @@
 One SimpleNN is trained full-batch (lr 0.1, 500 epochs) on the whole subset. After every
 epoch past ``inversion_start`` the radius of every class manifold (first hidden layer
 after tanh, on the unit sphere, root-mean-square distance to the class centroid) and the
-distances between class centroids are recorded; every ``check_every`` epochs a class that
-has not inverted yet inverts if its radius rose. The model is copied at each class's
-inversion, and the stragglers of class c are its samples that copy misclassifies
+distances between class centroids are recorded. A class's inversion epoch is, by default
+(``inversion_rule: minimum``), the minimum of its radius curve over the whole run after a
+centred moving average over ``inversion_smoothing`` epochs (5); it counts only when the
+smoothed radius rises after it and ``check_every`` epochs of the run follow it (otherwise
+the radius is still falling: the class never inverted). ``inversion_rule: first_rise`` is
+the original code's rule: every ``check_every`` epochs a class that has not inverted yet
+inverts if its radius rose since the last check (it fires on early wiggles). The model's
+state at each class's inversion is kept, and the stragglers of class c are its samples
+that copy misclassifies
 (``judge_by_final_model`` judges every class by the final model instead, the behaviour of
 the original code, which stored a reference rather than a copy). A class that never
 inverts makes the run start again from a new initialisation, at most ``max_retries``
@@ -17,7 +23,8 @@ Per sample, ``score`` is the epoch from which it stays correctly classified to t
 original setting: labels mod 2, one hidden layer of 20 tanh units, per-pixel
 standardisation.
 
-Artifacts: ``radii.parquet`` (epoch, class, radius, mean distance to the other centroids),
+Artifacts: ``radii.parquet`` (epoch, class, radius, the smoothed radius the minimum rule
+reads (NaN where the window does not fit), mean distance to the other centroids),
 ``centroid_distances.npy`` (T, C, C), ``inversion.json`` (inversion epoch, stragglers and
 training error at inversion per class) and ``per_sample.parquet``.
 """
@@ -29,6 +36,7 @@ import pandas as pd
 
 from raydiff.data import TensorData, prepare
 from raydiff.engine import predict
+from raydiff.engine.inversion import smooth
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.identify import InversionTraining, fit
 from raydiff.scores import auroc
@@ -58,15 +66,22 @@ def to_parity(tensors):
                       tensors.sample_id, 2)
 
 
-def radii_table(epochs, radii, centroid_dist):
-    """Long table (epoch, class, radius, centroid_distance_mean) from (T,), (T, C), (T, C, C);
-    ``centroid_distance_mean`` is the mean distance from the class centroid to the others."""
+def radii_table(epochs, radii, centroid_dist, smoothing=5):
+    """Long table (epoch, class, radius, radius_smoothed, centroid_distance_mean) from (T,),
+    (T, C), (T, C, C); ``radius_smoothed`` is the centred moving average over ``smoothing``
+    epochs (:func:`raydiff.engine.inversion.smooth`, NaN at the ends where the window does
+    not fit); ``centroid_distance_mean`` is the mean distance from the class centroid to
+    the others."""
     t, c = radii.shape
     others = centroid_dist.sum(2) / max(c - 1, 1)
+    smoothed = np.full((t, c), np.nan)
+    inner = smooth(radii, smoothing)
+    smoothed[smoothing // 2: smoothing // 2 + len(inner)] = inner
     return pd.DataFrame({
         "epoch": np.repeat(np.asarray(epochs, dtype=np.int64), c),
         "class": np.tile(np.arange(c, dtype=np.int64), t),
         "radius": radii.reshape(-1).astype(np.float64),
+        "radius_smoothed": smoothed.reshape(-1),
         "centroid_distance_mean": others.reshape(-1).astype(np.float64),
     })
 
@@ -93,7 +108,8 @@ def run(config, report, data):
 
     epochs, radii = monitor.radius_history()
     distances = monitor.centroid_distances()
-    report.table("radii.parquet", radii_table(epochs, radii, distances))
+    report.table("radii.parquet",
+                 radii_table(epochs, radii, distances, smoothing=config.inversion_smoothing))
     report.array("centroid_distances.npy", distances.astype(np.float32))
 
     table = per_sample_table(
@@ -112,7 +128,8 @@ def run(config, report, data):
     final_logits = predict(fitted.model, tensors.x)
     report.json("inversion.json", {
         "inversion_epoch": inversion, "never_inverted": never, "attempts": fitted.attempts,
-        "kept_attempt": fitted.attempt,
+        "kept_attempt": fitted.attempt, "rule": config.inversion_rule,
+        "smoothing": config.inversion_smoothing,
         "judged_by": "final_model" if config.judge_by_final_model else "snapshot",
         "class_size": sizes.tolist(), "stragglers_per_class": per_class.tolist(),
         "train_error_at_inversion_per_class": class_error,

@@ -1,7 +1,7 @@
 """Inversion point across seeds: radii curves, inversion epochs, and how stable the
 stragglers are from one initialisation to the next.
 
-Per setting (dataset, subset, parity, judging, noise), over its seeds:
+Per setting (dataset, subset, parity, judging, inversion rule, noise), over its seeds:
 
 - ``inversion_radii_<setting>.png``: one panel per class ("Class i Radii Over Epoch"),
   one line per seed, the inversion epoch of each seed marked on its line;
@@ -29,7 +29,8 @@ import pandas as pd  # noqa: E402
 from raydiff.scores import jaccard, overlap_zscore  # noqa: E402
 
 NAME = "inversion"
-SETTING = ["dataset", "subset_size", "parity", "judge_by_final_model", "noise_ratio"]
+SETTING = ["dataset", "subset_size", "parity", "judge_by_final_model", "inversion_rule",
+           "noise_ratio"]
 
 
 def stability(sets, *, classes=None):
