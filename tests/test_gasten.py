@@ -102,6 +102,17 @@ def _blobs(seed=0, n=40):
     return x, np.repeat(np.arange(3), n)
 
 
+def test_umap_reducer_keeps_planted_blobs_apart():
+    """The ambiguity stage's default reducer (cosine UMAP) on planted blobs: the held-out
+    silhouette of the right number of clusters is high."""
+    _, truth = _blobs()
+    # cosine distance sees directions only: one blob around each axis
+    x = 10 * np.eye(3)[truth] + np.random.default_rng(0).normal(scale=0.5, size=(len(truth), 3))
+    mean, folds = cv_silhouette(x, reducer="umap", clusterer="gmm", folds=2, n_components=2,
+                                n_neighbors=5, gmm_n_components=3)
+    assert len(folds) == 2 and mean > 0.5
+
+
 def test_medoid_is_the_most_central_member():
     z = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [10.0, 10.0], [10.0, 12.0], [10.0, 11.0],
                   [50.0, 50.0]])
@@ -309,17 +320,20 @@ def test_four_stages_through_the_cli_ray_and_mlflow(workdir):
 
     sweep = {
         "name": "gasten_e2e", "resources": {"cpu": 1},
-        "config": {"dataset": "mnist5k", "subset_size": 1200, "pos": 7, "neg": 1},
+        "config": {"dataset": "mnist5k", "subset_size": 800, "pos": 7, "neg": 1},
         "stages": {
-            "classifier": {"experiment": "gasten_classifier", "config": {"nf": 2, "epochs": 5}},
+            "classifier": {"experiment": "gasten_classifier", "config": {"nf": 2, "epochs": 2}},
             "featnet": {"experiment": "gasten_featnet", "config": {"epochs": 1}},
             "step1": {"experiment": "gasten_step1", "config": {"epochs": 1, "width": 8, "z_dim": 16}},
             "step2": {"experiment": "gasten_step2", "after": ["classifier", "step1", "featnet"],
                       "config": {"step1_epoch": 1, "alpha": {"grid": [0, "mgda"]}, "epochs": 2,
                                  "checkpoint_every": 1, "test_noise_size": 256, "grid_every": 2}},
+            # PCA: UMAP's numba compilation costs each fresh worker about a minute; UMAP has
+            # its own in-process test above
             "ambiguity": {"experiment": "gasten_ambiguity", "after": "step2",
                           "search": {"metric": "silhouette_cv", "mode": "max", "num_samples": 3},
-                          "config": {"n_samples": 2000, "cv_folds": 2, "embedding_test_size": 100,
+                          "config": {"n_samples": 1000, "cv_folds": 2, "embedding_test_size": 100,
+                                     "reducer": "pca",
                                      "n_components": {"randint": [2, 6]},
                                      "gmm_n_components": {"randint": [2, 4]}}},
         },
