@@ -131,10 +131,11 @@ def _runs(client):
 def test_independent_stages_run_side_by_side_and_resume_after_the_driver_dies(tmp_path):
     (tmp_path / "g.yaml").write_text(yaml.safe_dump(THREE))
     args = RAYDIFF + ["run", "g.yaml", "--num-cpus", "2", "--no-dashboard"]
+    # the store made before the driver starts, so the two never race to create its tables
+    client = tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}").client
     driver = Proc(args, log=tmp_path / "driver.log", cwd=tmp_path)
     seen = {}
     try:
-        client = tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}").client
 
         def a_and_b_training():
             # a trial run is training once its process tagged it (after its params)

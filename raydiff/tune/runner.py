@@ -13,6 +13,7 @@ run again (from their last checkpoint), stages never started start.
 """
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -80,6 +81,8 @@ def _searcher(search):
                           f"pip install optuna, or use algorithm: random") from None
     return OptunaSearch(metric=search["metric"], mode=search["mode"])
 
+
+_REGISTRY_LOCK = threading.Lock()
 
 # save Tune's experiment state often, so a killed driver loses little bookkeeping
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
@@ -161,8 +164,12 @@ def _run_stage(stage, results_by_stage, *, sweep, session, uri, tracker, experim
         tune.with_parameters(run_trial, datasets=datasets, context=context),
         {"cpu": stage.resources["cpu"], "gpu": stage.resources["gpu"]})
     # Tune finds a trial's trainable by name in one registry per Ray session: concurrent
-    # stages (other resources, other context) must not share the name
-    trainable.__name__ = f"run_trial_{stage.name}"
+    # stages (other resources, other context) must not share the name. The registry is not
+    # thread-safe (it iterates a dict another thread's registration grows), so we register
+    # under a lock and hand Tune the name, which it does not register again.
+    trainable_name = f"run_trial_{stage.name}"
+    with _REGISTRY_LOCK:
+        tune.register_trainable(trainable_name, trainable)
     # a grid stage is one Tune run; a search stage runs one search per upstream match
     jobs = ([(stage.name, {"trial": tune.grid_search(specs)})] if not stage.search else
             [(f"{stage.name}-{i}", {"trial": spec, **_search_space(dists)})
@@ -172,7 +179,7 @@ def _run_stage(stage, results_by_stage, *, sweep, session, uri, tracker, experim
         session_uri = f"{uri}/{sweep.name}/{session}"
         path = f"{session_uri}/{name}"
         if resume and tune.Tuner.can_restore(path):
-            tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
+            tuner = tune.Tuner.restore(path, trainable_name, resume_errored=True)
         else:
             tune_config = tune.TuneConfig(reuse_actors=True)
             if stage.search:
@@ -180,7 +187,7 @@ def _run_stage(stage, results_by_stage, *, sweep, session, uri, tracker, experim
                     metric=stage.search["metric"], mode=stage.search["mode"],
                     num_samples=stage.search["num_samples"],
                     search_alg=_searcher(stage.search), reuse_actors=True)
-            tuner = tune.Tuner(trainable, param_space=space, tune_config=tune_config,
+            tuner = tune.Tuner(trainable_name, param_space=space, tune_config=tune_config,
                                run_config=tune.RunConfig(
                                    name=name, storage_path=session_uri,
                                    failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
