@@ -37,8 +37,10 @@ def cmd_run(args):
     result = run_sweep(sweep, address=args.address, tracking_uri=args.tracking_uri,
                        storage_path=args.storage_path, resume=args.resume,
                        num_cpus=args.num_cpus, dashboard=not args.no_dashboard,
-                       dashboard_host=args.dashboard_host)
-    failed = sum(s["failed"] for s in result["stages"].values())
+                       dashboard_host=args.dashboard_host, series=args.series)
+    # a failed trial, a failed stage or a stage skipped because of one: not a clean run
+    failed = sum(s["failed"] for s in result["stages"].values()) + sum(
+        s["state"] != "finished" for s in result["stages"].values())
     print(f"raydiff: session {result['session']} done; runs are in MLflow experiment "
           f"{sweep.name!r} at {result['tracking_uri']}")
     print(f"raydiff: report with `raydiff report {sweep.name}`; browse with `raydiff ui`"
@@ -122,6 +124,9 @@ def parser():
     run.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
     run.add_argument("--dashboard-host", default="127.0.0.1",
                      help="bind address of a local Ray's dashboard (default loopback only)")
+    run.add_argument("--series", action="store_true",
+                     help="run the stages one at a time in file order, not side by side "
+                          "as their `after:` graph allows (the baseline of benchmarks/stage_graph.py)")
     run.add_argument("--dry-run", action="store_true", help="validate and count trials only")
     run.add_argument("--report", metavar="DIR", help="write the report to DIR when done")
     run.set_defaults(func=cmd_run)

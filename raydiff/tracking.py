@@ -195,10 +195,13 @@ class Tracker:
             runs = [r for r in runs if r.data.tags.get(TAG_SESSION) == session]
         return runs
 
-    def close_stale(self, sweep, session, *, status="KILLED"):
-        """Mark runs of ``session`` still RUNNING (their trial process died) as ``status``."""
+    def close_stale(self, sweep, session, *, status="KILLED", stage=None):
+        """Mark runs of ``session`` (of ``stage`` only, when given: other stages may still
+        be running) still RUNNING (their trial process died) as ``status``."""
         closed = []
         for run in self.runs(sweep, session=session):
+            if stage is not None and run.data.tags.get(TAG_STAGE) != stage:
+                continue
             if run.info.status == "RUNNING":
                 self.end(run.info.run_id, status)
                 closed.append(run.info.run_id)

@@ -63,3 +63,18 @@ def test_grid_throughput_smoke():
 def test_gpu_packing_runs_its_trial_processes_on_cpu():
     out = _bench("gpu_packing", "--device", "cpu", "--workloads", "simple_nn")
     assert "2 at once" in out and "simple_nn: gpu 0.5" in out or "simple_nn: gpu 1" in out
+
+
+def test_stage_schedule_sim_smoke_graph_never_slower_with_slots_to_spare():
+    out = _bench("stage_schedule_sim", "--slots", "2", "512")
+    assert "synthetic session shaped like" in out and "summary: graph over series makespan" in out
+    # with a slot for every trial, the graph's makespan is its critical path, which the
+    # series makespan (the sum of every stage's longest trial along the file) never beats
+    ratio = float(out.split("N=512 ")[1].split("x")[0])
+    assert ratio >= 1.0
+
+
+@pytest.mark.slow
+def test_stage_graph_smoke():
+    out = _bench("stage_graph", timeout=600)
+    assert "series:" in out and "graph:" in out and "summary: graph over series wall time" in out

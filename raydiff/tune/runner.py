@@ -1,12 +1,19 @@
-"""Run a validated sweep on Ray Tune, stage after stage, every trial tracked in MLflow.
+"""Run a validated sweep on Ray Tune, its stages as a graph, every trial tracked in MLflow.
+
+Each stage is one Tuner (:func:`_run_stage`), run in a driver thread of its own as soon
+as the stages it reads have finished (:func:`raydiff.tune.graph.run_graph`); independent
+stages run at once and Ray places their trials by the resources each asks for, across
+all of them. A failed stage skips only the stages that read it.
 
 Layout of a session on the storage path: ``<storage>/<sweep>/<session>/sweep.yaml`` (the
 resolved sweep) and one Tune experiment folder per stage. ``resume=True`` takes the latest
-session of the sweep and restores each stage: finished trials stay finished, unfinished
-and errored ones run again (from their last checkpoint).
+session of the sweep and restores each stage, whichever of them had finished, were
+running or had not started: finished trials stay finished, unfinished and errored ones
+run again (from their last checkpoint), stages never started start.
 """
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +25,7 @@ from ray import tune
 from raydiff import tracking
 from raydiff.data import load_dataset
 from raydiff.experiments.config import ConfigError
-from raydiff.tune import sweep as sweeps
+from raydiff.tune import graph, sweep as sweeps
 from raydiff.tune.trainable import data_key, run_trial
 
 
@@ -75,15 +82,20 @@ def _searcher(search):
     return OptunaSearch(metric=search["metric"], mode=search["mode"])
 
 
+_REGISTRY_LOCK = threading.Lock()
+
 # save Tune's experiment state often, so a killed driver loses little bookkeeping
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 
 
 def run_sweep(sweep, *, address=None, tracking_uri=None, storage_path="ray_results",
               resume=False, num_cpus=None, dashboard=True, dashboard_host="127.0.0.1",
-              verbose=1):
-    """Run every stage of ``sweep``; returns {stage: {"finished": n, "failed": n}}.
+              verbose=1, series=False):
+    """Run every stage of ``sweep`` as a graph: a stage starts once the stages it reads
+    have finished (``series``: one stage at a time, in file order, the old way).
 
+    Returns {"session", "tracking_uri", "experiment_id", "stages": {stage: {"state":
+    finished|failed|skipped, "reason", "finished": n, "failed": n, "seconds"}}}.
     A local Ray's dashboard listens on ``dashboard_host``: loopback unless asked."""
     tracker = tracking.Tracker(tracking_uri)
     tracker.check()
@@ -117,60 +129,84 @@ def run_sweep(sweep, *, address=None, tracking_uri=None, storage_path="ray_resul
                 print(f"raydiff: stage {stage.name} asks for gpu {stage.resources['gpu']} per "
                       f"trial but the cluster has no GPU; running it on CPUs")
                 stage.resources = {**stage.resources, "gpu": 0, "cpu": stage.resources["cpu"] or 1}
-    summary, results_by_stage = {}, {}
-    for stage in sweep.stages:
-        own, dists = sweeps.expand_own(stage, sweep.num_samples)
-        specs = sweeps.join(stage, own, results_by_stage)
-        if not specs:
-            print(f"raydiff: stage {stage.name} has no trials: no trial of "
-                  f"{stage.after} finished")
-            summary[stage.name] = {"finished": 0, "failed": 0}
-            results_by_stage[stage.name] = []
-            continue
-        context = {"tracking_uri": tracker.uri, "experiment_id": experiment_id,
-                   "sweep": sweep.name, "session": session,
-                   "cpus_per_trial": stage.resources["cpu"] or 1}
-        trainable = tune.with_resources(
-            tune.with_parameters(run_trial, datasets=datasets, context=context),
-            {"cpu": stage.resources["cpu"], "gpu": stage.resources["gpu"]})
-        # a grid stage is one Tune run; a search stage runs one search per upstream match
-        jobs = ([(stage.name, {"trial": tune.grid_search(specs)})] if not stage.search else
-                [(f"{stage.name}-{i}", {"trial": spec, **_search_space(dists)})
-                 for i, spec in enumerate(specs)])
-        finished, failed = [], 0
-        for name, space in jobs:
-            session_uri = f"{uri}/{sweep.name}/{session}"
-            path = f"{session_uri}/{name}"
-            if resume and tune.Tuner.can_restore(path):
-                tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
-            else:
-                tune_config = tune.TuneConfig(reuse_actors=True)
-                if stage.search:
-                    tune_config = tune.TuneConfig(
-                        metric=stage.search["metric"], mode=stage.search["mode"],
-                        num_samples=stage.search["num_samples"],
-                        search_alg=_searcher(stage.search), reuse_actors=True)
-                tuner = tune.Tuner(trainable, param_space=space, tune_config=tune_config,
-                                   run_config=tune.RunConfig(
-                                       name=name, storage_path=session_uri,
-                                       failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                                       verbose=verbose))
-            grid = tuner.fit()
-            for result in grid:
-                run_id = (result.metrics or {}).get("mlflow_run_id")
-                if result.error is None and run_id:
-                    trial = result.config["trial"]
-                    drawn = {k: v for k, v in result.config.items() if k != "trial"}
-                    config = {**trial["config"], **drawn}
-                    finished.append(sweeps.Upstream(stage.name, stage.experiment,
-                                                    sweeps.resolved(stage, config),
-                                                    {**trial["params"], **drawn}, run_id))
-                else:
-                    failed += 1
-        tracker.close_stale(sweep.name, session)
-        results_by_stage[stage.name] = finished
-        summary[stage.name] = {"finished": len(finished), "failed": failed}
-        print(f"raydiff: stage {stage.name}: {len(finished)} trials finished, {failed} failed")
+    results_by_stage = {}
+    context = {"sweep": sweep, "session": session, "uri": uri, "tracker": tracker,
+               "experiment_id": experiment_id, "datasets": datasets, "resume": resume,
+               "verbose": verbose}
+    summary = graph.run_graph(
+        sweep.after, lambda name: _run_stage(sweep.stage(name), results_by_stage, **context),
+        series=series, log=lambda line: print(line, flush=True))
+    print(f"raydiff: stages of session {session}" + (" (in series)" if series else "") + ":")
+    for line in graph.summary_lines(summary):
+        print(line)
     return {"session": session, "stages": summary, "tracking_uri": tracker.uri,
             "experiment_id": experiment_id}
+
+
+def _run_stage(stage, results_by_stage, *, sweep, session, uri, tracker, experiment_id,
+               datasets, resume, verbose):
+    """Run (or, resuming, restore) the Tuner(s) of one stage to the end; returns
+    {"finished": n, "failed": m} and puts its finished trials in ``results_by_stage``.
+
+    Called in a thread of its own, beside the other stages that run at the same time; the
+    stages it reads have finished (their trials are in ``results_by_stage``)."""
+    own, dists = sweeps.expand_own(stage, sweep.num_samples)
+    specs = sweeps.join(stage, own, results_by_stage)
+    if not specs:
+        print(f"raydiff: stage {stage.name} has no trials: no trial of "
+              f"{stage.after} finished")
+        results_by_stage[stage.name] = []
+        return {"finished": 0, "failed": 0}
+    context = {"tracking_uri": tracker.uri, "experiment_id": experiment_id,
+               "sweep": sweep.name, "session": session,
+               "cpus_per_trial": stage.resources["cpu"] or 1}
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, datasets=datasets, context=context),
+        {"cpu": stage.resources["cpu"], "gpu": stage.resources["gpu"]})
+    # Tune finds a trial's trainable by name in one registry per Ray session: concurrent
+    # stages (other resources, other context) must not share the name. The registry is not
+    # thread-safe (it iterates a dict another thread's registration grows), so we register
+    # under a lock and hand Tune the name, which it does not register again.
+    trainable_name = f"run_trial_{stage.name}"
+    with _REGISTRY_LOCK:
+        tune.register_trainable(trainable_name, trainable)
+    # a grid stage is one Tune run; a search stage runs one search per upstream match
+    jobs = ([(stage.name, {"trial": tune.grid_search(specs)})] if not stage.search else
+            [(f"{stage.name}-{i}", {"trial": spec, **_search_space(dists)})
+             for i, spec in enumerate(specs)])
+    finished, failed = [], 0
+    for name, space in jobs:
+        session_uri = f"{uri}/{sweep.name}/{session}"
+        path = f"{session_uri}/{name}"
+        if resume and tune.Tuner.can_restore(path):
+            tuner = tune.Tuner.restore(path, trainable_name, resume_errored=True)
+        else:
+            tune_config = tune.TuneConfig(reuse_actors=True)
+            if stage.search:
+                tune_config = tune.TuneConfig(
+                    metric=stage.search["metric"], mode=stage.search["mode"],
+                    num_samples=stage.search["num_samples"],
+                    search_alg=_searcher(stage.search), reuse_actors=True)
+            tuner = tune.Tuner(trainable_name, param_space=space, tune_config=tune_config,
+                               run_config=tune.RunConfig(
+                                   name=name, storage_path=session_uri,
+                                   failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                   verbose=verbose))
+        grid = tuner.fit()
+        for result in grid:
+            run_id = (result.metrics or {}).get("mlflow_run_id")
+            if result.error is None and run_id:
+                trial = result.config["trial"]
+                drawn = {k: v for k, v in result.config.items() if k != "trial"}
+                config = {**trial["config"], **drawn}
+                finished.append(sweeps.Upstream(stage.name, stage.experiment,
+                                                sweeps.resolved(stage, config),
+                                                {**trial["params"], **drawn}, run_id))
+            else:
+                failed += 1
+    tracker.close_stale(sweep.name, session, stage=stage.name)
+    results_by_stage[stage.name] = finished
+    print(f"raydiff: stage {stage.name}: {len(finished)} trials finished, {failed} failed",
+          flush=True)
+    return {"finished": len(finished), "failed": failed}

@@ -60,6 +60,11 @@ class Sweep:
     def stage(self, name):
         return next(s for s in self.stages if s.name == name)
 
+    @property
+    def after(self):
+        """{stage name: [names of the stages it reads]}: the graph the runner schedules."""
+        return {s.name: list(s.after) for s in self.stages}
+
 
 def _fail(msg):
     raise ConfigError(msg)
@@ -273,23 +278,9 @@ def validate(raw, *, source="sweep"):
 
 
 def _topological(stages, source):
-    order, done, visiting = [], set(), set()
+    from raydiff.tune.graph import order
 
-    def visit(name):
-        if name in done:
-            return
-        if name in visiting:
-            _fail(f"{source}: stages form a cycle through {name!r}")
-        visiting.add(name)
-        for up in stages[name].after:
-            visit(up)
-        visiting.discard(name)
-        done.add(name)
-        order.append(stages[name])
-
-    for name in stages:
-        visit(name)
-    return order
+    return [stages[name] for name in order({n: s.after for n, s in stages.items()}, source)]
 
 
 def load(path, *, overrides=(), smoke=False):
