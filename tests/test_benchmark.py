@@ -233,15 +233,27 @@ def test_confident_learning_refuses_missing_folds(tmp_path):
 
 
 def test_benchmark_sweeps_validate_and_gather_every_fold():
-    for path, folds in (("sweeps/benchmark_demo.yaml", 4), ("sweeps/benchmark_cifar10.yaml", 5)):
+    # demo: uniform noise 0, 0.1, 0.2, 0.4 and pair noise 0.2, 0.4, x 3 seeds; cifar10: uniform
+    for path, folds, cells in (("sweeps/benchmark_demo.yaml", 4, 6),
+                               ("sweeps/benchmark_cifar10.yaml", 5, 4)):
         sweep = sweeps.load(path)
         planned = sweeps.plan(sweep)
         settings = len(planned["dynamics"])
-        assert settings == 12                       # 4 noise ratios x 3 seeds
+        assert settings == cells * 3
         assert len(planned["crossval"]) == folds * settings
         assert len(planned["confident_learning"]) == settings
+        by_id = {f"planned-{i}": s for i, s in enumerate(planned["crossval"])}
         for spec in planned["confident_learning"]:
             assert len(spec["upstream"]["crossval"]) == folds
+            for run_id in spec["upstream"]["crossval"]:   # the folds of its own noise
+                fold = by_id[run_id]["config"]
+                assert (fold["noise_kind"], fold["noise_ratio"], fold["seed"]) == (
+                    spec["config"]["noise_kind"], spec["config"]["noise_ratio"],
+                    spec["config"]["seed"])
+    demo = sweeps.plan(sweeps.load("sweeps/benchmark_demo.yaml"))["vog"]
+    assert {(s["config"]["noise_kind"], s["config"]["noise_ratio"]) for s in demo} == {
+        ("uniform", 0.0), ("uniform", 0.1), ("uniform", 0.2), ("uniform", 0.4),
+        ("pair", 0.2), ("pair", 0.4)}
 
 
 # -- the report on hand-made per-sample tables ---------------------------------------------------
