@@ -4,6 +4,7 @@ prototypes on planted data, resumption, and the four stages chained in plain Pyt
 import numpy as np
 import pytest
 import torch
+from sklearn.model_selection import KFold
 
 from raydiff.data import load_dataset
 from raydiff.engine.cluster import Clusters, cv_silhouette, make_reducer, medoids, quality
@@ -128,6 +129,32 @@ def test_clustering_recovers_planted_blobs():
                              gmm_n_components=8)
     assert worse < mean
     assert make_reducer("umap", n_components=60, n_samples=30).n_components == 28
+
+
+def test_cv_scorers_refit_on_the_fold_or_predict_it_from_the_others():
+    x, _ = _blobs()                                    # 3 blobs of 40 points
+    params = dict(reducer="pca", clusterer="gmm", folds=3, n_components=2, gmm_n_components=3)
+    refit, refit_folds = cv_silhouette(x, scorer="refit", **params)
+    predict, predict_folds = cv_silhouette(x, scorer="predict", **params)
+    assert refit > 0.7 and predict > 0.7               # clean blobs: both see them
+    assert refit_folds != predict_folds                # but they score different fits
+    # refit is the original's recipe: each held-out fold reduced and clustered on its own
+    _, test = next(KFold(n_splits=3, shuffle=True, random_state=0).split(x))
+    z = make_reducer("pca", n_components=2, n_samples=len(test)).fit_transform(x[test])
+    assert refit_folds[0] == pytest.approx(
+        quality(z, Clusters("gmm", z, gmm_n_components=3).labels)["silhouette"])
+    # planted difference: clusters of >= 15 points exist in two folds (about 27 per blob),
+    # not in one fold alone (about 13 per blob): predict finds them, refit can only merge
+    # blobs or call them noise
+    hdb = dict(reducer="pca", clusterer="hdbscan", folds=3, n_components=2,
+               hdbscan_min_cluster_size=15, hdbscan_epsilon=3.0)
+    assert cv_silhouette(x, scorer="predict", **hdb)[0] > 0.7
+    assert cv_silhouette(x, scorer="refit", **hdb)[0] < 0.3
+    with pytest.raises(ValueError, match="unknown cv scorer 'oof'.*refit.*predict"):
+        cv_silhouette(x, scorer="oof", **params)
+    with pytest.raises(ConfigError, match=r"cv_scorer='oof'.*\['refit', 'predict'\]"):
+        build_config(get_experiment("gasten_ambiguity").Config, {"cv_scorer": "oof"})
+    assert build_config(get_experiment("gasten_ambiguity").Config, {}).cv_scorer == "refit"
 
 
 @pytest.fixture(scope="module")
