@@ -304,7 +304,9 @@ def test_reports_mark_the_pareto_front_and_copy_the_best_clustering(chain, mnist
 def test_inception_features_come_from_local_weights_only(tmp_path, monkeypatch, mnist):
     from torchvision.models import inception_v3
 
-    from raydiff.engine.fid import INCEPTION_ENV, InceptionFeatures, find_inception_weights
+    from raydiff.engine.fid import (INCEPTION_ENV, InceptionFeatures, find_inception_weights,
+                                    inception_name)
+    from raydiff.experiments._gasten import load_feature_net
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.delenv(INCEPTION_ENV, raising=False)
@@ -318,10 +320,25 @@ def test_inception_features_come_from_local_weights_only(tmp_path, monkeypatch, 
     torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), path)
     monkeypatch.setenv(INCEPTION_ENV, str(path))
     up, report, _ = _stage(tmp_path, mnist, "gasten_featnet", {"feature_net": "auto"})
-    assert up.torch("featnet.pt")["name"] == "inception" and report.history == []
+    # torchvision's ImageNet weights are not the papers' TF-FID Inception: named apart
+    assert up.torch("featnet.pt")["name"] == "inception_tv" and report.history == []
+    assert inception_name(path) == "inception_tv"
     net = InceptionFeatures(path).eval()
     with torch.no_grad():
         assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 2048)
+    fn, name = load_feature_net({"name": "inception", "weights_path": str(path)})   # old artifact
+    assert name == "inception_tv"
+    # a TF-FID state dict (1008-way classifier) is named fid_inception, and refused by the
+    # torchvision network rather than loaded into the wrong architecture
+    tf = tmp_path / "pt_inception-2015-12-05.pth"
+    torch.save({"fc.weight": torch.zeros(1008, 2048), "fc.bias": torch.zeros(1008)}, tf)
+    assert inception_name(tf) == "inception"
+    with pytest.raises(NotImplementedError, match="TF-FID"):
+        InceptionFeatures(tf)
+    bad = tmp_path / "other.pth"
+    torch.save({"fc.weight": torch.zeros(10, 2048)}, bad)
+    with pytest.raises(ValueError, match="not an InceptionV3"):
+        inception_name(bad)
 
 
 @pytest.mark.slow
