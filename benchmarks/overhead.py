@@ -58,7 +58,8 @@ def mlflow_share(tracker, n, folder):
 
     table = per_sample_table(sample_id=np.arange(100), label=np.zeros(100),
                              observed_label=np.zeros(100), is_noisy=np.zeros(100, bool),
-                             split="train", hard=np.zeros(100, bool), score=np.zeros(100))
+                             noise_kind="uniform", split="train", hard=np.zeros(100, bool),
+                             score=np.zeros(100))
     path = Path(folder) / "per_sample.parquet"
     table.to_parquet(path)
     exp = tracker.experiment_id("overhead-mlflow")

@@ -2,6 +2,8 @@
 truth, the same noisy labels in every method's trial, and the report on hand-made tables."""
 
 import dataclasses
+import functools
+import itertools
 
 import numpy as np
 import pandas as pd
@@ -314,32 +316,47 @@ def test_confident_learning_refuses_missing_folds(tmp_path):
 
 
 def test_benchmark_sweeps_validate_and_gather_every_fold():
-    for path, folds in (("sweeps/benchmark_demo.yaml", 5), ("sweeps/benchmark_cifar10.yaml", 5)):
+    # demo: uniform noise 0, 0.1, 0.2, 0.4 and pair noise 0.2, 0.4, x 3 seeds; cifar10: uniform
+    for path, folds, cells in (("sweeps/benchmark_demo.yaml", 5, 6),
+                               ("sweeps/benchmark_cifar10.yaml", 5, 4)):
         sweep = sweeps.load(path)
         planned = sweeps.plan(sweep)
         settings = len(planned["dynamics"])
-        assert settings == 12                       # 4 noise ratios x 3 seeds
+        assert settings == cells * 3
         assert len(planned["crossval"]) == folds * settings
         assert len(planned["confident_learning"]) == settings
+        by_id = {f"planned-{i}": s for i, s in enumerate(planned["crossval"])}
         for spec in planned["confident_learning"]:
             assert len(spec["upstream"]["crossval"]) == folds
+            for run_id in spec["upstream"]["crossval"]:   # the folds of its own noise
+                fold, own = by_id[run_id]["config"], spec["config"]
+                assert (fold.get("noise_kind", "uniform"), fold["noise_ratio"], fold["seed"]) == (
+                    own.get("noise_kind", "uniform"), own["noise_ratio"], own["seed"])
+    demo = sweeps.plan(sweeps.load("sweeps/benchmark_demo.yaml"))["vog"]
+    assert {(s["config"]["noise_kind"], s["config"]["noise_ratio"]) for s in demo} == {
+        ("uniform", 0.0), ("uniform", 0.1), ("uniform", 0.2), ("uniform", 0.4),
+        ("pair", 0.2), ("pair", 0.4)}
 
 
 # -- the report on hand-made per-sample tables ---------------------------------------------------
 
-def make_runs(root, n=200):
+def make_runs(root, n=200, kinds=None):
     """Runs of three stages at noise 0 and 0.2, seeds 0 and 1: a dynamics-like table with
     two score_ columns and the data-map columns, an oracle, a reversed oracle, a stage whose
-    runs vary in ``variant``, a duplicate and a run without a table."""
+    runs vary in ``variant``, a duplicate and a run without a table. ``kinds``: also log
+    ``noise_kind`` and repeat everything per kind (pair: other noisy samples, each class
+    flipped to class + 2); None: runs from before the key existed."""
     rows = []
 
-    def add(stage, noise, seed, columns, seconds=10.0, **extra):
-        run_id = f"{stage}-{noise}-{seed}-{len(rows)}"
-        rng = np.random.default_rng([seed, int(noise * 10)])
+    def add_run(stage, noise, seed, columns, seconds=10.0, kind=None, **extra):
+        run_id = f"{stage}-{kind}-{noise}-{seed}-{len(rows)}"
+        rng = np.random.default_rng([seed, int(noise * 10), int(kind == "pair")])
         noisy = np.zeros(n, dtype=bool)
         noisy[rng.choice(n, int(n * noise), replace=False)] = True
         label = rng.integers(0, 4, n)
-        observed = np.where(noisy, (label + 1) % 4, label)
+        observed = np.where(noisy, (label + (2 if kind == "pair" else 1)) % 4, label)
+        if kind is not None:
+            extra["noise_kind"] = kind
         if columns is not None:
             folder = root / run_id
             folder.mkdir(parents=True)
@@ -356,20 +373,22 @@ def make_runs(root, n=200):
     def good(noisy, rng):
         return noisy + rng.normal(0, 0.1, len(noisy))
 
-    for noise in (0.0, 0.2):
-        for seed in (0, 1):
-            add("dyn", noise, seed, {
-                "score": good, "score_good": good,
-                "score_random": lambda noisy, rng: rng.random(len(noisy)),
-                "carto_confidence": lambda noisy, rng: 1 - noisy * 0.8,
-                "carto_variability": lambda noisy, rng: rng.random(len(noisy)) * 0.3}, 20.0)
-            add("dyn", noise, seed, {"score": good, "score_good": good,
-                                     "score_random": lambda noisy, rng: rng.random(len(noisy))})
-            add("oracle", noise, seed, {"score": good}, 5.0, **{"m.upstream_seconds": 7.0})
-            add("reversed", noise, seed, {"score": lambda noisy, rng: -good(noisy, rng)}, 1.0)
-            for variant in ("a", "b"):
-                add("dp", noise, seed, {"score": good}, 3.0, variant=variant)
-            add("unscored", noise, seed, None)
+    for kind, noise, seed in itertools.product(kinds or [None], (0.0, 0.2), (0, 1)):
+        if kind == "pair" and noise == 0.0:
+            continue
+        add = functools.partial(add_run, kind=kind)
+        add("dyn", noise, seed, {
+            "score": good, "score_good": good,
+            "score_random": lambda noisy, rng: rng.random(len(noisy)),
+            "carto_confidence": lambda noisy, rng: 1 - noisy * 0.8,
+            "carto_variability": lambda noisy, rng: rng.random(len(noisy)) * 0.3}, 20.0)
+        add("dyn", noise, seed, {"score": good, "score_good": good,
+                                 "score_random": lambda noisy, rng: rng.random(len(noisy))})
+        add("oracle", noise, seed, {"score": good}, 5.0, **{"m.upstream_seconds": 7.0})
+        add("reversed", noise, seed, {"score": lambda noisy, rng: -good(noisy, rng)}, 1.0)
+        for variant in ("a", "b"):
+            add("dp", noise, seed, {"score": good}, 3.0, variant=variant)
+        add("unscored", noise, seed, None)
     return pd.DataFrame(rows)
 
 
@@ -403,7 +422,7 @@ def test_benchmark_report_on_hand_made_tables(tmp_path):
     markdown = (tmp_path / "out" / "benchmark_results.md").read_text()
     assert "| method | AUROC @ 0.2 | AP @ 0.2 | trial s |" in markdown
     assert "**1.000 ± 0.000**" in markdown
-    best = markdown.split("Best AUROC at noise 0.2: **")[1].split("**")[0]
+    best = markdown.split("Best AUROC at uniform noise 0.2: **")[1].split("**")[0]
     assert best in {"good", "oracle", "dp[variant=a]", "dp[variant=b]"}
     assert "†" not in markdown
 
@@ -421,6 +440,43 @@ def test_benchmark_report_flags_a_method_with_other_noisy_labels(tmp_path):
     flagged = per_run[~per_run["same_labels"]]
     assert flagged["run_id"].tolist() == [target]
     assert "reversed †" in (tmp_path / "out" / "benchmark_results.md").read_text()
+
+
+def test_benchmark_report_groups_by_noise_kind_and_ratio(tmp_path):
+    runs = make_runs(tmp_path / "runs", n=120, kinds=["uniform", "pair"])
+    # planted: a score that finds uniform noise perfectly and is inverted under pair noise
+    for run_id in runs.loc[runs["stage"] == "oracle", "run_id"]:
+        path = tmp_path / "runs" / run_id / "per_sample.parquet"
+        table = pd.read_parquet(path)
+        if "-pair-" in run_id:
+            table["score"] = -table["score"]
+        table.to_parquet(path)
+    ctx = FolderContext(runs, tmp_path / "out", tmp_path / "runs")
+    written = {p.name for p in build_report(ctx)}
+    assert {"benchmark_auroc.png", "benchmark_cost.png", "benchmark_spearman.png",
+            "benchmark_datamap.png"} <= written
+    summary = pd.read_csv(tmp_path / "out" / "benchmark_detection.csv")
+    cells = summary.set_index(["method", "noise_kind", "noise_ratio"])
+    assert cells.loc[("oracle", "uniform", 0.2), "auroc_mean"] == 1.0
+    assert cells.loc[("oracle", "pair", 0.2), "auroc_mean"] == 0.0
+    assert (summary.groupby(["method", "noise_kind"]).size() == 1).all()
+    assert (cells["seeds"] == 2).all()                     # kinds are not pooled
+    # the kinds draw different labels; compared within a kind, nothing is flagged
+    per_run = pd.read_csv(tmp_path / "out" / "benchmark_per_run.csv")
+    assert per_run["same_labels"].all()
+    assert set(per_run["noise_kind"]) == {"uniform", "pair"}
+    agree = pd.read_csv(tmp_path / "out" / "benchmark_agreement.csv")
+    assert set(map(tuple, agree[["noise_kind", "noise_ratio"]].drop_duplicates().to_numpy())) == {
+        ("uniform", 0.0), ("uniform", 0.2), ("pair", 0.2)}
+    markdown = (tmp_path / "out" / "benchmark_results.md").read_text()
+    assert "on toy, uniform noise" in markdown and "on toy, pair noise" in markdown
+    assert "Best AUROC at pair noise 0.2: **" in markdown
+    pair_table = markdown.split("on toy, pair noise")[1]
+    assert "| oracle | 0.000 ± 0.000 |" in pair_table and "†" not in markdown
+    # runs logged before noise_kind existed count as uniform
+    old = make_runs(tmp_path / "old", n=60)
+    frame, _ = benchmark.collect(FolderContext(old, tmp_path / "o", tmp_path / "old"), old)
+    assert set(frame["noise_kind"]) == {"uniform"}
 
 
 def test_benchmark_report_writes_nothing_without_injected_noise(tmp_path):

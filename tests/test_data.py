@@ -5,8 +5,9 @@ import struct
 import numpy as np
 import pytest
 
-from raydiff.data import (DatasetNotFound, inject_label_noise, load_dataset, prepare, rng_for,
-                          NOISE_STREAM)
+from raydiff.data import (DatasetNotFound, clean_positions, inject_label_noise, load_dataset,
+                          pair_permutation, prepare, rng_for, NOISE_STREAM)
+from raydiff.experiments.config import Common, ConfigError, build_config
 
 
 # -- label noise -------------------------------------------------------------------------
@@ -50,6 +51,88 @@ def test_prepare_same_seed_same_noisy_labels_and_scalar_normalisation():
     assert a.is_noisy.sum() == 100
     assert (a.label == ds.y[a.sample_id]).all()
     assert abs(a.x.mean().item()) < 1e-4 and abs(a.x.std().item() - 1) < 1e-3
+
+
+def test_uniform_noise_is_bit_identical_to_the_draw_before_pair_noise():
+    # golden values from the implementation before noise_kind existed: existing numbers
+    # must not move
+    labels = np.arange(40) % 10
+    noisy, mask = inject_label_noise(labels, ratio=0.25, num_classes=10,
+                                     rng=np.random.default_rng(5))
+    assert np.flatnonzero(mask).tolist() == [0, 2, 10, 16, 18, 20, 23, 25, 27, 38]
+    assert noisy[mask].tolist() == [2, 6, 7, 9, 1, 3, 5, 4, 6, 4]
+    # and the same as the two draws written out (choice, then offsets 1..C-1)
+    rng = np.random.default_rng(11)
+    big = np.random.default_rng(0).integers(0, 7, size=3000)
+    chosen = rng.choice(3000, size=900, replace=False)
+    expect = big.copy()
+    expect[chosen] = (big[chosen] + rng.integers(1, 7, size=900)) % 7
+    got, _ = inject_label_noise(big, ratio=0.3, num_classes=7, rng=np.random.default_rng(11),
+                                kind="uniform")
+    assert (got == expect).all()
+
+
+@pytest.mark.parametrize("num_classes", [2, 3, 10, 100])
+def test_pair_permutation_has_no_fixed_point_and_is_seeded(num_classes):
+    perms = [pair_permutation(num_classes, np.random.default_rng(s)) for s in range(30)]
+    for perm in perms:
+        assert sorted(perm.tolist()) == list(range(num_classes))        # a permutation
+        assert (perm != np.arange(num_classes)).all()                    # no fixed point
+    again = pair_permutation(num_classes, np.random.default_rng(4))
+    assert (again == perms[4]).all()
+    if num_classes > 3:             # seeded, not one fixed shift
+        assert len({tuple(p) for p in perms}) > 1
+
+
+def test_pair_noise_sends_each_class_to_its_one_partner_with_the_exact_count():
+    labels = np.repeat(np.arange(10), 137)
+    noisy, mask = inject_label_noise(labels, ratio=0.3, num_classes=10,
+                                     rng=np.random.default_rng(2), kind="pair")
+    assert mask.sum() == int(len(labels) * 0.3)                  # same count as uniform
+    assert (noisy[~mask] == labels[~mask]).all()
+    # planted truth: the permutation the generator draws after the samples
+    rng = np.random.default_rng(2)
+    rng.choice(len(labels), size=int(len(labels) * 0.3), replace=False)
+    perm = pair_permutation(10, rng)
+    assert (noisy[mask] == perm[labels[mask]]).all()
+    for c in range(10):             # every flipped label of class c lands on one class
+        assert set(noisy[mask & (labels == c)].tolist()) == {perm[c]}
+    # same generator state: the same samples flipped as uniform noise, the same flips again
+    _, uniform_mask = inject_label_noise(labels, ratio=0.3, num_classes=10,
+                                         rng=np.random.default_rng(2))
+    assert (uniform_mask == mask).all()
+    again = inject_label_noise(labels, ratio=0.3, num_classes=10,
+                               rng=np.random.default_rng(2), kind="pair")
+    assert (again[0] == noisy).all() and (again[1] == mask).all()
+    with pytest.raises(ValueError, match="unknown noise kind 'asym'.*uniform.*pair"):
+        inject_label_noise(labels, ratio=0.3, num_classes=10, rng=np.random.default_rng(2),
+                           kind="asym")
+
+
+def test_noise_kind_config_key_is_validated_and_reaches_prepare():
+    assert Common().noise_kind == "uniform"
+    assert build_config(Common, {"noise_kind": "pair"}).noise_kind == "pair"
+    with pytest.raises(ConfigError, match=r"noise_kind='asym'.*\['uniform', 'pair'\]"):
+        build_config(Common, {"noise_kind": "asym"})
+    ds = load_dataset("digits")
+    pair = prepare(ds, subset_size=500, noise_ratio=0.2, noise_kind="pair", noise_seed=3)
+    uniform = prepare(ds, subset_size=500, noise_ratio=0.2, noise_seed=3)
+    assert pair.is_noisy.sum() == 100 and (pair.is_noisy == uniform.is_noisy).all()
+    flips = {(int(a), int(b)) for a, b in zip(pair.label[pair.is_noisy],
+                                              pair.observed_label[pair.is_noisy])}
+    assert len(flips) <= 10 and len({a for a, _ in flips}) == len(flips)   # one partner each
+
+
+def test_clean_positions_restores_true_labels_of_a_held_out_split_only():
+    ds = load_dataset("digits")
+    t = prepare(ds, subset_size=400, noise_ratio=0.4, noise_seed=1)
+    before_y, before_noisy = t.observed_label.copy(), t.is_noisy.copy()
+    held = np.arange(0, 400, 4)
+    clean_positions(t, held)
+    assert (t.observed_label[held] == t.label[held]).all() and not t.is_noisy[held].any()
+    rest = np.setdiff1d(np.arange(400), held)
+    assert (t.observed_label[rest] == before_y[rest]).all()
+    assert (t.is_noisy[rest] == before_noisy[rest]).all() and before_noisy[held].any()
 
 
 # -- loading from files in torchvision's layout ---------------------------------------------

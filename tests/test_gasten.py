@@ -4,6 +4,7 @@ prototypes on planted data, resumption, and the four stages chained in plain Pyt
 import numpy as np
 import pytest
 import torch
+from sklearn.model_selection import KFold
 
 from raydiff.data import load_dataset
 from raydiff.engine.cluster import Clusters, cv_silhouette, make_reducer, medoids, quality
@@ -139,6 +140,32 @@ def test_clustering_recovers_planted_blobs():
                              gmm_n_components=8)
     assert worse < mean
     assert make_reducer("umap", n_components=60, n_samples=30).n_components == 28
+
+
+def test_cv_scorers_refit_on_the_fold_or_predict_it_from_the_others():
+    x, _ = _blobs()                                    # 3 blobs of 40 points
+    params = dict(reducer="pca", clusterer="gmm", folds=3, n_components=2, gmm_n_components=3)
+    refit, refit_folds = cv_silhouette(x, scorer="refit", **params)
+    predict, predict_folds = cv_silhouette(x, scorer="predict", **params)
+    assert refit > 0.7 and predict > 0.7               # clean blobs: both see them
+    assert refit_folds != predict_folds                # but they score different fits
+    # refit is the original's recipe: each held-out fold reduced and clustered on its own
+    _, test = next(KFold(n_splits=3, shuffle=True, random_state=0).split(x))
+    z = make_reducer("pca", n_components=2, n_samples=len(test)).fit_transform(x[test])
+    assert refit_folds[0] == pytest.approx(
+        quality(z, Clusters("gmm", z, gmm_n_components=3).labels)["silhouette"])
+    # planted difference: clusters of >= 15 points exist in two folds (about 27 per blob),
+    # not in one fold alone (about 13 per blob): predict finds them, refit can only merge
+    # blobs or call them noise
+    hdb = dict(reducer="pca", clusterer="hdbscan", folds=3, n_components=2,
+               hdbscan_min_cluster_size=15, hdbscan_epsilon=3.0)
+    assert cv_silhouette(x, scorer="predict", **hdb)[0] > 0.7
+    assert cv_silhouette(x, scorer="refit", **hdb)[0] < 0.3
+    with pytest.raises(ValueError, match="unknown cv scorer 'oof'.*refit.*predict"):
+        cv_silhouette(x, scorer="oof", **params)
+    with pytest.raises(ConfigError, match=r"cv_scorer='oof'.*\['refit', 'predict'\]"):
+        build_config(get_experiment("gasten_ambiguity").Config, {"cv_scorer": "oof"})
+    assert build_config(get_experiment("gasten_ambiguity").Config, {}).cv_scorer == "refit"
 
 
 @pytest.fixture(scope="module")
@@ -288,7 +315,9 @@ def test_reports_mark_the_pareto_front_and_copy_the_best_clustering(chain, mnist
 def test_inception_features_come_from_local_weights_only(tmp_path, monkeypatch, mnist):
     from torchvision.models import inception_v3
 
-    from raydiff.engine.fid import INCEPTION_ENV, InceptionFeatures, find_inception_weights
+    from raydiff.engine.fid import (INCEPTION_ENV, InceptionFeatures, find_inception_weights,
+                                    inception_name)
+    from raydiff.experiments._gasten import load_feature_net
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.delenv(INCEPTION_ENV, raising=False)
@@ -302,10 +331,25 @@ def test_inception_features_come_from_local_weights_only(tmp_path, monkeypatch, 
     torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), path)
     monkeypatch.setenv(INCEPTION_ENV, str(path))
     up, report, _ = _stage(tmp_path, mnist, "gasten_featnet", {"feature_net": "auto"})
-    assert up.torch("featnet.pt")["name"] == "inception" and report.history == []
+    # torchvision's ImageNet weights are not the papers' TF-FID Inception: named apart
+    assert up.torch("featnet.pt")["name"] == "inception_tv" and report.history == []
+    assert inception_name(path) == "inception_tv"
     net = InceptionFeatures(path).eval()
     with torch.no_grad():
         assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 2048)
+    fn, name = load_feature_net({"name": "inception", "weights_path": str(path)})   # old artifact
+    assert name == "inception_tv"
+    # a TF-FID state dict (1008-way classifier) is named fid_inception, and refused by the
+    # torchvision network rather than loaded into the wrong architecture
+    tf = tmp_path / "pt_inception-2015-12-05.pth"
+    torch.save({"fc.weight": torch.zeros(1008, 2048), "fc.bias": torch.zeros(1008)}, tf)
+    assert inception_name(tf) == "inception"
+    with pytest.raises(NotImplementedError, match="TF-FID"):
+        InceptionFeatures(tf)
+    bad = tmp_path / "other.pth"
+    torch.save({"fc.weight": torch.zeros(10, 2048)}, bad)
+    with pytest.raises(ValueError, match="not an InceptionV3"):
+        inception_name(bad)
 
 
 @pytest.mark.slow

@@ -64,6 +64,19 @@ BAD = [
     (("config", "seed"), {"grid": [0], "choice": [1]}, ["seed", "axis"]),
     (("stages", "identify", "config", "subset_size"), 5, ["subset_size", ">= 10"]),
     (("max_trials",), 3, ["max_trials", "trials"]),
+    (("stages", "identify", "config", "noise_kind"), "asym", ["noise_kind", "uniform", "pair"]),
+    # cases axes: a union of grids
+    (("config", "noise"), {"cases": [{"noise_kind": "asym"}]}, ["noise_kind", "asym", "pair"]),
+    (("config", "noise"), {"cases": [{"noise_ratio": {"grid": [0.1, 1.4]}}]},
+     ["noise.cases[0]", "noise_ratio", "[0, 1]"]),
+    (("config", "noise"), {"cases": []}, ["noise", "non-empty list"]),
+    (("config", "noise"), {"cases": [{}]}, ["noise", "non-empty"]),
+    (("config", "noise"), {"cases": [{"noise_ratio": {"choice": [0.1]}}]}, ["noise_ratio", "grid"]),
+    (("config", "noise"), {"cases": [{"nosie_kind": "pair"}]}, ["noise", "nosie_kind", "no stage"]),
+    (("stages", "identify", "config", "noise_ratio"), {"cases": [{"noise_kind": "pair"}]},
+     ["noise_ratio", "not a config key"]),
+    (("stages", "identify", "config", "noise"), {"cases": [{"strategy": "energy"}]},
+     ["strategy", "also set"]),
 ]
 
 
@@ -110,6 +123,37 @@ def test_set_overrides_wherever_the_key_is_set():
     assert raw["config"]["epochs"] == 7                      # set nowhere: joins shared config
     assert raw["stages"]["imbalance"]["config"]["train_ratio"] == 0.7
     assert GOOD["config"]["seed"] == {"grid": [0, 1]}        # the original is untouched
+
+
+def test_cases_axis_is_a_union_of_grids_crossed_with_the_other_axes():
+    raw = _with(("config", "noise"), {"cases": [
+        {"noise_kind": "uniform", "noise_ratio": {"grid": [0.0, 0.1, 0.2, 0.4]}},
+        {"noise_kind": "pair", "noise_ratio": {"grid": [0.2, 0.4]}}]})
+    sweep = sweeps.validate(raw)
+    counts = sweeps.planned_counts(sweep)
+    assert counts == {"identify": 2 * 2 * 6, "imbalance": 2 * 2 * 6 * 2}
+    specs = sweeps.plan(sweep)["identify"]
+    cells = {(s["config"]["noise_kind"], s["config"]["noise_ratio"]) for s in specs}
+    assert cells == {("uniform", 0.0), ("uniform", 0.1), ("uniform", 0.2), ("uniform", 0.4),
+                     ("pair", 0.2), ("pair", 0.4)}          # no pair at 0 or 0.1
+    assert len(specs) == len({sweeps.spec_key(s) for s in specs})
+    # a later stage joins on the noise keys too: same kind, same ratio
+    for spec in sweeps.plan(sweep)["imbalance"]:
+        assert spec["config"]["noise_kind"] in ("uniform", "pair")
+    assert len({(s["config"]["seed"], s["config"]["noise_kind"], s["config"]["noise_ratio"],
+                 s["params"]["identify.strategy"], s["config"]["train_ratio"])
+                for s in sweeps.plan(sweep)["imbalance"]}) == 48
+    # --set replaces the key inside every case (repeats collapse), and a stage's own key
+    # wins over the shared cases' value
+    raw_set = sweeps.apply_overrides(raw, ["noise_ratio=0.2"])
+    assert "noise_ratio" not in raw_set["config"]
+    one = sweeps.validate(raw_set)
+    assert sweeps.planned_counts(one)["identify"] == 2 * 2 * 2
+    own = _with(("config", "noise"), raw["config"]["noise"])
+    own["stages"]["identify"]["config"]["noise_kind"] = "pair"
+    specs = sweeps.plan(sweeps.validate(own))["identify"]
+    assert {(s["config"]["noise_kind"], s["config"]["noise_ratio"]) for s in specs} == {
+        ("pair", r) for r in (0.0, 0.1, 0.2, 0.4)}
 
 
 def test_stage_join_pairs_each_cell_with_matching_identify_trials():

@@ -226,6 +226,31 @@ def test_vog_report_averages_deciles_over_seeds_and_copies_grids(vog_run, tmp_pa
     assert "vog_run0_vog_grid_class001.png" in names
 
 
+@pytest.mark.parametrize("kind", ["uniform", "pair"])
+def test_vog_train_rows_have_the_noise_every_other_experiment_has(tmp_path, kind):
+    """One noise rule: VoG holds out a test split, yet its training samples carry the same
+    observed labels as in a run that holds out nothing (here the small-loss baseline);
+    its test samples keep their true labels."""
+    from raydiff.experiments import train_classifier
+    data = tiny_images()
+    with torch_threads(1):
+        vogx.run(vog_config(noise_ratio=0.3, noise_kind=kind, seed=4, grid_classes=0),
+                 Report(tmp_path / "vog"), data)
+        train_classifier.run(build_config(train_classifier.Config, {
+            "dataset": "digits", "noise_ratio": 0.3, "noise_kind": kind, "seed": 4,
+            "epochs": 1, "hidden": [4]}), Report(tmp_path / "plain"), data)
+    vog_table = pd.read_parquet(tmp_path / "vog" / "per_sample.parquet")
+    plain = pd.read_parquet(tmp_path / "plain" / "per_sample.parquet").set_index("sample_id")
+    train = vog_table[vog_table["split"] == "train"].set_index("sample_id")
+    test = vog_table[vog_table["split"] == "test"]
+    assert len(train) == 180 and train["is_noisy"].sum() > 0
+    np.testing.assert_array_equal(train["observed_label"], plain.loc[train.index, "observed_label"])
+    np.testing.assert_array_equal(train["is_noisy"], plain.loc[train.index, "is_noisy"])
+    assert (test["observed_label"] == test["label"]).all() and not test["is_noisy"].any()
+    assert set(vog_table["noise_kind"]) == {kind} and set(plain["noise_kind"]) == {kind}
+    assert int(plain["is_noisy"].sum()) == int(240 * 0.3)     # drawn over the whole subset
+
+
 def test_vog_config_refuses_too_few_or_untrained_checkpoints():
     with pytest.raises(ConfigError, match="at least 6 checkpoints.*vog_every"):
         vog_config(epochs=10, vog_every=5)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from raydiff.data.noise import inject_label_noise
+from raydiff.data.noise import NOISE_KINDS, inject_label_noise, pair_permutation
 from raydiff.data.registry import (DATASETS, Dataset, DatasetNotFound, default_data_root,
                                    load_dataset, make_blobs_dataset)
 
@@ -64,14 +64,16 @@ class TensorData:
                           self.sample_id[idx], self.num_classes)
 
 
-def prepare(ds, *, subset_size=None, subset_seed=0, noise_ratio=0.0, noise_seed=0,
-            normalize="scalar", device="cpu"):
+def prepare(ds, *, subset_size=None, subset_seed=0, noise_ratio=0.0, noise_kind="uniform",
+            noise_seed=0, normalize="scalar", device="cpu"):
     """Subset, corrupt labels and normalise ``ds``, returning device-resident :class:`TensorData`.
 
     normalize: "scalar" (one mean and std over the whole subset, the benchmark's setting),
     "minus_one_one" (images scaled to [-1, 1], as the GANs use) or "none".
-    Label noise uses the NOISE stream of ``noise_seed``: one seed, the same flipped labels
-    in every experiment.
+    Label noise (``noise_kind`` uniform or pair, :func:`inject_label_noise`) is drawn over
+    the whole subset from the NOISE stream of ``noise_seed``: one seed and one subset, the
+    same flipped label for the same ``sample_id`` in every experiment, whatever split it
+    later holds out (:func:`clean_positions` restores the true labels of a held-out split).
     """
     idx = subset_indices(len(ds), subset_size=subset_size, subset_seed=subset_seed)
     x = torch.from_numpy(np.ascontiguousarray(ds.x[idx])).to(device=device, dtype=torch.float32)
@@ -83,11 +85,24 @@ def prepare(ds, *, subset_size=None, subset_seed=0, noise_ratio=0.0, noise_seed=
         raise ValueError(f"unknown normalize {normalize!r}; valid: scalar, minus_one_one, none")
     label = ds.y[idx]
     observed, noisy = inject_label_noise(label, ratio=noise_ratio, num_classes=ds.num_classes,
-                                         rng=rng_for(noise_seed, NOISE_STREAM))
+                                         rng=rng_for(noise_seed, NOISE_STREAM), kind=noise_kind)
     return TensorData(x, torch.as_tensor(observed, device=device), label, noisy, idx,
                       ds.num_classes)
 
 
-__all__ = ["DATASETS", "Dataset", "DatasetNotFound", "TensorData", "default_data_root",
+def clean_positions(tensors, positions):
+    """Give the samples at ``positions`` of ``tensors`` their true labels back (a held-out
+    test split scored against the truth), in place; the other samples keep their noise."""
+    positions = np.asarray(positions, dtype=np.int64)
+    if len(positions):
+        tensors.y[torch.as_tensor(positions, device=tensors.y.device)] = torch.as_tensor(
+            tensors.label[positions], device=tensors.y.device, dtype=tensors.y.dtype)
+        tensors.is_noisy = tensors.is_noisy.copy()
+        tensors.is_noisy[positions] = False
+    return tensors
+
+
+__all__ = ["DATASETS", "NOISE_KINDS", "clean_positions", "pair_permutation",
+           "Dataset", "DatasetNotFound", "TensorData", "default_data_root",
            "inject_label_noise", "load_dataset", "make_blobs_dataset", "prepare", "rng_for",
            "subset_indices", "torch_generator", "derived_seed", "NOISE_STREAM", "INIT_STREAM", "SPLIT_STREAM"]

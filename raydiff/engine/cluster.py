@@ -2,10 +2,14 @@
 
 The pipeline of "Finding Patterns in Ambiguity": UMAP (cosine metric) to a few dozen
 dimensions, then a Gaussian mixture (full covariance) or HDBSCAN (leaf selection,
-``min_samples`` 3); its hyperparameters are chosen by the mean silhouette over K folds:
-reducer and clusterer are fitted on K-1 folds, the held-out fold is embedded with the
-fitted reducer, assigned to clusters (a GMM's ``predict``, HDBSCAN's
-``approximate_predict``), and its silhouette is measured. Each cluster's prototype is its
+``min_samples`` 3); its hyperparameters are chosen by the mean silhouette over K folds,
+scored one of two ways (``scorer``). ``refit``, the original's: reducer and clusterer are
+refitted on the held-out fold alone and the silhouette of that fit is measured (a
+scikit-learn search whose scorer calls ``fit_predict`` on the fold it is given).
+``predict``: reducer and clusterer are fitted on the other K-1 folds, the held-out fold is
+embedded with the fitted reducer, assigned to clusters (a GMM's ``predict``, HDBSCAN's
+``approximate_predict``), and its silhouette is measured: whether the clusters carry
+over to unseen points, a stricter test. Each cluster's prototype is its
 medoid in the reduced space. HDBSCAN comes from the ``hdbscan`` package: scikit-learn's
 own fails on leaf selection with ``cluster_selection_epsilon > 0`` (1.9).
 
@@ -18,6 +22,7 @@ from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silho
 from sklearn.model_selection import KFold
 
 REDUCERS = ("umap", "pca")
+CV_SCORERS = ("refit", "predict")
 CLUSTERERS = ("gmm", "hdbscan")
 
 
@@ -96,14 +101,20 @@ def quality(z, labels):
             "calinski_harabasz": float(calinski_harabasz_score(z, labels))}
 
 
-def cv_silhouette(features, *, reducer, clusterer, folds=5, seed=0, **params):
-    """Mean held-out silhouette over ``folds`` folds of ``features`` (N, D); a fold whose
-    held-out points fall in fewer than 2 clusters counts as -1 (the worst silhouette).
+def cv_silhouette(features, *, reducer, clusterer, folds=5, seed=0, scorer="refit", **params):
+    """Mean silhouette over ``folds`` folds of ``features`` (N, D), higher = better
+    separated clusters; a fold whose points fall in fewer than 2 clusters counts as -1 (the
+    worst silhouette).
 
+    scorer : "refit" (the original's: reducer and clusterer fitted on the held-out fold
+        itself) or "predict" (fitted on the other folds, the held-out fold embedded and
+        assigned by them).
     params : n_components, n_neighbors, min_dist, n_epochs (reducer) and gmm_* / hdbscan_*
         (clusterer).
     Returns (mean, list of the per-fold values).
     """
+    if scorer not in CV_SCORERS:
+        raise ValueError(f"unknown cv scorer {scorer!r}; valid: {list(CV_SCORERS)}")
     features = np.asarray(features)
     red_keys = {"n_components", "n_neighbors", "min_dist", "n_epochs"}
     red = {k: v for k, v in params.items() if k in red_keys}
@@ -111,11 +122,15 @@ def cv_silhouette(features, *, reducer, clusterer, folds=5, seed=0, **params):
     values = []
     splits = KFold(n_splits=int(folds), shuffle=True, random_state=int(seed)).split(features)
     for train, test in splits:
-        r = make_reducer(reducer, n_samples=len(train), seed=seed, **red)
-        z_train = r.fit_transform(features[train])
-        z_test = r.transform(features[test])
-        fitted = Clusters(clusterer, z_train, seed=seed, **clu)
-        s = quality(z_test, fitted.predict(z_test))["silhouette"]
+        fit_on = test if scorer == "refit" else train
+        r = make_reducer(reducer, n_samples=len(fit_on), seed=seed, **red)
+        z_fit = r.fit_transform(features[fit_on])
+        fitted = Clusters(clusterer, z_fit, seed=seed, **clu)
+        if scorer == "refit":
+            s = quality(z_fit, fitted.labels)["silhouette"]
+        else:
+            z_test = r.transform(features[test])
+            s = quality(z_test, fitted.predict(z_test))["silhouette"]
         values.append(-1.0 if np.isnan(s) else s)
     return float(np.mean(values)), values
 

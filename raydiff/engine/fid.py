@@ -7,7 +7,11 @@ FID compares the Gaussian statistics (mean, covariance) of two sets of features:
   2048-d pool layer (images resized to 299, grey repeated to 3 channels); raydiff uses it
   when its weights are on this machine (a path, or torchvision's cache) and otherwise a
   small CNN it trains on the dataset itself (:class:`raydiff.models.gasten.FeatureCNN`).
-  The metric is named for the network, so numbers of different extractors never mix.
+  The metric is named for the network and its weights, so numbers of different extractors
+  never mix: ``fid_inception_tv`` is InceptionV3 with torchvision's ImageNet weights, which
+  is *not* the TF-FID Inception of the papers (``fid_inception``, pytorch-fid's
+  ``pt_inception-2015-12-05`` weights with its modified blocks: not ported yet, such a
+  file is refused rather than loaded into the wrong network), ``fid_smallcnn`` the CNN.
 - ``focd``: the same distance in the classifier's flatten features;
 - ``acd``: not a distance between sets, the mean |0.5 - C(G(z))| (lower = more ambiguous).
 """
@@ -95,14 +99,43 @@ def find_inception_weights(path=None):
     return cached if cached.is_file() else None
 
 
+# feature-net name (and so FID metric name) per InceptionV3 weights source
+INCEPTION_NAMES = {"torchvision": "inception_tv", "tf_fid": "inception"}
+
+
+def inception_source(weights_path):
+    """"torchvision" or "tf_fid" for an InceptionV3 state dict: the TF-FID weights
+    (pytorch-fid's ``pt_inception-2015-12-05``) end in a 1008-way classifier, torchvision's
+    ImageNet weights in a 1000-way one."""
+    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    rows = state["fc.weight"].shape[0] if "fc.weight" in state else None
+    if rows == 1008:
+        return "tf_fid"
+    if rows == 1000:
+        return "torchvision"
+    raise ValueError(f"{weights_path}: not an InceptionV3 state dict (fc.weight has "
+                     f"{rows} rows; torchvision's has 1000, TF-FID's 1008)")
+
+
+def inception_name(weights_path):
+    """The feature-net name of these weights: ``inception_tv`` or ``inception`` (TF-FID)."""
+    return INCEPTION_NAMES[inception_source(weights_path)]
+
+
 class InceptionFeatures(torch.nn.Module):
     """InceptionV3's 2048-d pool features of images in [-1, 1] (grey -> 3 channels,
-    resized to 299), from a local torchvision state dict."""
+    resized to 299), from a local torchvision state dict. TF-FID weights are refused:
+    their network differs (pytorch-fid's FIDInceptionA/C/E blocks), not ported here."""
 
     def __init__(self, weights_path):
         super().__init__()
         from torchvision.models import inception_v3
 
+        if inception_source(weights_path) == "tf_fid":
+            raise NotImplementedError(
+                f"{weights_path} holds the TF-FID Inception weights; raydiff does not port "
+                f"that network yet: give torchvision's inception_v3 weights (metric "
+                f"fid_inception_tv) or use feature_net: smallcnn")
         net = inception_v3(weights=None, aux_logits=True, init_weights=False)
         net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
         net.fc = torch.nn.Identity()

@@ -105,11 +105,13 @@ def load_classifier(state, device="cpu"):
 
 def load_feature_net(state, device="cpu"):
     """(images -> features function, name) from the ``gasten_featnet`` stage's artifact."""
-    if state["name"] == "inception":
-        from raydiff.engine.fid import InceptionFeatures, find_inception_weights
+    if state["name"].startswith("inception"):
+        from raydiff.engine.fid import InceptionFeatures, find_inception_weights, inception_name
 
         path = find_inception_weights(state["weights_path"])
         net = InceptionFeatures(path).to(device).eval()
+        # an artifact written before the names told weights apart says "inception"
+        state = {**state, "name": inception_name(path)}
     else:
         net = FeatureCNN(int(state["num_classes"]))
         net.load_state_dict(state["state_dict"])

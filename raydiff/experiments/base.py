@@ -14,14 +14,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-PER_SAMPLE_COLUMNS = ("sample_id", "label", "observed_label", "is_noisy", "split", "hard", "score")
+PER_SAMPLE_COLUMNS = ("sample_id", "label", "observed_label", "is_noisy", "noise_kind", "split",
+                      "hard", "score")
 
 
-def per_sample_table(*, sample_id, label, observed_label, is_noisy, split, hard, score, **extra):
+def per_sample_table(*, sample_id, label, observed_label, is_noisy, noise_kind, split, hard,
+                     score, **extra):
     """The per-sample contract: one row per scored sample, higher ``score`` = harder.
 
-    ``hard`` may be None (the method makes no decision); ``split`` is "train"/"test" or an
-    array of them; ``extra`` adds method-specific columns.
+    ``noise_kind`` is the config's (uniform / pair), so a table read on its own says how its
+    ``is_noisy`` labels were flipped; ``hard`` may be None (the method makes no decision);
+    ``split`` is "train"/"test" or an array of them; ``extra`` adds method-specific columns.
     """
     n = len(sample_id)
     table = pd.DataFrame({
@@ -29,6 +32,7 @@ def per_sample_table(*, sample_id, label, observed_label, is_noisy, split, hard,
         "label": np.asarray(label, dtype=np.int64),
         "observed_label": np.asarray(observed_label, dtype=np.int64),
         "is_noisy": np.asarray(is_noisy, dtype=bool),
+        "noise_kind": np.broadcast_to(np.asarray(noise_kind, dtype=object), (n,)),
         "split": np.broadcast_to(np.asarray(split, dtype=object), (n,)),
         "hard": (pd.array([None] * n, dtype="boolean") if hard is None
                  else pd.array(np.asarray(hard, dtype=bool), dtype="boolean")),

@@ -48,6 +48,8 @@ class Common:
     subset_size: typing.Optional[int] = at_least(None, 10)
     subset_seed: int = 0
     noise_ratio: float = ratio(0.0)
+    # uniform: a flipped label goes to any other class; pair: class c always to perm(c)
+    noise_kind: str = choice("uniform", ["uniform", "pair"])
 
     # shrunk values for --smoke runs and tests; experiments extend this
     SMOKE: typing.ClassVar[dict] = {"subset_size": 300}

@@ -61,8 +61,8 @@ def fold_assignment(labels, *, folds, seed):
 def run(config, report, data):
     started = time.monotonic()
     tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                      noise_ratio=config.noise_ratio, noise_seed=config.seed,
-                      normalize=config.normalize, device=report.device)
+                      noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
+                      noise_seed=config.seed, normalize=config.normalize, device=report.device)
     observed = tensors.observed_label
     fold = fold_assignment(observed, folds=config.folds, seed=config.seed)
     tr = tensors.take(np.flatnonzero(fold != config.fold))

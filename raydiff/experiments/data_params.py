@@ -18,8 +18,10 @@ need-review image strips, a t-SNE of the sigma trajectories drawn as thumbnails,
 trajectories of each label.
 
 The test split is the dataset's own test part when it has one (CIFAR), else a random
-``test_fraction`` of the subset; noise is injected into the remaining samples only, so
-exactly ``noise_ratio`` of the training pool is corrupted and the test labels are clean.
+``test_fraction`` of the subset. The noise is drawn over the whole subset, as in every
+experiment (the same seed flips the same ``sample_id``), and the test samples keep their
+true labels, so about ``noise_ratio`` of the training pool is corrupted (exactly
+``int(N * noise_ratio)`` of the whole subset).
 """
 
 import typing
@@ -29,8 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from raydiff.data import INIT_STREAM, NOISE_STREAM, SPLIT_STREAM, derived_seed, prepare, rng_for
-from raydiff.data.noise import inject_label_noise
+from raydiff.data import (INIT_STREAM, SPLIT_STREAM, clean_positions, derived_seed, prepare,
+                          rng_for)
 from raydiff.engine import accuracy, crop_flip, predict, step_schedule, train
 from raydiff.engine.data_params import DataParameters
 from raydiff.experiments.base import per_sample_table
@@ -257,21 +259,20 @@ def detection(score, noisy, noise_ratio):
 
 
 def noisy_splits(config, data, device):
-    """The prepared subset, its train / val / test positions and the observed labels,
-    with noise injected into the train and validation pool only."""
+    """The prepared subset, its train / val / test positions and the observed labels.
+
+    The noise is drawn over the whole subset by the one rule of :func:`raydiff.data.prepare`
+    (so a training sample has the same observed label here as in every other experiment
+    of the same seed), then the test samples get their true labels back; the validation
+    samples keep theirs, as a real validation set would.
+    """
     tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                      normalize=config.normalize, device=device)
+                      noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
+                      noise_seed=config.seed, normalize=config.normalize, device=device)
     train_pos, val_pos, test_pos = split_positions(
         data, tensors.sample_id, test_fraction=config.test_fraction,
         val_fraction=config.val_fraction, seed=config.seed)
-    pool = np.concatenate([train_pos, val_pos])
-    observed = tensors.label.copy()
-    noisy = np.zeros(len(observed), dtype=bool)
-    observed[pool], noisy[pool] = inject_label_noise(
-        tensors.label[pool], ratio=config.noise_ratio, num_classes=tensors.num_classes,
-        rng=rng_for(config.seed, NOISE_STREAM))
-    tensors.y = torch.as_tensor(observed, device=device)
-    tensors.is_noisy = noisy
+    clean_positions(tensors, test_pos)
     return tensors, train_pos, val_pos, test_pos
 
 
@@ -315,7 +316,8 @@ def run(config, report, data):
         extra["sigma_peak"] = traj["instance_sigma"][:, :epoch].max(axis=1)
     report.table("per_sample.parquet", per_sample_table(
         sample_id=tr.sample_id, label=tr.label, observed_label=observed,
-        is_noisy=tr.is_noisy, split="train", hard=hard if flag_k else None, score=score,
+        is_noisy=tr.is_noisy, noise_kind=config.noise_kind,
+        split="train", hard=hard if flag_k else None, score=score,
         **extra))
 
     if category is not None and config.enrich_classes:

@@ -81,8 +81,8 @@ def dynamics_scores(logits, labels, *, early, aum_until=None):
 
 def run(config, report, data):
     tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                      noise_ratio=config.noise_ratio, noise_seed=config.seed,
-                      normalize=config.normalize, device=report.device)
+                      noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
+                      noise_seed=config.seed, normalize=config.normalize, device=report.device)
     observed = tensors.observed_label
     epoch = min(config.el2n_epoch, config.last_epoch)
     _, traj, _ = fit(config, report, tensors.x, tensors.y, num_classes=tensors.num_classes,
@@ -100,7 +100,8 @@ def run(config, report, data):
     hard[np.argsort(-score, kind="stable")[:flag_k]] = True
     report.table("per_sample.parquet", per_sample_table(
         sample_id=tensors.sample_id, label=tensors.label, observed_label=observed,
-        is_noisy=tensors.is_noisy, split="train", hard=hard if flag_k else None, score=score,
+        is_noisy=tensors.is_noisy, noise_kind=config.noise_kind,
+        split="train", hard=hard if flag_k else None, score=score,
         **{f"carto_{k}": v for k, v in carto.items()},
         **{f"score_{k}": v for k, v in scores.items()}))
     report.array("dynamics_logits.npy", logits.astype(np.float16))

@@ -6,8 +6,10 @@ after scaling, :func:`raydiff.scores.pareto.pareto_best`; or give a step-2 run i
 ``checkpoint_epoch``; ``nf`` keeps the runs of one classifier, whose ACDs compare), ``n_samples`` z are drawn (seeded) and the images with
 ``low <= C(G(z)) <= high`` are kept. They are embedded with the classifier's flatten
 features, reduced (UMAP, cosine) and clustered (GMM or HDBSCAN) with the trial's
-hyperparameters; ``silhouette_cv`` is the mean held-out silhouette over ``cv_folds``
-folds, the metric a sweep's Tune search maximises (:mod:`raydiff.engine.cluster`).
+hyperparameters; ``silhouette_cv`` is the mean silhouette over ``cv_folds`` folds, the
+metric a sweep's Tune search maximises, scored by ``cv_scorer`` (``refit``, the
+original's: each fold clustered on its own; ``predict``: assigned by a fit on the other
+folds; :mod:`raydiff.engine.cluster`), and logged again as ``silhouette_cv_<scorer>``.
 Then the pipeline is fitted on all ambiguous images: silhouette, Davies-Bouldin,
 Calinski-Harabasz, cluster sizes, one prototype (medoid) per cluster.
 
@@ -24,7 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from raydiff.engine.cluster import CLUSTERERS, REDUCERS, Clusters, cv_silhouette, make_reducer
+from raydiff.engine.cluster import (CLUSTERERS, CV_SCORERS, REDUCERS, Clusters, cv_silhouette,
+                                   make_reducer)
 from raydiff.engine.cluster import medoids, quality
 from raydiff.engine.fid import embed
 from raydiff.experiments._gasten import GastenData, binary_data, image_grid, load_classifier
@@ -58,6 +61,9 @@ class Config(GastenData):
     hdbscan_min_cluster_size: int = at_least(5, 2)
     hdbscan_min_samples: int = at_least(3, 1)
     cv_folds: int = at_least(5, 2)
+    # refit: the original's (each held-out fold clustered on its own); predict: fitted on
+    # the other folds, the held-out fold assigned by them
+    cv_scorer: str = choice("refit", list(CV_SCORERS))
     min_ambiguous: int = at_least(20, 2)
     baseline_size: int = at_least(5, 0)
     grid_size: int = at_least(36, 1)
@@ -178,7 +184,8 @@ def run(config, report, data):
     metrics["n_ambiguous_test"] = len(test_ambiguous)
     if len(images) < max(config.min_ambiguous, 2 * config.cv_folds):
         report.tag("raydiff.too_few_ambiguous", len(images))
-        metrics.update({"silhouette_cv": -1.0, "n_clusters": 0})
+        metrics.update({"silhouette_cv": -1.0, f"silhouette_cv_{config.cv_scorer}": -1.0,
+                        "n_clusters": 0})
         report(metrics)
         return metrics
 
@@ -198,7 +205,9 @@ def run(config, report, data):
     metrics["silhouette_cv"], folds = cv_silhouette(features, reducer=config.reducer,
                                                     clusterer=config.clusterer,
                                                     folds=config.cv_folds, seed=config.sample_seed,
-                                                    **params)
+                                                    scorer=config.cv_scorer, **params)
+    # the search optimises silhouette_cv; the named copy says which scorer produced it
+    metrics[f"silhouette_cv_{config.cv_scorer}"] = metrics["silhouette_cv"]
     red = {k: params[k] for k in ("n_components", "n_neighbors", "min_dist", "n_epochs") if k in params}
     reducer = make_reducer(config.reducer, n_samples=len(features), seed=config.sample_seed, **red)
     z = reducer.fit_transform(features)

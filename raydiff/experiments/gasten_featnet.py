@@ -5,7 +5,8 @@
 worker needs them), ``smallcnn`` trains :class:`raydiff.models.gasten.FeatureCNN` on every
 class of the dataset's training part (images in [-1, 1], as the GAN makes them), and
 ``auto`` takes InceptionV3 when its weights are there, else trains the small CNN.
-Artifact ``featnet.pt``; the step-2 stage names its FID metric after it (``fid_inception``,
+Artifact ``featnet.pt``; the step-2 stage names its FID metric after it (``fid_inception_tv``
+for torchvision's weights, ``fid_inception`` reserved for the TF-FID ones,
 ``fid_smallcnn``), so numbers of different extractors never mix.
 """
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from raydiff.data import INIT_STREAM, derived_seed, torch_generator
-from raydiff.engine.fid import find_inception_weights
+from raydiff.engine.fid import find_inception_weights, inception_name
 from raydiff.experiments._gasten import prepare_images
 from raydiff.experiments.config import Common, at_least, choice, ratio
 from raydiff.models.gasten import FeatureCNN
@@ -44,9 +45,11 @@ def run(config, report, data):
                                 "machine: set inception_weights (or $RAYDIFF_INCEPTION_WEIGHTS) "
                                 "to torchvision's inception_v3 state dict, or use feature_net: auto")
     if weights is not None:
-        report.torch("featnet.pt", {"name": "inception", "weights_path": str(weights)})
-        report.tag("raydiff.feature_net", "inception")
-        return {"feature_net_inception": 1}
+        # named for its weights: torchvision's are not the papers' TF-FID Inception
+        name = inception_name(weights)
+        report.torch("featnet.pt", {"name": name, "weights_path": str(weights)})
+        report.tag("raydiff.feature_net", name)
+        return {f"feature_net_{name}": 1}
 
     device = report.device
     tensors, train, test = prepare_images(config, data, device)

@@ -170,7 +170,8 @@ def clean_straggler_counts(config, data, device):
 def run(config, report, data):
     device = report.device
     tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                      noise_ratio=config.noise_ratio, noise_seed=config.seed, device=device)
+                      noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
+                      noise_seed=config.seed, device=device)
     observed = tensors.observed_label
     C, N = tensors.num_classes, len(tensors)
     fitted = fit(config, tensors, report)
@@ -216,7 +217,8 @@ def run(config, report, data):
     epoch_of = np.array([inversion.get(c, -1) for c in range(C)])
     table = per_sample_table(
         sample_id=tensors.sample_id, label=tensors.label, observed_label=observed,
-        is_noisy=tensors.is_noisy, split="train", hard=hard, score=score,
+        is_noisy=tensors.is_noisy, noise_kind=config.noise_kind,
+        split="train", hard=hard, score=score,
         straggler=straggler, judged_at_inversion=judged, inversion_epoch=epoch_of[observed],
         **{f"score_{name}": s for name, s in scores.items()})
     table.loc[~decided, "hard"] = pd.NA

@@ -88,8 +88,9 @@ def radii_table(epochs, radii, centroid_dist, smoothing=5):
 
 def run(config, report, data):
     tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                      noise_ratio=config.noise_ratio, noise_seed=config.seed,
-                      normalize="none" if config.parity else "scalar", device=report.device)
+                      noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
+                      noise_seed=config.seed, normalize="none" if config.parity else "scalar",
+                      device=report.device)
     digit = tensors.label
     if config.parity:
         tensors = to_parity(tensors)
@@ -114,7 +115,8 @@ def run(config, report, data):
 
     table = per_sample_table(
         sample_id=tensors.sample_id, label=tensors.label, observed_label=observed,
-        is_noisy=tensors.is_noisy, split="train", hard=straggler, score=learned.astype(float),
+        is_noisy=tensors.is_noisy, noise_kind=config.noise_kind,
+        split="train", hard=straggler, score=learned.astype(float),
         learned_epoch=learned, straggler_margin=margin_score, judged_at_inversion=judged,
         inversion_epoch=epoch_of[observed], **({"digit": digit} if config.parity else {}))
     table.loc[~decided, "hard"] = pd.NA

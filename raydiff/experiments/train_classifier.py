@@ -57,8 +57,8 @@ class Config(Common):
 
 def run(config, report, data):
     tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                      noise_ratio=config.noise_ratio, noise_seed=config.seed,
-                      normalize=config.normalize, device=report.device)
+                      noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
+                      noise_seed=config.seed, normalize=config.normalize, device=report.device)
     model = get_model(config.model, input_shape=tensors.x.shape[1:],
                       num_classes=tensors.num_classes, hidden=config.hidden,
                       seed=derived_seed(config.seed, INIT_STREAM)).to(tensors.x.device)
@@ -99,7 +99,7 @@ def run(config, report, data):
     hard[np.argsort(-loss, kind="stable")[:int(round(config.noise_ratio * len(loss)))]] = True
     report.table("per_sample.parquet", per_sample_table(
         sample_id=tensors.sample_id, label=tensors.label, observed_label=tensors.observed_label,
-        is_noisy=noisy, split="train", hard=hard, score=loss))
+        is_noisy=noisy, noise_kind=config.noise_kind, split="train", hard=hard, score=loss))
     metrics = {
         "train_accuracy": 100 * accuracy(logits, observed),
         "clean_accuracy": 100 * accuracy(logits, torch.as_tensor(tensors.label,

@@ -5,9 +5,10 @@ and ``score``. Each ``score_<name>`` column of a table is a method called ``<nam
 training run scoring several ways: ``dynamics``, ``identify``); a table without them is
 one method named after its stage, plus ``[key=value]`` for the keys that vary between
 that stage's runs (other than seed and noise). A name two stages share gets its stage as
-a prefix. Runs repeating a method at the same dataset, noise ratio and seed (an
+a prefix. Runs repeating a method at the same dataset, noise kind, noise ratio and seed (an
 ``identify`` strategy grid computes all three scores in each trial) count once. Only
-the training split is scored.
+the training split is scored. Everything is grouped by noise kind (``uniform``, ``pair``;
+runs from before ``noise_kind`` existed count as uniform) and ratio.
 
 Written, when at least one such table holds injected noise:
 
@@ -16,14 +17,15 @@ Written, when at least one such table holds injected noise:
   seconds it reports as ``upstream_seconds``, e.g. the crossval folds of confident learning);
   ``same_labels`` is False where a run's observed labels differ from those of the largest
   table of its setting (a method that drew its noise over another pool);
-- ``benchmark_detection.csv``: mean and std (over seeds, ddof 1) per method and noise
-  ratio; ``benchmark_results.md``: the same as a Markdown table, best value in bold;
+- ``benchmark_detection.csv``: mean and std (over seeds, ddof 1) per method, noise kind and
+  noise ratio; ``benchmark_results.md``: the same as Markdown, one table per dataset and
+  noise kind, best value in bold;
 - ``benchmark_agreement.csv`` and the heatmaps ``benchmark_spearman.png`` and
   ``benchmark_jaccard.png``: rank correlation and overlap of the top-k sets (k = noise
   ratio, or 10% without noise) between methods, on the samples both scored, averaged
-  over seeds;
-- ``benchmark_auroc.png`` (AUROC against noise ratio), ``benchmark_cost.png`` (AUROC
-  against trial seconds, to pick a method) and ``benchmark_datamap.png`` (the Cartography
+  over seeds, one panel per dataset, noise kind and ratio;
+- ``benchmark_auroc.png`` (AUROC against noise ratio, one panel per noise kind),
+  ``benchmark_cost.png`` (AUROC against trial seconds, to pick a method; one panel per kind) and ``benchmark_datamap.png`` (the Cartography
   data map, variability against confidence, noisy samples in red) when a run has
   ``carto_confidence`` and ``carto_variability`` columns.
 """
@@ -37,9 +39,12 @@ from raydiff.scores import auroc, average_precision, precision_at_k
 
 NAME = "*"
 TABLE = "per_sample.parquet"
-SETTING = ["dataset", "noise_ratio", "seed"]
+NOISE = ["noise_kind", "noise_ratio"]
+SETTING = ["dataset", *NOISE, "seed"]
 RUN_COLUMNS = {"run_id", "status", "stage", "experiment", "session", "trial_seconds"}
-NOT_VARIANTS = {"seed", "noise_ratio", "fold", "subset_seed", "data_root", "download"}
+NOT_VARIANTS = {"seed", "noise_ratio", "noise_kind", "fold", "subset_seed", "data_root",
+                "download"}
+DEFAULT_KIND = "uniform"        # runs logged before noise_kind existed
 QUALITY = ["auroc", "ap", "precision_at_k"]
 TOP_K_WITHOUT_NOISE = 0.1
 
@@ -77,11 +82,13 @@ def collect(ctx, runs):
             upstream = pd.to_numeric(run.get("m.upstream_seconds", 0.0), errors="coerce")
             seconds += 0.0 if pd.isna(upstream) else float(upstream)
             noise = run["noise_ratio"] if "noise_ratio" in run.index else noisy.mean()
+            kind = _noise_kind(run, table)
             for method, column in columns.items():
                 score = table[column].to_numpy(dtype=np.float64)
                 key = len(rows)
                 rows.append({"method": method, "stage": stage, "run_id": run["run_id"],
-                             "dataset": run.get("dataset", ""), "noise_ratio": float(noise),
+                             "dataset": run.get("dataset", ""), "noise_kind": kind,
+                             "noise_ratio": float(noise),
                              "seed": run.get("seed", 0), "n": len(score),
                              "n_noisy": int(noisy.sum()), "seconds": seconds,
                              "methods_in_run": len(columns), **quality(score, noisy, noise)})
@@ -101,9 +108,17 @@ def collect(ctx, runs):
     return frame, scores
 
 
+def _noise_kind(run, table):
+    """The run's noise kind: its param, else its table's column, else uniform (older runs)."""
+    kind = run.get("noise_kind")
+    if (kind is None or pd.isna(kind)) and "noise_kind" in table.columns and len(table):
+        kind = table["noise_kind"].iloc[0]
+    return DEFAULT_KIND if kind is None or pd.isna(kind) else str(kind)
+
+
 def same_labels(frame, scores):
     """Per entry: whether its observed labels equal, on the samples both scored, those of
-    the largest table of its setting (dataset, noise ratio, seed). False flags a method
+    the largest table of its setting (dataset, noise kind and ratio, seed). False flags a method
     that scored another noisy draw (e.g. one holding out a test split first)."""
     out = pd.Series(True, index=frame.index)
     for _, cell in frame.groupby(SETTING, sort=False, dropna=False):
@@ -128,10 +143,10 @@ def quality(score, noisy, noise_ratio):
 
 
 def summarise(frame):
-    """Mean and std over seeds of every quality measure and of the seconds, per method
-    and noise ratio (rows with injected noise only)."""
+    """Mean and std over seeds of every quality measure and of the seconds, per method,
+    noise kind and noise ratio (rows with injected noise only)."""
     noisy = frame[frame["n_noisy"] > 0]
-    grouped = noisy.groupby(["dataset", "method", "noise_ratio"], sort=True)
+    grouped = noisy.groupby(["dataset", "method", *NOISE], sort=True)
     out = grouped[QUALITY + ["seconds"]].agg(["mean", "std"])
     out.columns = [f"{a}_{b}" for a, b in out.columns]
     out["seeds"] = grouped.size()
@@ -141,7 +156,7 @@ def summarise(frame):
 
 
 def method_order(summary):
-    """Methods by mean AUROC at the highest noise ratio, best first."""
+    """Methods by mean AUROC at the highest noise ratio (over the kinds), best first."""
     top = summary[summary["noise_ratio"] == summary["noise_ratio"].max()]
     ranked = top.groupby("method")["auroc_mean"].mean().sort_values(ascending=False)
     rest = sorted(set(summary["method"]) - set(ranked.index))
@@ -149,10 +164,10 @@ def method_order(summary):
 
 
 def agreement(frame, scores, order):
-    """Spearman correlation and top-k Jaccard of every pair of methods, per dataset and
-    noise ratio, averaged over seeds; long DataFrame."""
+    """Spearman correlation and top-k Jaccard of every pair of methods, per dataset, noise
+    kind and noise ratio, averaged over seeds; long DataFrame."""
     rows = []
-    for (dataset, noise), part in frame.groupby(["dataset", "noise_ratio"], sort=True):
+    for (dataset, kind, noise), part in frame.groupby(["dataset", *NOISE], sort=True):
         per_seed = []
         for _, cell in part.groupby("seed", sort=True):
             if len(cell) < 2:
@@ -180,21 +195,23 @@ def agreement(frame, scores, order):
         seeds = (~np.isnan(stacks[1])).sum(axis=0)
         for ia, a in enumerate(methods):
             for ib, b in enumerate(methods):
-                rows.append({"dataset": dataset, "noise_ratio": noise, "method_a": a,
+                rows.append({"dataset": dataset, "noise_kind": kind, "noise_ratio": noise,
+                             "method_a": a,
                              "method_b": b, "spearman": rho[ia, ib], "jaccard": jac[ia, ib],
                              "seeds": int(seeds[ia, ib])})
     return pd.DataFrame(rows)
 
 
 def results_markdown(summary, order):
-    """A Markdown table: AUROC and AP (mean ± std over seeds) per method at each noise
-    ratio, and the mean trial seconds; the best mean of each column in bold."""
+    """Markdown tables, one per dataset and noise kind: AUROC and AP (mean ± std over seeds)
+    per method at each noise ratio, and the mean trial seconds; the best mean of each
+    column in bold."""
     lines = []
-    for dataset, part in summary.groupby("dataset", sort=True):
+    for (dataset, kind), part in summary.groupby(["dataset", "noise_kind"], sort=True):
         ratios = sorted(part["noise_ratio"].unique())
         head = ["method"] + [f"{m} @ {r:g}" for r in ratios for m in ("AUROC", "AP")] + ["trial s"]
-        lines += [f"Noisy-label detection on {dataset or 'the dataset'} (mean ± std over "
-                  f"{int(part['seeds'].max())} seeds)", "",
+        lines += [f"Noisy-label detection on {dataset or 'the dataset'}, {kind} noise (mean ± "
+                  f"std over {int(part['seeds'].max())} seeds)", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         best = {(r, m): part.loc[part["noise_ratio"] == r, f"{m}_mean"].max()
                 for r in ratios for m in ("auroc", "ap")}
@@ -213,7 +230,7 @@ def results_markdown(summary, order):
             cells.append(f"{rows['seconds_mean'].mean():.1f}")
             lines.append("| " + " | ".join(cells) + " |")
         top = part[part["noise_ratio"] == ratios[-1]].sort_values("auroc_mean", ascending=False)
-        lines += ["", f"Best AUROC at noise {ratios[-1]:g}: **{top.iloc[0]['method']}** "
+        lines += ["", f"Best AUROC at {kind} noise {ratios[-1]:g}: **{top.iloc[0]['method']}** "
                       f"({top.iloc[0]['auroc_mean']:.3f}); best AP: "
                       f"**{top.sort_values('ap_mean', ascending=False).iloc[0]['method']}**."]
         if other:
@@ -228,13 +245,13 @@ def _heatmaps(ctx, agree, column, name, title):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = list(agree.groupby(["dataset", "noise_ratio"], sort=True))
+    panels = list(agree.groupby(["dataset", *NOISE], sort=True))
     n = max(part["method_a"].nunique() for _, part in panels)
     size = 1.0 + 0.45 * n
     fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels) + 3, size),
                              squeeze=False)
     first = None
-    for ax, ((dataset, noise), part) in zip(axes[0], panels):
+    for ax, ((dataset, kind, noise), part) in zip(axes[0], panels):
         order = list(dict.fromkeys(part["method_a"]))      # best first, as agreement() wrote
         first = order if first is None else first
         matrix = part.pivot(index="method_a", columns="method_b", values=column
@@ -248,40 +265,53 @@ def _heatmaps(ctx, agree, column, name, title):
             for j in range(len(order)):
                 ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=5,
                         color="white" if matrix[i, j] < 0.5 else "black")
-        ax.set_title(f"{dataset} noise {noise:g}", fontsize=9)
+        ax.set_title(f"{dataset} {kind} noise {noise:g}", fontsize=9)
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
     fig.suptitle(title, fontsize=10)
     ctx.figure(name, fig)
 
 
-def _auroc_figure(ctx, summary, order):
+def _kind_panels(summary, width=5):
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method in order:
-        rows = summary[summary["method"] == method].sort_values("noise_ratio")
-        ax.errorbar(rows["noise_ratio"], rows["auroc_mean"], yerr=rows["auroc_std"].fillna(0),
-                    marker="o", capsize=3, label=method)
-    ax.set_xlabel("injected noise ratio")
-    ax.set_ylabel("AUROC for the noisy labels")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    kinds = sorted(summary["noise_kind"].unique())
+    fig, axes = plt.subplots(1, len(kinds), figsize=(width * len(kinds) + 1, 4), squeeze=False,
+                             sharey=True)
+    return fig, list(zip(axes[0], kinds))
+
+
+def _auroc_figure(ctx, summary, order):
+    fig, panels = _kind_panels(summary)
+    for ax, kind in panels:
+        part = summary[summary["noise_kind"] == kind]
+        for method in order:
+            rows = part[part["method"] == method].sort_values("noise_ratio")
+            if len(rows):
+                ax.errorbar(rows["noise_ratio"], rows["auroc_mean"],
+                            yerr=rows["auroc_std"].fillna(0), marker="o", capsize=3,
+                            label=method)
+        ax.set_xlabel(f"injected {kind} noise ratio")
+        ax.set_title(f"{kind} noise", fontsize=9)
+        ax.grid(alpha=0.3)
+    panels[0][0].set_ylabel("AUROC for the noisy labels")
+    panels[-1][0].legend(fontsize=7, loc="best")
     ctx.figure("benchmark_auroc.png", fig)
 
 
 def _cost_figure(ctx, summary):
-    import matplotlib.pyplot as plt
-
-    top = summary[summary["noise_ratio"] == summary["noise_ratio"].max()]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter(top["seconds_mean"], top["auroc_mean"])
-    for _, row in top.iterrows():
-        ax.annotate(row["method"], (row["seconds_mean"], row["auroc_mean"]), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xlabel("seconds per trial producing the score (log)")
-    ax.set_ylabel(f"AUROC at noise {top['noise_ratio'].max():g}")
-    ax.grid(alpha=0.3)
+    fig, panels = _kind_panels(summary)
+    for ax, kind in panels:
+        part = summary[summary["noise_kind"] == kind]
+        top = part[part["noise_ratio"] == part["noise_ratio"].max()]
+        ax.scatter(top["seconds_mean"], top["auroc_mean"])
+        for _, row in top.iterrows():
+            ax.annotate(row["method"], (row["seconds_mean"], row["auroc_mean"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("seconds per trial producing the score (log)")
+        ax.set_title(f"AUROC at {kind} noise {top['noise_ratio'].max():g}", fontsize=9)
+        ax.grid(alpha=0.3)
+    panels[0][0].set_ylabel("AUROC")
     ctx.figure("benchmark_cost.png", fig)
 
 
@@ -295,19 +325,20 @@ def _datamap(ctx, frame, runs):
             carto.append((part.iloc[0], table))
     if not carto:
         return
-    carto.sort(key=lambda item: (item[0]["noise_ratio"], str(item[0]["seed"])))
+    carto.sort(key=lambda item: (item[0]["noise_kind"], item[0]["noise_ratio"],
+                                 str(item[0]["seed"])))
     first = {}
     for row, table in carto:
-        first.setdefault(row["noise_ratio"], (row, table))
+        first.setdefault((row["noise_kind"], row["noise_ratio"]), (row, table))
     fig, axes = plt.subplots(1, len(first), figsize=(4 * len(first), 4), squeeze=False)
-    for ax, (noise, (row, table)) in zip(axes[0], sorted(first.items())):
+    for ax, ((kind, noise), (row, table)) in zip(axes[0], sorted(first.items())):
         noisy = table["is_noisy"].to_numpy(dtype=bool)
         for mask, colour, label in ((~noisy, "tab:blue", "clean"), (noisy, "tab:red", "noisy")):
             ax.scatter(table.loc[mask, "carto_variability"], table.loc[mask, "carto_confidence"],
                        s=3, alpha=0.5, c=colour, label=f"{label} ({mask.sum()})")
         ax.set_xlabel("variability")
         ax.set_ylabel("confidence")
-        ax.set_title(f"noise {noise:g}, seed {row['seed']}", fontsize=9)
+        ax.set_title(f"{kind} noise {noise:g}, seed {row['seed']}", fontsize=9)
         ax.legend(fontsize=7, markerscale=3)
     fig.suptitle("Data map (Dataset Cartography)", fontsize=10)
     ctx.figure("benchmark_datamap.png", fig)

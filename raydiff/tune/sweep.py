@@ -1,7 +1,9 @@
 """Sweep files: parse, validate and expand into trial specs, before Ray starts.
 
 A sweep is either one stage (top-level ``experiment`` + ``config``) or named ``stages``,
-each running one experiment over the cartesian product of its ``{grid: [...]}`` axes. A
+each running one experiment over the cartesian product of its ``{grid: [...]}`` axes and
+``{cases: [...]}`` axes (a union of small grids: each case a mapping of keys, whose
+values may be grids themselves, e.g. uniform noise at four ratios plus pair noise at two). A
 stage ``after: X`` pairs each of its configs with every trial of stage X whose explicitly
 set keys agree, and inherits X's data keys (dataset, subset, noise, seed) it does not set.
 """
@@ -26,6 +28,7 @@ RESOURCE_KEYS = {"cpu", "gpu"}
 SEARCH_KEYS = {"metric", "mode", "num_samples", "algorithm"}
 SEARCH_ALGORITHMS = ["optuna", "random"]
 AXES = {"grid", "choice"}
+CASES = "cases"          # {cases: [{key: value or {grid: [...]}, ...}, ...]} under a free name
 DISTRIBUTIONS = {"uniform", "loguniform", "randint"}
 DEFAULT_MAX_TRIALS = 5000
 
@@ -74,6 +77,28 @@ def _is_axis(value):
     return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in AXES | DISTRIBUTIONS
 
 
+def _is_cases(value):
+    return isinstance(value, dict) and len(value) == 1 and CASES in value
+
+
+def case_points(value):
+    """The configs of a ``{cases: [...]}`` axis: each case expanded over its own grids, in
+    order, repeats dropped (a ``--set`` can make two cases equal)."""
+    points = []
+    for case in value[CASES]:
+        fixed = {k: v for k, v in case.items() if not _is_axis(v)}
+        grids = {k: v["grid"] for k, v in case.items() if _is_axis(v)}
+        for combo in itertools.product(*grids.values()):
+            point = {**fixed, **dict(zip(grids, combo))}
+            if point not in points:
+                points.append(point)
+    return points
+
+
+def _case_keys(value):
+    return {k for case in value[CASES] if isinstance(case, dict) for k in case}
+
+
 def _parse_value(text):
     try:
         return yaml.safe_load(text)
@@ -84,8 +109,9 @@ def _parse_value(text):
 def apply_overrides(raw, overrides):
     """Apply ``--set key=value`` (or ``stage.key=value``) overrides to a raw sweep dict.
 
-    A plain key is replaced wherever the sweep sets it (shared config and every stage);
-    where it is set nowhere, it joins the shared config. Values are parsed as YAML.
+    A plain key is replaced wherever the sweep sets it (shared config, every stage and
+    inside every ``cases`` axis that sets it); where it is set nowhere, it joins the shared
+    config. Values are parsed as YAML.
     """
     raw = copy.deepcopy(raw)
     for item in overrides:
@@ -103,8 +129,15 @@ def apply_overrides(raw, overrides):
         places = [raw.setdefault("config", {})] + [s.setdefault("config", {}) for s in stages.values()
                                                     if isinstance(s, dict)]
         hit = [p for p in places if isinstance(p, dict) and key in p]
-        for place in hit or places[:1]:
+        for place in hit:
             place[key] = value
+        cases = [case for p in places if isinstance(p, dict) for axis in p.values()
+                 if _is_cases(axis) and isinstance(axis[CASES], list)
+                 for case in axis[CASES] if isinstance(case, dict) and key in case]
+        for case in cases:
+            case[key] = value
+        if not hit and not cases:
+            places[0][key] = value
     return raw
 
 
@@ -149,9 +182,12 @@ def _check_config(cls, config, where, *, search):
     for key, value in config.items():
         if not isinstance(key, str):
             _fail(f"{where}: config keys must be strings, got {key!r}")
+        if _is_cases(value):
+            _check_cases(cls, config, key, value, where)
+            continue
         if isinstance(value, dict) and not _is_axis(value):
             _fail(f"{where}.{key}: {value!r} is not a value or an axis; axes are "
-                  f"{{grid: [...]}} or {{choice: [...]}}"
+                  f"{{grid: [...]}}, {{choice: [...]}} or {{cases: [{{key: value}}, ...]}}"
                   + (" or {uniform|loguniform|randint: [lo, hi]}" if search else ""))
         if _is_axis(value):
             (kind, values), = value.items()
@@ -173,6 +209,42 @@ def _check_config(cls, config, where, *, search):
                 check_value(cls, key, v, where)
         else:
             check_value(cls, key, value, where)
+
+
+def _case_list(value, where):
+    cases = value[CASES]
+    if not isinstance(cases, list) or not cases or not all(
+            isinstance(c, dict) and c for c in cases):
+        _fail(f"{where}: cases needs a non-empty list of non-empty mappings "
+              f"(key: value or {{grid: [...]}}), got {cases!r}")
+    return cases
+
+
+def _check_cases(cls, config, name, value, where):
+    """A ``{cases: [...]}`` axis: a free name (not a key), a non-empty list of non-empty
+    mappings of known keys to values or grids, keys set nowhere else in the config."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    if name in fields:
+        _fail(f"{where}.{name}: a cases axis needs a name that is not a config key (e.g. "
+              f"`noise:`), since it sets several keys")
+    cases = _case_list(value, f"{where}.{name}")
+    for i, case in enumerate(cases):
+        for key, v in case.items():
+            if key in config:
+                _fail(f"{where}.{name}.cases[{i}]: {key} is also set in the config; set it "
+                      f"in one place")
+            others = [n for n, a in config.items() if n != name and _is_cases(a)
+                      and key in _case_keys(a)]
+            if others:
+                _fail(f"{where}.{name}.cases[{i}]: {key} is also set by cases {others[0]!r}")
+            if isinstance(v, dict):
+                if not (_is_axis(v) and "grid" in v and isinstance(v["grid"], list) and v["grid"]):
+                    _fail(f"{where}.{name}.cases[{i}].{key}: inside a case a value is fixed or "
+                          f"{{grid: [non-empty list]}}, got {v!r}")
+                for item in v["grid"]:
+                    check_value(cls, key, item, f"{where}.{name}.cases[{i}]")
+            else:
+                check_value(cls, key, v, f"{where}.{name}.cases[{i}]")
 
 
 def validate(raw, *, source="sweep"):
@@ -235,6 +307,9 @@ def validate(raw, *, source="sweep"):
     # which the sweep records so that the CLI can say so (a silently weaker recipe otherwise)
     ignored = {}
     for key in shared:
+        if _is_cases(shared[key]):
+            _share_cases(stages, key, shared[key], source)
+            continue
         knowers = [s for s in stages.values()
                    if key in {f.name for f in dataclasses.fields(s.module.Config)}]
         if not knowers:
@@ -277,6 +352,25 @@ def validate(raw, *, source="sweep"):
     return sweep
 
 
+def _share_cases(stages, name, value, source):
+    """A shared ``cases`` axis goes to every stage whose experiment knows all its keys;
+    a key the stage sets itself wins over the cases' (as a stage's own keys always do)."""
+    _case_list(value, f"{source}: config.{name}")
+    keys = _case_keys(value)
+    knowers = [s for s in stages.values()
+               if keys <= {f.name for f in dataclasses.fields(s.module.Config)}]
+    if not knowers:
+        _fail(f"{source}: config.{name}: no stage's experiment knows all of the keys its cases "
+              f"set ({sorted(keys)})")
+    for s in knowers:
+        own = (set(s.config) - s.shared_keys) & keys
+        cases = [{k: v for k, v in case.items() if k not in own} for case in value[CASES]]
+        cases = [c for c in cases if c]
+        if cases:
+            s.config = {name: {CASES: cases}, **s.config}
+            s.shared_keys.update(keys - own)
+
+
 def _topological(stages, source):
     from raydiff.tune.graph import order
 
@@ -315,14 +409,16 @@ def ignored_lines(sweep):
 # -- expansion --------------------------------------------------------------------------
 
 def expand_own(stage, num_samples=1, seed=0):
-    """The stage's own configs: the cartesian product of its grid axes, ``choice`` axes
-    drawn (seeded) once per sample. Distribution axes (search stages) stay as they are."""
+    """The stage's own configs: the cartesian product of its grid and cases axes, ``choice``
+    axes drawn (seeded) once per sample. Distribution axes (search stages) stay as they are."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    fixed, grids, choices, dists = {}, {}, {}, {}
+    fixed, grids, choices, dists, cases = {}, {}, {}, {}, {}
     for key, value in stage.config.items():
-        if _is_axis(value):
+        if _is_cases(value):
+            cases[key] = case_points(value)
+        elif _is_axis(value):
             (kind, values), = value.items()
             {"grid": grids, "choice": choices}.get(kind, dists)[key] = values if kind in AXES else value
         else:
@@ -330,8 +426,11 @@ def expand_own(stage, num_samples=1, seed=0):
     out = []
     for _ in range(num_samples if choices or not stage.search else 1):
         drawn = {k: v[rng.integers(len(v))] for k, v in choices.items()}
-        for combo in itertools.product(*grids.values()):
-            out.append({**fixed, **drawn, **dict(zip(grids, combo))})
+        for combo in itertools.product(*grids.values(), *cases.values()):
+            points = {}
+            for point in combo[len(grids):]:      # one point of every cases axis
+                points.update(point)
+            out.append({**fixed, **drawn, **dict(zip(grids, combo)), **points})
     return out, dists
 
 
@@ -339,7 +438,9 @@ def own_count(stage, num_samples=1):
     """How many configs :func:`expand_own` makes for ``stage``, times its search samples."""
     grids, choices = 1, False
     for value in stage.config.values():
-        if _is_axis(value):
+        if _is_cases(value):
+            grids *= len(case_points(value))
+        elif _is_axis(value):
             (kind, values), = value.items()
             grids *= len(values) if kind == "grid" else 1
             choices = choices or kind == "choice"
