@@ -33,6 +33,7 @@ from raydiff.data import INIT_STREAM, NOISE_STREAM, SPLIT_STREAM, derived_seed, 
 from raydiff.data.noise import inject_label_noise
 from raydiff.engine import accuracy, crop_flip, predict, step_schedule, train
 from raydiff.engine.data_params import DataParameters
+from raydiff import plots
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.config import Common, ConfigError, at_least, choice, ratio
 from raydiff.models import MODELS, get_model
@@ -296,6 +297,7 @@ def run(config, report, data):
         sample_id=tr.sample_id, label=tr.label, observed_label=observed,
         is_noisy=tr.is_noisy, split="train", hard=hard if flag_k else None, score=score,
         **extra))
+    report.figure("sigma_hist.png", plots.sigma_histogram(score, tr.is_noisy))
 
     if category is not None and config.enrich_classes:
         images = np.asarray(data.x)[tr.sample_id] if data.is_image else None

@@ -23,6 +23,7 @@ import torch
 from raydiff.data import INIT_STREAM, derived_seed, prepare
 from raydiff.engine import accuracy, predict
 from raydiff.engine.inversion import train_with_inversion
+from raydiff import plots
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.config import Common, ConfigError, at_least, choice
 from raydiff.models import MODELS, get_model
@@ -135,6 +136,7 @@ def run(config, report, data):
         straggler=straggler, judged_at_inversion=judged, inversion_epoch=epoch_of[observed],
         **{f"score_{name}": s for name, s in scores.items()})
     report.table("per_sample.parquet", table)
+    report.figure("radii.png", plots.radii(*monitor.radius_history(), inversion))
     report.json("inversion.json", {"inversion_epoch": inversion, "never_inverted": never,
                                    "attempts": attempts, "hard_per_class": k.tolist()})
     if result.dynamics is not None:
