@@ -19,6 +19,10 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+# a trial downloading its upstream's artifacts would print a progress bar per file,
+# through Ray, to the driver's terminal
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 DEFAULT_URI = "sqlite:///mlflow.db"
 TAG_SWEEP, TAG_EXPERIMENT, TAG_TRIAL = "raydiff.sweep", "raydiff.experiment", "raydiff.trial_id"
 TAG_STAGE, TAG_SESSION, TAG_KIND, TAG_PARAMS = ("raydiff.stage", "raydiff.session",

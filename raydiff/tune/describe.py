@@ -46,7 +46,9 @@ def varied_keys(specs, own=()):
     varied = [k for k in keys
               if len({_canonical(spec["params"].get(k)) for spec in specs}) > 1]
     own = set(own)
-    order = ([k for k in varied if k not in own and k != "seed"]
+    # an earlier stage's own axes (dotted) read first, then the data keys it passed on
+    order = ([k for k in varied if "." in k]
+             + [k for k in varied if k not in own and "." not in k and k != "seed"]
              + [k for k in varied if k in own and k != "seed"]
              + [k for k in varied if k == "seed"])
     return order

@@ -68,6 +68,9 @@ class StageReporter(CLIReporter):
 
     def report(self, trials, done, *sys_info):
         self._last_state, self._last_print = self._states(trials), time.monotonic()
+        if not done and all(t.status == "PENDING" for t in trials):
+            self._print(self.summary(trials))       # nothing to tabulate yet
+            return
         # Tune's own status header (memory, resources, logdir) only at -v
         table = self._progress_str(trials, done, fmt="psql")
         keep = table.split("\n")
