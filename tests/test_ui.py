@@ -34,7 +34,7 @@ DEMO = {
 def _named(raw):
     sweep = sweeps.validate(raw)
     planned = sweeps.plan(sweep)
-    keys = {s.name: describe.name_specs(s.name, planned[s.name], own=s.config)
+    keys = {s.name: describe.name_specs(describe.stage_label(s), planned[s.name], own=s.config)
             for s in sweep.stages}
     return planned, keys
 
@@ -62,9 +62,9 @@ def test_seed_axis_reads_last_and_a_single_trial_is_named_by_its_stage():
            "config": {"seed": {"grid": [0, 1]}, "lr": {"grid": [0.1, 0.01]}}}
     planned, keys = _named(raw)
     assert keys["main"] == ["lr", "seed"]
-    assert planned["main"][0]["name"] == "main lr=0.1 seed=0"
+    assert planned["main"][0]["name"] == "identify lr=0.1 seed=0"   # single stage: experiment
     one, keys = _named({"name": "one", "experiment": "identify", "config": {"seed": 3}})
-    assert keys["main"] == [] and one["main"][0]["name"] == "main"
+    assert keys["main"] == [] and one["main"][0]["name"] == "identify"
 
 
 def test_names_that_would_read_alike_are_numbered():

@@ -118,6 +118,12 @@ def dirname(name, trial_id):
     return f"{trial_id}_{safe}"[:120]
 
 
+def stage_label(stage):
+    """How runs of ``stage`` are named: its name, or its experiment's for the one stage of a
+    single-stage sweep (internally called ``main``)."""
+    return stage.experiment if stage.name == "main" else stage.name
+
+
 def main_metric(stage):
     """The metric column of ``stage``'s progress table (None: show none)."""
     if stage.search:

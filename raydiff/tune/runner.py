@@ -82,7 +82,7 @@ def _stage_run(tracker, experiment_id, sweep, session, stage, keys):
     fixed = {k: v for k, v in stage.config.items() if not sweeps._is_axis(v)}
     return tracker.group_run(
         experiment_id, kind="stage", sweep=sweep.name, session=session, stage=stage.name,
-        name=stage.name, parent=tracker.session_run(experiment_id, sweep.name, session),
+        name=describe.stage_label(stage), parent=tracker.session_run(experiment_id, sweep.name, session),
         params=fixed, tags={tracking.TAG_EXPERIMENT: stage.experiment,
                             "raydiff.varied": ",".join(keys)})
 
@@ -139,7 +139,7 @@ def run_sweep(sweep, *, address=None, tracking_uri=None, storage_path="ray_resul
             summary[stage.name] = {"finished": 0, "failed": 0}
             results_by_stage[stage.name] = []
             continue
-        keys = describe.name_specs(stage.name, specs, own=stage.config)
+        keys = describe.name_specs(describe.stage_label(stage), specs, own=stage.config)
         parent = _stage_run(tracker, experiment_id, sweep, session, stage, keys)
         context = {"tracking_uri": tracker.uri, "experiment_id": experiment_id,
                    "sweep": sweep.name, "session": session, "parent_run_id": parent,
