@@ -20,7 +20,7 @@ demo: $(STAMP)
 	echo "" && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s" && \
 	echo "figures and tables: $$(pwd)/reports/demo" && \
-	echo "MLflow UI:          $(VENV)/bin/raydiff ui   (then open http://127.0.0.1:5000)"
+	echo "MLflow UI:          $(VENV)/bin/raydiff ui demo   (prints the URL of the runs table)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

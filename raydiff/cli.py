@@ -37,7 +37,8 @@ def cmd_run(args):
     result = run_sweep(sweep, address=args.address, tracking_uri=args.tracking_uri,
                        storage_path=args.storage_path, resume=args.resume,
                        num_cpus=args.num_cpus, dashboard=not args.no_dashboard,
-                       dashboard_host=args.dashboard_host, series=args.series)
+                       dashboard_host=args.dashboard_host, series=args.series,
+                       verbose=1 + (args.verbose or 0))
     # a failed trial, a failed stage or a stage skipped because of one: not a clean run
     failed = sum(s["failed"] for s in result["stages"].values()) + sum(
         s["state"] != "finished" for s in result["stages"].values())
@@ -86,9 +87,24 @@ def cmd_ui(args):
     tracker = Tracker(args.tracking_uri)
     tracker.check()            # creates a new store here, so the server's workers never race to
     uri = tracker.uri
-    print(f"raydiff: MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)")
+    tracker.mark_all_training()     # experiments of an older raydiff open on the runs table too
+    base = f"http://{args.host}:{args.port}"
+    name = args.name or _latest_experiment(tracker)
+    print(f"raydiff: MLflow UI for {uri} at {base} (Ctrl-C stops it)")
+    if name:
+        print(f"raydiff: runs of {name}: {tracker.runs_page(name, base)}", flush=True)
     return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                             "--host", args.host, "--port", str(args.port)])
+
+
+def _latest_experiment(tracker):
+    """The experiment a sweep wrote to last (None in an empty store)."""
+    from raydiff.tracking import retrying
+    exps = {e.experiment_id: e.name
+            for e in retrying(tracker.client.search_experiments, max_results=50000)}
+    runs = retrying(tracker.client.search_runs, list(exps), max_results=1,
+                    order_by=["attributes.start_time DESC"]) if exps else []
+    return exps[runs[0].info.experiment_id] if runs else None
 
 
 def cmd_validate(args):
@@ -129,6 +145,9 @@ def parser():
                           "as their `after:` graph allows (the baseline of benchmarks/stage_graph.py)")
     run.add_argument("--dry-run", action="store_true", help="validate and count trials only")
     run.add_argument("--report", metavar="DIR", help="write the report to DIR when done")
+    run.add_argument("-v", "--verbose", action="count", default=0,
+                     help="Tune's own verbose output: a config box per trial start, "
+                          "every result (default: one progress table per stage)")
     run.set_defaults(func=cmd_run)
 
     rep = sub.add_parser("report", help="tables and figures from a sweep's MLflow runs")
@@ -139,6 +158,8 @@ def parser():
     rep.set_defaults(func=cmd_report)
 
     ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")
+    ui.add_argument("name", nargs="?",
+                    help="sweep whose runs page to print (default: the latest one)")
     ui.add_argument("--tracking-uri")
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     ui.add_argument("--port", type=int, default=5000)

@@ -19,10 +19,17 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+# a trial downloading its upstream's artifacts would print a progress bar per file,
+# through Ray, to the driver's terminal
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 DEFAULT_URI = "sqlite:///mlflow.db"
 TAG_SWEEP, TAG_EXPERIMENT, TAG_TRIAL = "raydiff.sweep", "raydiff.experiment", "raydiff.trial_id"
 TAG_STAGE, TAG_SESSION, TAG_KIND, TAG_PARAMS = ("raydiff.stage", "raydiff.session",
                                                 "raydiff.kind", "raydiff.params")
+TAG_PARENT = "mlflow.parentRunId"       # the UI folds a run under this one
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"     # a model-training experiment, not GenAI
 RETRY_SECONDS = float(os.environ.get("RAYDIFF_TRACKING_RETRY_S", "120"))
 
 
@@ -119,20 +126,98 @@ class Tracker:
         if found is not None:
             if found.lifecycle_stage == "deleted":
                 retrying(self.client.restore_experiment, found.experiment_id)
+            if found.tags.get(TAG_EXPERIMENT_KIND) != TRAINING_KIND:   # made by an older raydiff
+                self.mark_training(found.experiment_id)
             return found.experiment_id
         location = None
         if self.uri.startswith("sqlite:"):
             root = Path(self.uri[len("sqlite:///"):]).parent / "mlartifacts"
             location = (root / name).as_uri()
-        return retrying(self.client.create_experiment, name, artifact_location=location)
+        return retrying(self.client.create_experiment, name, artifact_location=location,
+                        tags={TAG_EXPERIMENT_KIND: TRAINING_KIND})
+
+    def mark_training(self, experiment_id):
+        """Tag an experiment as model training, so MLflow's UI treats it as runs, not traces."""
+        retrying(self.client.set_experiment_tag, experiment_id, TAG_EXPERIMENT_KIND,
+                 TRAINING_KIND)
+
+    def mark_all_training(self):
+        """Tag every experiment of the store that lacks the kind (but the Default one)."""
+        marked = []
+        for exp in retrying(self.client.search_experiments, max_results=50000):
+            if exp.name != "Default" and exp.tags.get(TAG_EXPERIMENT_KIND) is None:
+                self.mark_training(exp.experiment_id)
+                marked.append(exp.name)
+        return marked
+
+    def runs_page(self, name, base_url):
+        """URL of the runs table of experiment ``name`` in an MLflow UI at ``base_url``
+        (MLflow 3 opens an experiment on its GenAI pages unless the URL says otherwise);
+        the UI's root when the experiment does not exist."""
+        found = retrying(self.client.get_experiment_by_name, name)
+        if found is None:
+            return base_url.rstrip("/") + "/"
+        return (f"{base_url.rstrip('/')}/#/experiments/{found.experiment_id}"
+                f"?workflowType=machine_learning")
+
+    # -- grouping runs -------------------------------------------------------------------
+    def group_run(self, experiment_id, *, kind, sweep, session, name, stage=None,
+                  parent=None, params=None, tags=None, reopen=True):
+        """The parent run of a session (``kind="session"``) or of one stage of a session
+        (``kind="stage"``), created once: a resumed session finds it again (and sets it
+        RUNNING), so re-running never duplicates it. Returns its run id. ``reopen=False``
+        (a report of a session) leaves a found run as it is and closes a new one."""
+        query = (f"tags.`{TAG_KIND}` = '{kind}' and tags.`{TAG_SESSION}` = '{session}'"
+                 + (f" and tags.`{TAG_STAGE}` = '{stage}'" if stage else ""))
+        found = retrying(self.client.search_runs, [experiment_id], query, max_results=1)
+        if found:
+            run_id = found[0].info.run_id
+            if reopen and found[0].info.status != "RUNNING":
+                retrying(self.client.update_run, run_id, status="RUNNING")
+            return run_id
+        all_tags = {TAG_KIND: kind, TAG_SWEEP: sweep, TAG_SESSION: session, **(tags or {})}
+        if stage:
+            all_tags[TAG_STAGE] = stage
+        if parent:
+            all_tags[TAG_PARENT] = parent
+        run = retrying(self.client.create_run, experiment_id, run_name=name, tags=all_tags)
+        flat = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
+        for i in range(0, len(flat), 100):
+            retrying(self.client.log_batch, run.info.run_id, params=flat[i:i + 100])
+        if not reopen:
+            self.end(run.info.run_id)
+        return run.info.run_id
+
+    def session_run(self, experiment_id, sweep, session, *, reopen=True):
+        """The parent run of a whole session (stages and the report sit under it)."""
+        return self.group_run(experiment_id, kind="session", sweep=sweep, session=session,
+                              name=f"{sweep} {session}", reopen=reopen)
+
+    # -- datasets ------------------------------------------------------------------------
+    def log_training_data(self, run_id, *, name, digest, num_rows, properties):
+        """Log a trial's training data as an MLflow dataset input (the UI's Dataset
+        column): ``name`` and ``digest`` (equal digests = the same samples with the same
+        labels), the row count and ``properties`` (noise ratio and kind, ...) as profile."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        schema = {"mlflow_colspec": [{"type": "long", "name": "sample_id", "required": True},
+                                     {"type": "long", "name": "observed_label", "required": True}]}
+        dataset = Dataset(name=name, digest=digest, source_type="raydiff",
+                          source=json.dumps({"dataset": name, **properties}, default=str),
+                          schema=json.dumps(schema),
+                          profile=json.dumps({"num_rows": num_rows, **properties}, default=str))
+        retrying(self.client.log_inputs, run_id,
+                 datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train")])],
+                 what="logging the dataset input")
 
     # -- trial runs ----------------------------------------------------------------------
-    def trial_run(self, experiment_id, *, trial_id, run_name, params, tags):
+    def trial_run(self, experiment_id, *, trial_id, run_name, params, tags, parent=None):
         """The run of Tune trial ``trial_id``: ``(run_id, status)``.
 
         A trial that is retried or resumed finds its earlier run: a FINISHED one is
         returned as it is (the caller skips the work), any other is set RUNNING again.
-        Otherwise a new run is created with ``params`` and ``tags``; status "NEW".
+        Otherwise a new run is created with ``params`` and ``tags``, nested under the
+        run ``parent`` when given; status "NEW".
         """
         query = f"tags.`{TAG_TRIAL}` = '{trial_id}' and tags.`{TAG_SESSION}` = '{tags[TAG_SESSION]}'"
         found = retrying(self.client.search_runs, [experiment_id], query, max_results=1)
@@ -143,6 +228,7 @@ class Tracker:
             return run.info.run_id, run.info.status
         run = retrying(self.client.create_run, experiment_id, run_name=run_name,
                        tags={**tags, TAG_TRIAL: trial_id,
+                             **({TAG_PARENT: parent} if parent else {}),
                              TAG_PARAMS: json.dumps(params, sort_keys=True, default=str)})
         flat = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(flat), 100):

@@ -35,6 +35,7 @@ from raydiff.data import (INIT_STREAM, SPLIT_STREAM, clean_positions, derived_se
                           rng_for)
 from raydiff.engine import accuracy, crop_flip, predict, step_schedule, train
 from raydiff.engine.data_params import DataParameters
+from raydiff import plots
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.config import Common, ConfigError, at_least, choice, ratio
 from raydiff.models import MODELS, get_model
@@ -319,6 +320,7 @@ def run(config, report, data):
         is_noisy=tr.is_noisy, noise_kind=config.noise_kind,
         split="train", hard=hard if flag_k else None, score=score,
         **extra))
+    report.figure("sigma_hist.png", plots.sigma_histogram(score, tr.is_noisy))
 
     if category is not None and config.enrich_classes:
         images = np.asarray(data.x)[tr.sample_id] if data.is_image else None

@@ -27,6 +27,7 @@ import torch
 
 from raydiff.data import INIT_STREAM, derived_seed, prepare
 from raydiff.engine import crop_flip, predict, step_schedule, train
+from raydiff import plots
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.config import at_least, choice
 from raydiff.experiments.data_params import BATCH_STREAM, TrainConfig, detection, fit
@@ -105,6 +106,8 @@ def run(config, report, data):
         **{f"carto_{k}": v for k, v in carto.items()},
         **{f"score_{k}": v for k, v in scores.items()}))
     report.array("dynamics_logits.npy", logits.astype(np.float16))
+    report.figure("data_map.png", plots.data_map(carto["variability"], carto["confidence"],
+                                                 tensors.is_noisy))
 
     correct = logits[-1].argmax(axis=1) == observed
     metrics = {"epochs_run": len(logits), "el2n_epoch": epoch, "aum_epochs": until,

@@ -41,6 +41,7 @@ import torch
 from raydiff.data import INIT_STREAM, derived_seed, prepare
 from raydiff.engine import accuracy, predict
 from raydiff.engine.inversion import RULES, train_with_inversion
+from raydiff import plots
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.config import Common, ConfigError, at_least, choice
 from raydiff.models import MODELS, get_model
@@ -223,6 +224,7 @@ def run(config, report, data):
         **{f"score_{name}": s for name, s in scores.items()})
     table.loc[~decided, "hard"] = pd.NA
     report.table("per_sample.parquet", table)
+    report.figure("radii.png", plots.radii(*monitor.radius_history(), inversion))
     report.json("inversion.json", {
         "inversion_epoch": inversion, "never_inverted": never, "attempts": attempts,
         "rule": config.inversion_rule, "smoothing": config.inversion_smoothing,

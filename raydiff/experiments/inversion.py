@@ -37,6 +37,7 @@ import pandas as pd
 from raydiff.data import TensorData, prepare
 from raydiff.engine import predict
 from raydiff.engine.inversion import smooth
+from raydiff import plots
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.identify import InversionTraining, fit
 from raydiff.scores import auroc
@@ -121,6 +122,7 @@ def run(config, report, data):
         inversion_epoch=epoch_of[observed], **({"digit": digit} if config.parity else {}))
     table.loc[~decided, "hard"] = pd.NA
     report.table("per_sample.parquet", table)
+    report.figure("radii.png", plots.radii(epochs, radii, inversion))
 
     sizes = np.bincount(observed, minlength=C)
     per_class = np.bincount(observed[straggler], minlength=C)

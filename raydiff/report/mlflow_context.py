@@ -32,7 +32,10 @@ class MlflowContext(ReportContext):
         run = tracking.retrying(tracker.client.create_run, experiment_id,
                                 run_name=f"report-{session}",
                                 tags={tracking.TAG_KIND: "report", tracking.TAG_SWEEP: sweep,
-                                      tracking.TAG_SESSION: session})
+                                      tracking.TAG_SESSION: session,
+                                      # folded under the session's run in the UI
+                                      tracking.TAG_PARENT: tracker.session_run(
+                                          experiment_id, sweep, session, reopen=False)})
         try:
             for path in self.written:
                 tracker.log_artifact(run.info.run_id, path)

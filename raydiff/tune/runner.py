@@ -25,7 +25,8 @@ from ray import tune
 from raydiff import tracking
 from raydiff.data import load_dataset
 from raydiff.experiments.config import ConfigError
-from raydiff.tune import graph, sweep as sweeps
+from raydiff.tune import describe, graph, progress
+from raydiff.tune import sweep as sweeps
 from raydiff.tune.trainable import data_key, run_trial
 
 
@@ -82,6 +83,17 @@ def _searcher(search):
     return OptunaSearch(metric=search["metric"], mode=search["mode"])
 
 
+def _stage_run(tracker, experiment_id, sweep, session, stage, keys):
+    """The parent run of ``stage`` in ``session`` (under the session's run), made on the
+    driver before the stage's trials start, found again on resume."""
+    fixed = {k: v for k, v in stage.config.items() if not sweeps._is_axis(v)}
+    return tracker.group_run(
+        experiment_id, kind="stage", sweep=sweep.name, session=session, stage=stage.name,
+        name=describe.stage_label(stage), parent=tracker.session_run(experiment_id, sweep.name, session),
+        params=fixed, tags={tracking.TAG_EXPERIMENT: stage.experiment,
+                            "raydiff.varied": ",".join(keys)})
+
+
 _REGISTRY_LOCK = threading.Lock()
 
 # save Tune's experiment state often, so a killed driver loses little bookkeeping
@@ -130,6 +142,8 @@ def run_sweep(sweep, *, address=None, tracking_uri=None, storage_path="ray_resul
                       f"trial but the cluster has no GPU; running it on CPUs")
                 stage.resources = {**stage.resources, "gpu": 0, "cpu": stage.resources["cpu"] or 1}
     results_by_stage = {}
+    # the session's parent run exists before any stage thread looks it up
+    session_run = tracker.session_run(experiment_id, sweep.name, session)
     context = {"sweep": sweep, "session": session, "uri": uri, "tracker": tracker,
                "experiment_id": experiment_id, "datasets": datasets, "resume": resume,
                "verbose": verbose}
@@ -139,6 +153,7 @@ def run_sweep(sweep, *, address=None, tracking_uri=None, storage_path="ray_resul
     print(f"raydiff: stages of session {session}" + (" (in series)" if series else "") + ":")
     for line in graph.summary_lines(summary):
         print(line)
+    tracker.end(session_run, "FINISHED")
     return {"session": session, "stages": summary, "tracking_uri": tracker.uri,
             "experiment_id": experiment_id}
 
@@ -157,8 +172,10 @@ def _run_stage(stage, results_by_stage, *, sweep, session, uri, tracker, experim
               f"{stage.after} finished")
         results_by_stage[stage.name] = []
         return {"finished": 0, "failed": 0}
+    keys = describe.name_specs(describe.stage_label(stage), specs, own=stage.config)
+    parent = _stage_run(tracker, experiment_id, sweep, session, stage, keys)
     context = {"tracking_uri": tracker.uri, "experiment_id": experiment_id,
-               "sweep": sweep.name, "session": session,
+               "sweep": sweep.name, "session": session, "parent_run_id": parent,
                "cpus_per_trial": stage.resources["cpu"] or 1}
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, datasets=datasets, context=context),
@@ -181,18 +198,19 @@ def _run_stage(stage, results_by_stage, *, sweep, session, uri, tracker, experim
         if resume and tune.Tuner.can_restore(path):
             tuner = tune.Tuner.restore(path, trainable_name, resume_errored=True)
         else:
-            tune_config = tune.TuneConfig(reuse_actors=True)
+            output, naming = progress.tune_output(stage, specs, keys=keys, verbose=verbose)
+            tune_config = tune.TuneConfig(reuse_actors=True, **naming)
             if stage.search:
                 tune_config = tune.TuneConfig(
                     metric=stage.search["metric"], mode=stage.search["mode"],
                     num_samples=stage.search["num_samples"],
-                    search_alg=_searcher(stage.search), reuse_actors=True)
+                    search_alg=_searcher(stage.search), reuse_actors=True, **naming)
             tuner = tune.Tuner(trainable_name, param_space=space, tune_config=tune_config,
                                run_config=tune.RunConfig(
                                    name=name, storage_path=session_uri,
                                    failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                                   verbose=verbose))
+                                   **output))
         grid = tuner.fit()
         for result in grid:
             run_id = (result.metrics or {}).get("mlflow_run_id")
@@ -206,6 +224,7 @@ def _run_stage(stage, results_by_stage, *, sweep, session, uri, tracker, experim
             else:
                 failed += 1
     tracker.close_stale(sweep.name, session, stage=stage.name)
+    tracker.end(parent, "FAILED" if failed and not finished else "FINISHED")
     results_by_stage[stage.name] = finished
     print(f"raydiff: stage {stage.name}: {len(finished)} trials finished, {failed} failed",
           flush=True)

@@ -21,6 +21,7 @@ from raydiff.experiments import get_experiment
 from raydiff.experiments.base import Report, Upstream
 from raydiff.experiments.config import build_config
 from raydiff import tracking
+from raydiff.tune import describe
 
 FLUSH_SECONDS = 2.0
 
@@ -28,9 +29,11 @@ FLUSH_SECONDS = 2.0
 class TuneReport(Report):
     """A Report that sends metrics to MLflow (batched) and Tune, and artifacts to MLflow."""
 
-    def __init__(self, folder, *, tracker, run_id, **kwargs):
+    def __init__(self, folder, *, tracker, run_id, config=None, **kwargs):
         super().__init__(folder, **kwargs)
         self.tracker, self.run_id = tracker, run_id
+        self.config = dict(config or {})
+        self._data_logged = False
         self._pending, self._last_flush, self._last_tune = [], time.monotonic(), 0.0
         self._latest = {}
 
@@ -60,6 +63,18 @@ class TuneReport(Report):
 
     def _written(self, path):
         self.tracker.log_artifact(self.run_id, path)
+        if Path(path).name == "per_sample.parquet" and not self._data_logged:
+            self._log_training_data(path)
+
+    def _log_training_data(self, path):
+        """The first per-sample table names the samples and labels the trial trained on:
+        log them as the run's dataset input (the MLflow UI's Dataset column)."""
+        import pandas as pd
+        table = pd.read_parquet(path, columns=None)
+        found = describe.training_data(table, self.config)
+        if found is not None:
+            self.tracker.log_training_data(self.run_id, **found)
+            self._data_logged = True
 
     def tag(self, key, value):
         super().tag(key, value)
@@ -115,8 +130,9 @@ def run_trial(param, *, datasets, context):
             tracking.TAG_STAGE: spec["stage"], tracking.TAG_EXPERIMENT: spec["experiment"],
             tracking.TAG_KIND: "trial"}
     run_id, status = tracker.trial_run(context["experiment_id"], trial_id=trial_id,
-                                       run_name=f"{spec['stage']}-{trial_id}", params=params,
-                                       tags=tags)
+                                       run_name=describe.trial_name(param, trial_id),
+                                       params=params, tags=tags,
+                                       parent=context.get("parent_run_id"))
     if status == "FINISHED":
         # finished before the driver went down, after Tune's last state save: keep it
         tune.report({**tracker.final_metrics(run_id), "mlflow_run_id": run_id})
@@ -136,7 +152,7 @@ def run_trial(param, *, datasets, context):
                       "raydiff.pid": str(os.getpid()), "raydiff.device": device}
         state = _restore_state(extra_tags)
         report = TuneReport(work / "artifacts", tracker=tracker, run_id=run_id,
-                            upstream=upstream, resume_state=state, device=device)
+                            config=params, upstream=upstream, resume_state=state, device=device)
         if status != "NEW":
             extra_tags["raydiff.retried"] = "true"
         tracker.set_tags(run_id, extra_tags)
