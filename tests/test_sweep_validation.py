@@ -200,3 +200,7 @@ def test_shared_keys_a_stage_ignores_are_named(tmp_path, capsys):
         assert notes == ["raydiff: note: config key 'weight_decay' is ignored by stage "
                          "ident (identify)"]
     assert sweeps.validate({**raw, "stages": {"dyn": {"experiment": "dynamics"}}}).ignored == {}
+    # keys ignored by the same stages share one line
+    both = sweeps.validate({**raw, "config": {**raw["config"], "momentum": 0.9}})
+    assert sweeps.ignored_lines(both) == [
+        "raydiff: note: config keys 'weight_decay', 'momentum' are ignored by stage ident (identify)"]

@@ -398,12 +398,16 @@ def load(path, *, overrides=(), smoke=False):
 
 
 def ignored_lines(sweep):
-    """One line per top-level ``config:`` key that some stage's experiment does not take,
-    naming the key and those stages (with their experiments)."""
-    return [f"raydiff: note: config key {key!r} is ignored by stage"
-            f"{'s' if len(names) > 1 else ''} "
+    """One line per group of stages that ignore top-level ``config:`` keys, naming the
+    keys and those stages (with their experiments)."""
+    groups = {}
+    for key, names in sweep.ignored.items():
+        groups.setdefault(tuple(names), []).append(key)
+    return [f"raydiff: note: config key{'s' if len(keys) > 1 else ''} "
+            + ", ".join(repr(k) for k in keys)
+            + f" {'are' if len(keys) > 1 else 'is'} ignored by stage{'s' if len(names) > 1 else ''} "
             + ", ".join(f"{n} ({sweep.stage(n).experiment})" for n in names)
-            for key, names in sweep.ignored.items()]
+            for names, keys in groups.items()]
 
 
 # -- expansion --------------------------------------------------------------------------
