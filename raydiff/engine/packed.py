@@ -256,6 +256,7 @@ class PackResult:
         from a model's divergence on)
     diverged : {k: epoch} of models masked out because their loss became NaN / infinite
     stopped : {k: epoch} of models ``on_epoch`` stopped
+    state : the :class:`PackOptimizerState` to resume from (with ``start_epoch``)
     """
 
     epochs_run: int
@@ -263,6 +264,7 @@ class PackResult:
     dynamics: PackDynamics | None = None
     diverged: dict = field(default_factory=dict)
     stopped: dict = field(default_factory=dict)
+    state: "PackOptimizerState | None" = None
 
 
 class PackOptimizerState:
@@ -274,16 +276,19 @@ class PackOptimizerState:
         self.buffers = None
         self.live = torch.ones(pack.k, dtype=torch.bool, device=pack.device)
         self.generators = generators
+        self.diverged, self.stopped = {}, {}          # {k: epoch} of the models out
 
     def state_dict(self):
         return {"buffers": None if self.buffers is None else [b.clone() for b in self.buffers],
-                "live": self.live.clone(),
+                "live": self.live.clone(), "diverged": dict(self.diverged),
+                "stopped": dict(self.stopped),
                 "generators": None if self.generators is None
                 else [g.get_state() for g in self.generators]}
 
     def load_state_dict(self, state):
         self.buffers = state["buffers"]
         self.live = state["live"].clone()
+        self.diverged, self.stopped = dict(state["diverged"]), dict(state["stopped"])
         if state["generators"] is not None:
             for g, s in zip(self.generators, state["generators"]):
                 g.set_state(s)
@@ -355,12 +360,11 @@ def train_packed(pack, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0,
         if tuple(weights.shape) != (k, n) or bool((weights < 0).any()):
             raise ValueError(f"sample_weight: expected non-negative floats of shape ({k}, {n})")
     full_batch = batch_size is None or batch_size >= int(sizes.max())
-    if not full_batch and (generators is None or len(generators) != k):
-        raise ValueError("mini-batch packs need generators: one torch.Generator per model")
-
     state = state if state is not None else PackOptimizerState(pack, generators)
-    if state.generators is None:
+    if generators is not None:
         state.generators = generators
+    if not full_batch and (state.generators is None or len(state.generators) != k):
+        raise ValueError("mini-batch packs need generators: one torch.Generator per model")
     if use_momentum and state.buffers is None:
         state.buffers = [torch.zeros_like(p) for p in pack.params]
 
@@ -388,7 +392,10 @@ def train_packed(pack, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0,
     slot = {e: t for t, e in enumerate(record_epochs)}
     model_offset = torch.arange(k, device=device)[:, None] * n
 
-    losses, result = [], PackResult(epochs_run=start_epoch, losses=np.zeros((0, k)))
+    losses = []
+    result = PackResult(epochs_run=start_epoch, losses=np.zeros((0, k)), state=state)
+    # models already out when resuming stay out, reported as when they left
+    result.diverged, result.stopped = state.diverged, state.stopped
     for epoch in range(start_epoch + 1, epochs + 1):
         rates = lrs if lr_schedule is None else _per_model(lr_schedule(epoch), k,
                                                            "lr_schedule", device)
