@@ -240,3 +240,27 @@ def test_on_epoch_can_stop_single_models(data):
     model = get_model("simple_nn", input_shape=data.x.shape[1:], num_classes=10, seed=0)
     train(model, data.x, data.y, epochs=2, lr=0.1)
     torch.testing.assert_close(pack.model(0)(data.x), predict(model, data.x), atol=1e-4, rtol=0)
+
+
+def test_a_resumed_pack_continues_exactly(data):
+    """2 epochs, the pack and its state saved (state_dict), 1 more epoch from the saved
+    copies = 3 epochs straight: momentum buffers and shuffle generators carry over."""
+    seeds = [0, 1, 2]
+    kw = dict(lr=[0.05, 0.1, 0.02], momentum=0.9, weight_decay=1e-3, batch_size=64)
+
+    def fresh():
+        return (Pack.init(seeds, input_shape=data.x.shape[1:], num_classes=10),
+                [torch.Generator().manual_seed(s) for s in seeds])
+
+    straight, gens = fresh()
+    train_packed(straight, data.x, data.y, epochs=3, generators=gens, **kw)
+    first, gens = fresh()
+    result = train_packed(first, data.x, data.y, epochs=2, generators=gens, **kw)
+    saved_pack, saved_state = first.state_dict(), result.state.state_dict()
+    resumed, gens = fresh()                    # new objects, as after a restart
+    resumed.load_state_dict(saved_pack)
+    from raydiff.engine.packed import PackOptimizerState
+    state = PackOptimizerState(resumed, gens)
+    state.load_state_dict(saved_state)
+    train_packed(resumed, data.x, data.y, epochs=3, start_epoch=2, state=state, **kw)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.params, straight.params))
