@@ -217,6 +217,15 @@ def test_a_diverging_model_is_masked_out_and_the_rest_are_untouched(data, batch_
     assert more.diverged == result.diverged and np.isnan(more.losses[:, 1]).all()
     assert torch.equal(torch.nan_to_num(pack.flat()[1], nan=7.0),
                        torch.nan_to_num(frozen, nan=7.0))
+    if batch_size is None:
+        # full batch: the step whose loss was not finite and every later one were skipped,
+        # so the model holds the weights it had after epoch d - 1 (inf, never NaN)
+        d = result.diverged[1]
+        early = Pack.init([seeds[1]], input_shape=data.x.shape[1:], num_classes=10)
+        if d > 1:
+            train_packed(early, data.x, data.y, epochs=d - 1, lr=lrs[1])
+        assert torch.equal(pack.flat()[1], early.flat()[0])
+        assert not torch.isnan(frozen).any()
     # ... and the others train exactly as in a pack without it
     pack2, result2 = run([0, 2])
     assert not result2.diverged

@@ -33,16 +33,15 @@ per epoch, never per batch.
 (:func:`class_radii_packed`), with the rules of :mod:`raydiff.engine.inversion`.
 """
 
-import copy
 import math
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from raydiff.engine.inversion import RULES, check_rule, smooth
+from raydiff.engine.train import Dynamics, predict
 from raydiff.models import SimpleNN, get_model
 from raydiff.scores import margin
 
@@ -243,7 +242,6 @@ class PackDynamics:
     def of(self, k, subset=None):
         """The single engine's :class:`~raydiff.engine.train.Dynamics` of model k (the
         rows of ``subset``, in its order, when the model trained on a subset)."""
-        from raydiff.engine.train import Dynamics
         logits = self.logits[:, k]
         return Dynamics(self.epochs, logits if subset is None else logits[:, np.asarray(subset)])
 
@@ -294,8 +292,9 @@ class PackOptimizerState:
                 g.set_state(s)
 
 
-def _per_model(value, k, name, device):
-    """A scalar or K-sequence as a float64 host array and a float32 device tensor."""
+def _per_model(value, k, name, device=None):
+    """A scalar or K-sequence as a float64 host array of K values (ValueError naming
+    ``name`` otherwise)."""
     arr = np.asarray(value, dtype=np.float64)
     if arr.ndim == 0:
         arr = np.full(k, float(arr))
@@ -469,9 +468,11 @@ def _members(subsets, k, n):
 
 def _minibatches(members, sizes, generators, batch_size, y, weights, device):
     """The epoch's steps: per step (idx (K, b) global rows, valid (K, b) 0 / 1 or None when
-    no row is padding, labels (K, b), weights (K, b) or None, denominators (K,) or an int). Model k's positions are ``randperm(n_k,
-    generator=generators[k])`` split into batches, as :func:`raydiff.engine.train` draws
-    them; models with fewer batches are padded (weight 0) and skip the extra steps."""
+    no row is padding, labels (K, b), weights (K, b) or None, denominators (K,) or an
+    int). Model k's positions are ``randperm(n_k, generator=generators[k])`` split into
+    batches, as :func:`raydiff.engine.train` draws them; models with fewer batches are
+    padded (weight 0) and skip the extra steps. The permutations are drawn on the CPU
+    (each model's generator), K small draws per epoch."""
     k = len(members)
     orders = []
     for m, size, g in zip(members, sizes, generators):
@@ -779,7 +780,6 @@ class _ModelView:
 
     @property
     def snapshot_logits(self):
-        from raydiff.engine.train import predict
         out = {}
         for c in self.inversion:
             model = self.snapshot_model(c)
@@ -803,7 +803,6 @@ class _ModelView:
         return self._m.learned_epoch(self.k)
 
     def straggler_margin(self, *, final_model=False):
-        from raydiff.engine.train import predict
         y = self.y.cpu().numpy()
         score = margin(predict(self.model, self.x).cpu().numpy(), labels=y)
         judged = np.zeros(len(y), dtype=bool)
