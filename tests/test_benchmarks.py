@@ -34,6 +34,17 @@ def test_gpu_packing_smoke_runs_or_says_why_not():
         assert "skipped, no CUDA device" in out
 
 
+def test_pack_throughput_smoke_and_its_cuda_path_runs_or_says_why_not():
+    out = _bench("pack_throughput")
+    assert "summary: pack over single engine" in out and "K=    4" in out
+    out = _bench("pack_throughput", "--device", "cuda")
+    import torch
+    if not torch.cuda.is_available():
+        assert "skipped, no CUDA device" in out
+    else:
+        assert "summary: pack over single engine" in out
+
+
 def test_vog_pass_smoke_scores_agree_with_the_stored_maps():
     out = _bench("vog_pass")
     assert "scores agree with the stored maps" in out and "summary: VoG pass" in out
