@@ -4,8 +4,10 @@ trials done out of the total and the time left; quiet unless something changed.
 Tune 2.x prints through its "AIR" output engine by default, which ignores a
 ``progress_reporter`` and prints a config box per trial start (each key twice, nested
 dicts cut off). The classic reporter is used unless ``raydiff run -v`` asks for Tune's own
-verbose output; the choice is an environment variable read when ``fit()`` runs, so it is
-set in the process that builds the Tuner.
+verbose output; the choice is an environment variable read (more than once) while
+``fit()`` runs, so :func:`choose_output` sets it once in the driver before any stage's
+Tuner starts: stages run in threads side by side, and a variable flipped by one while
+another's ``fit()`` runs sends that one down a half-old, half-new output path.
 """
 
 import os
@@ -98,6 +100,15 @@ def format_seconds(seconds):
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
+def choose_output(verbose=1):
+    """Tune's classic output (our table) unless ``verbose`` >= 2 (``raydiff run -v``);
+    call once, before any Tuner of the session is built or restored."""
+    if verbose >= 2:
+        os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+    else:
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+
+
 def tune_output(stage, specs, *, keys, verbose=1):
     """``RunConfig`` keyword arguments (``progress_reporter``, ``verbose``) and Tuner
     naming (``trial_name_creator``, ``trial_dirname_creator``) for one stage's Tuner.
@@ -113,10 +124,8 @@ def tune_output(stage, specs, *, keys, verbose=1):
     metric = describe.main_metric(stage)
     total = len(specs) * (stage.search["num_samples"] if stage.search else 1)
     if verbose >= 2:
-        os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
         run = {"verbose": verbose}
     else:
-        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
         run = {"verbose": 1, "progress_reporter": StageReporter(
             stage.name, total=total, parameter_columns=columns or {"trial/stage": "stage"},
             metric_columns={metric: metric} if metric else {"training_iteration": "iter"})}

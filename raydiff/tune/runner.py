@@ -142,6 +142,7 @@ def run_sweep(sweep, *, address=None, tracking_uri=None, storage_path="ray_resul
                       f"trial but the cluster has no GPU; running it on CPUs")
                 stage.resources = {**stage.resources, "gpu": 0, "cpu": stage.resources["cpu"] or 1}
     results_by_stage = {}
+    progress.choose_output(verbose)
     # the session's parent run exists before any stage thread looks it up
     session_run = tracker.session_run(experiment_id, sweep.name, session)
     context = {"sweep": sweep, "session": session, "uri": uri, "tracker": tracker,
