@@ -18,7 +18,6 @@ from raydiff.experiments.base import Report, Upstream
 from raydiff.experiments.config import ConfigError, build_config
 from raydiff.report import FolderContext, build_report
 from raydiff.report import benchmark
-from raydiff.scores import auroc
 from raydiff.scores.dynamics import aum, el2n
 from raydiff.tune import sweep as sweeps
 
