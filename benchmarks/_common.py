@@ -96,12 +96,19 @@ def seconds(xs):
     return f"best {best(xs):.3f} s, median {statistics.median(xs):.3f} s"
 
 
-def run_stages(sweep, work, *, threads=1, device="cpu", stages=None):
-    """Run every trial of ``sweep`` (or of its ``stages``, names) in this process, one after
-    another, each stage's output read back from its folder as the next stage's upstream.
+def run_stages(sweep, work, *, threads=1, device="cpu", stages=None, rows=None, verbose=False):
+    """Run every trial of the validated ``sweep`` (or of its ``stages``, names) in this
+    process, one after another, without Ray or MLflow: the one Ray-free runner of the
+    benchmark scripts. Each trial writes into ``work/<stage>-<i>/`` (its artifacts and
+    ``history.csv``); a stage ``after:`` another gets the folders of the trials the sweep's
+    join pairs it with (all the folds, for confident learning).
 
+    rows : a list, optional; one dict per trial is appended (``run_id`` = the folder name,
+        stage, experiment, trial_seconds, the trial's params and config, its final metrics
+        as ``m.<key>``): the runs table :class:`raydiff.report.FolderContext` reads.
     Returns ({(stage, planned id): folder}, {stage: [seconds per trial]}).
     """
+    import pandas as pd
     import torch
 
     from raydiff.data import load_dataset
@@ -115,10 +122,9 @@ def run_stages(sweep, work, *, threads=1, device="cpu", stages=None):
         if stages is not None and stage.name not in stages:
             continue
         module = stage.module
-        planned_ids = [f"planned-{i}" for i in range(len(specs))]
         seconds[stage.name] = []
-        for run_id, spec in zip(planned_ids, specs):
-            config = build_config(module.Config, spec["config"], f"stage {stage.name}")
+        for i, spec in enumerate(specs):
+            config = build_config(module.Config, spec["config"], f"stages.{stage.name}")
             key = (config.dataset, config.data_root, config.download, config.image_size)
             if key not in datasets and getattr(module, "NEEDS_DATA", True):
                 # loaded once, like the driver does
@@ -128,11 +134,22 @@ def run_stages(sweep, work, *, threads=1, device="cpu", stages=None):
             upstream = {experiment: ([Upstream(f) for f in found] if isinstance(found, list)
                                      else Upstream(found))
                         for experiment, found in upstream_folders(sweep, stage, spec, folders).items()}
-            folder = Path(work) / stage.name / run_id
-            folders[(stage.name, run_id)] = folder
+            run_id = f"{stage.name}-{i}"
+            folder = Path(work) / run_id
+            folders[(stage.name, f"planned-{i}")] = folder
+            report = Report(folder, upstream=upstream, device=device)
             start = time.perf_counter()
-            module.run(config, Report(folder, upstream=upstream, device=device), datasets.get(key))
+            metrics = module.run(config, report, datasets.get(key)) or {}
             seconds[stage.name].append(time.perf_counter() - start)
+            if rows is not None:
+                pd.DataFrame([(s, k, v) for s, m in report.history if s is not None
+                              for k, v in m.items()], columns=["step", "key", "value"]
+                             ).to_csv(folder / "history.csv", index=False)
+                rows.append({"run_id": run_id, "stage": stage.name, "experiment": module.NAME,
+                             "trial_seconds": seconds[stage.name][-1], **spec["params"],
+                             **vars(config), **{f"m.{k}": v for k, v in metrics.items()}})
+            if verbose:
+                print(f"{run_id}: {seconds[stage.name][-1]:.1f} s", flush=True)
     return folders, seconds
 
 

@@ -11,16 +11,13 @@ where Ray is not wanted (a lone GPU box) or a quick look at a smaller grid:
 """
 
 import argparse
-import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 from threadpoolctl import threadpool_limits
 
-from raydiff.data import load_dataset
-from raydiff.experiments.base import Report, Upstream
-from raydiff.experiments.config import build_config
+import _common
 from raydiff.report import FolderContext, build_report
 from raydiff.tune import sweep as sweeps
 
@@ -34,41 +31,11 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)
     sweep = sweeps.load(args.sweep, overrides=args.overrides, smoke=args.smoke)
-    out = Path(args.out)
-    datasets, rows, folders = {}, [], {}
-    for stage, specs in zip(sweep.stages, sweeps.plan(sweep).values()):
-        for i, spec in enumerate(specs):
-            module = stage.module
-            config = build_config(module.Config, spec["config"], f"stages.{stage.name}")
-            upstream = {}
-            for experiment, planned in spec["upstream"].items():
-                source = next(s for s in stage.after if sweep.stage(s).experiment == experiment)
-                found = [Upstream(folders[(source, p)]) for p in
-                         (planned if isinstance(planned, list) else [planned])]
-                upstream[experiment] = found if isinstance(planned, list) else found[0]
-            data = None
-            if getattr(module, "NEEDS_DATA", True):
-                key = (config.dataset, config.image_size)
-                if key not in datasets:
-                    datasets[key] = load_dataset(config.dataset, image_size=config.image_size)
-                data = datasets[key]
-            run_id = f"{stage.name}-{i}"
-            folders[(stage.name, f"planned-{i}")] = out / run_id
-            report = Report(out / run_id, upstream=upstream, device=args.device)
-            start = time.perf_counter()
-            metrics = module.run(config, report, data) or {}
-            seconds = time.perf_counter() - start
-            pd.DataFrame([(s, k, v) for s, m in report.history if s is not None
-                          for k, v in m.items()], columns=["step", "key", "value"]
-                         ).to_csv(out / run_id / "history.csv", index=False)
-            rows.append({"run_id": run_id, "stage": stage.name, "experiment": module.NAME,
-                         "trial_seconds": seconds, **spec["params"],
-                         **{k: v for k, v in vars(config).items()},
-                         **{f"m.{k}": v for k, v in metrics.items()}})
-            print(f"{run_id}: {seconds:.1f} s", flush=True)
+    out, rows = Path(args.out), []
+    _common.run_stages(sweep, out, threads=args.threads, device=args.device, rows=rows,
+                       verbose=True)
     runs = pd.DataFrame(rows)
     runs.to_csv(out / "runs.csv", index=False)
     build_report(FolderContext(runs, out / "report", out))

@@ -212,3 +212,32 @@ def test_fused_simple_nn_step_matches_autograd():
     model = get_model("simple_nn", input_shape=(1, 3, 3), num_classes=4, seed=0)
     model.out.register_forward_hook(lambda *a: None)
     assert not supports_fused(model)
+
+
+def test_state_restores_every_named_part_and_refuses_another_setup():
+    from raydiff.engine.state import restore_state, save_state
+
+    def parts(seed):
+        torch.manual_seed(seed)
+        model = torch.nn.Linear(3, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        model(torch.ones(1, 3)).sum().backward()
+        opt.step()
+        return model, opt, torch.Generator().manual_seed(seed)
+
+    model, opt, gen = parts(0)
+    state = save_state(7, modules={"model": model}, optimizers={"model": opt},
+                       generators={"batch": gen}, best={"epoch": 3})
+    assert torch.equal(state["model"]["weight"], model.weight)      # the network at the top
+    expected_draw = torch.randn(4, generator=gen)
+    other, other_opt, other_gen = parts(1)
+    epoch, extra = restore_state(state, modules={"model": other}, optimizers={"model": other_opt},
+                                 generators={"batch": other_gen})
+    assert epoch == 7 and extra == {"best": {"epoch": 3}}
+    assert torch.equal(other.weight, model.weight)
+    assert torch.equal(other_opt.state_dict()["state"][0]["momentum_buffer"],
+                       opt.state_dict()["state"][0]["momentum_buffer"])
+    assert torch.equal(torch.randn(4, generator=other_gen), expected_draw)
+    with pytest.raises(ValueError, match="do not match"):
+        restore_state(state, modules={"net": other}, optimizers={"model": other_opt},
+                      generators={"batch": other_gen})

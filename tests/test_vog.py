@@ -295,3 +295,15 @@ def test_toy_report_tables_spearman_per_axis(toy_run, tmp_path):
     assert len(summary) == 4 and (summary["spearman_mean"] < -0.5).all()
     assert {"vog_toy_boundary_train.png", "vog_toy_distance_test_raw.png"} <= {
         p.name for p in tmp_path.iterdir()}
+
+
+@pytest.mark.parametrize("module,key,value", [(vogx, "checkpoint_every", 2),
+                                              (vog_toy, "noise_ratio", 0.2),
+                                              (vog_toy, "subset_size", 100),
+                                              (vog_toy, "data_root", "/data")])
+def test_keys_an_experiment_never_reads_are_refused_by_name(module, key, value):
+    # vog restarts from scratch (nothing to checkpoint); the toy makes its own clean blobs
+    with pytest.raises(ConfigError, match=f"unknown key '{key}'; valid keys"):
+        build_config(module.Config, {key: value})
+    assert key not in module.Config.smoke_overrides()
+    build_config(module.Config, module.Config.smoke_overrides())     # smoke still valid

@@ -8,9 +8,8 @@ import torch
 from raydiff.data.noise import NOISE_KINDS, inject_label_noise, pair_permutation
 from raydiff.data.registry import (DATASETS, Dataset, DatasetNotFound, default_data_root,
                                    load_dataset, make_blobs_dataset)
-
-# streams of one seed, so that noise and initialisation never share random numbers
-NOISE_STREAM, INIT_STREAM, SPLIT_STREAM = 1, 2, 3
+from raydiff.data.streams import (BATCH_STREAM, FOLD_STREAM, GAN_STREAM, INIT_STREAM,
+                                  NOISE_STREAM, SMALL_LOSS_BATCH_STREAM, SPLIT_STREAM, STREAMS)
 
 
 def rng_for(seed, stream):
@@ -105,4 +104,6 @@ def clean_positions(tensors, positions):
 __all__ = ["DATASETS", "NOISE_KINDS", "clean_positions", "pair_permutation",
            "Dataset", "DatasetNotFound", "TensorData", "default_data_root",
            "inject_label_noise", "load_dataset", "make_blobs_dataset", "prepare", "rng_for",
-           "subset_indices", "torch_generator", "derived_seed", "NOISE_STREAM", "INIT_STREAM", "SPLIT_STREAM"]
+           "subset_indices", "torch_generator", "derived_seed", "STREAMS", "NOISE_STREAM",
+           "INIT_STREAM", "SPLIT_STREAM", "BATCH_STREAM", "SMALL_LOSS_BATCH_STREAM",
+           "FOLD_STREAM", "GAN_STREAM"]

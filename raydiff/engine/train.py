@@ -63,7 +63,7 @@ def accuracy(logits, y):
 def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_decay=0.0,
           optimizers=None, loss_fn=None, after_step=None, on_epoch=None, record_every=0,
           record_dtype=torch.float32, generator=None, start_epoch=0, augment=None,
-          lr_schedule=None):
+          lr_schedule=None, min_batch=1):
     """Train ``model`` on tensors ``x``, ``y`` (already on the model's device).
 
     Parameters
@@ -98,6 +98,9 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
         convention; data-parameter optimisers that follow keep their own rate) before the
         epoch starts. A function of the epoch
         alone, so a run resumed with ``start_epoch`` follows the same schedule.
+    min_batch : int
+        Mini-batches smaller than this are skipped (a BatchNorm network cannot train on a
+        batch of one); they still count in the epoch loss's denominator N.
     """
     n = len(x)
     full_batch = batch_size is None or batch_size >= n
@@ -138,6 +141,8 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
             batches = perm.split(batch_size)
         total = 0.0
         for idx in batches:
+            if len(idx) < min_batch:
+                continue
             # full batch: no per-epoch copy of x; index_select is the cheap gather of rows
             xb = x if full_batch else x.index_select(0, idx)
             if fused:

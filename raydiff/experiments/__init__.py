@@ -10,7 +10,7 @@ dataset.
 import importlib
 import pkgutil
 
-_INTERNAL = {"base", "config"}
+_INTERNAL = {"base", "config", "common"}
 _registry = None
 
 

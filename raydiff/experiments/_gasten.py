@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from raydiff.data import prepare
+from raydiff.data.splits import split_positions
 from raydiff.experiments.config import Common, ConfigError, at_least, ratio
 from raydiff.models.gasten import FeatureCNN, make_classifier
 
@@ -46,8 +47,6 @@ class BinaryData:
 
 
 def _split(data, sample_id, test_fraction, seed):
-    from raydiff.experiments.data_params import split_positions
-
     train, _, test = split_positions(data, sample_id, test_fraction=test_fraction,
                                      val_fraction=0.0, seed=seed)
     return train, test
@@ -144,9 +143,6 @@ def image_grid(images, *, ncols=8, titles=None, title=None, size=1.0):
     return fig
 
 
-GAN_STREAM = 5      # batch order and every z of a GAN run
-
-
 @dataclass
 class GanTraining(GastenData):
     """Keys of both GAN steps. ``run`` tells repeated GAN runs apart (3 in the paper's
@@ -165,18 +161,8 @@ def gan_state(G, D, z_dim, width):
             "D": D.state_dict() if D is not None else {}}
 
 
-def training_state(epoch, G, D, opt_g, opt_d, generator, **extra):
-    """Everything a killed trial needs to go on from ``epoch`` exactly as it would have."""
-    return {"epoch": int(epoch), "G": G.state_dict(), "D": D.state_dict(),
-            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "rng": generator.get_state(), **extra}
-
-
-def restore_training(state, G, D, opt_g, opt_d, generator):
-    """Load :func:`training_state` into the objects; returns the epoch it was saved at."""
-    G.load_state_dict(state["G"])
-    D.load_state_dict(state["D"])
-    opt_g.load_state_dict(state["opt_g"])
-    opt_d.load_state_dict(state["opt_d"])
-    generator.set_state(state["rng"])
-    return int(state["epoch"])
+def gan_parts(G, D, opt_g, opt_d, generator):
+    """The objects of a GAN run, named for :func:`raydiff.engine.state.save_state` and
+    :func:`~raydiff.engine.state.restore_state` (a killed trial goes on exactly)."""
+    return {"modules": {"G": G, "D": D}, "optimizers": {"G": opt_g, "D": opt_d},
+            "generators": {"batch": generator}}

@@ -15,8 +15,9 @@ import pandas as pd
 
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.config import Common, choice
-from raydiff.experiments.data_params import detection
-from raydiff.scores.confident_learning import FILTERS, RANK_METHODS, label_issue_score, label_issues
+from raydiff.scores import get_score
+from raydiff.scores.confident_learning import FILTERS, RANK_METHODS, label_issues
+from raydiff.scores.metrics import detection
 
 NAME = "confident_learning"
 GATHERS = ("crossval",)
@@ -58,7 +59,7 @@ def run(config, report, data=None):
     probs = table[prob_cols].to_numpy(dtype=np.float64)
     observed = table["observed_label"].to_numpy()
     noisy = table["is_noisy"].to_numpy(dtype=bool)
-    score = label_issue_score(probs, labels=observed, method=config.rank_method)
+    score = get_score(config.rank_method)(probs, labels=observed)
     issues = label_issues(probs, labels=observed, filter_by=config.filter_by)
     report.table("per_sample.parquet", per_sample_table(
         sample_id=table["sample_id"], label=table["label"], observed_label=observed,
@@ -68,7 +69,8 @@ def run(config, report, data=None):
                "upstream_seconds": float(sum(info["seconds"] for info in infos)),
                "oof_true_accuracy": 100 * float((probs.argmax(1) == table["label"]).mean())}
     if noisy.any() and not noisy.all():
-        metrics.update(detection(score, noisy, config.noise_ratio))
+        metrics.update({f"detect_{k}": v for k, v in
+                        detection(score, noisy, config.noise_ratio).items()})
         metrics["issue_precision"] = float(noisy[issues].mean()) if issues.any() else 0.0
         metrics["issue_recall"] = float(issues[noisy].mean())
     report(metrics)

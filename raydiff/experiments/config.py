@@ -56,10 +56,13 @@ class Common:
 
     @classmethod
     def smoke_overrides(cls):
+        """The SMOKE values of the class and its bases, for the keys this class has (a
+        subclass may drop a key it never uses; see ``vog_toy``)."""
+        keys = {f.name for f in dataclasses.fields(cls)}
         out = {}
         for klass in reversed(cls.__mro__):
             out.update(vars(klass).get("SMOKE", {}))
-        return out
+        return {k: v for k, v in out.items() if k in keys}
 
 
 COMMON_KEYS = tuple(f.name for f in dataclasses.fields(Common))

@@ -26,12 +26,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from raydiff.data import prepare, rng_for
+from raydiff.data import prepare
+from raydiff.data.splits import fold_assignment
+from raydiff.engine.supervised import fit
+from raydiff.experiments.common import TrainConfig
 from raydiff.experiments.config import ConfigError, at_least, choice
-from raydiff.experiments.data_params import TrainConfig, fit
 
 NAME = "crossval"
-FOLD_STREAM = 5
 
 
 @dataclass
@@ -46,18 +47,6 @@ class Config(TrainConfig):
                               f"(folds are numbered 0..folds-1)")
 
 
-def fold_assignment(labels, *, folds, seed):
-    """Fold number (N,) of every sample: each class's samples are shuffled with ``seed``
-    and dealt round-robin, so every fold holds about 1/folds of every class."""
-    labels = np.asarray(labels)
-    rng = rng_for(seed, FOLD_STREAM)
-    fold = np.empty(len(labels), dtype=np.int64)
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        fold[members] = np.arange(len(members)) % folds
-    return fold
-
-
 def run(config, report, data):
     started = time.monotonic()
     tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
@@ -68,10 +57,11 @@ def run(config, report, data):
     tr = tensors.take(np.flatnonzero(fold != config.fold))
     held = tensors.take(np.flatnonzero(fold == config.fold))
     # held.y holds the observed labels: all a fold may know about its held-out part
-    _, traj, best = fit(config, report, tr.x, tr.y, num_classes=tensors.num_classes,
-                        eval_sets={"heldout": (held.x, held.y)}, best_of="heldout",
-                        record_eval_logits=["heldout"])
-    logits = traj["heldout_logits"]                               # (M, E, C)
+    fitted = fit(config, report, tr.x, tr.y, num_classes=tensors.num_classes,
+                 eval_sets={"heldout": (held.x, held.y)}, best_of="heldout",
+                 record_eval_logits=["heldout"])
+    best = fitted.best_epoch
+    logits = fitted.trajectories["heldout_logits"]                               # (M, E, C)
     epoch = best if config.oof_epoch == "best" and best else logits.shape[1]
     probs = torch.softmax(torch.from_numpy(logits[:, epoch - 1]).double(), dim=1).numpy()
     table = pd.DataFrame({"sample_id": held.sample_id, "label": held.label,

@@ -25,17 +25,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from raydiff.data import INIT_STREAM, derived_seed, prepare
-from raydiff.engine import crop_flip, predict, step_schedule, train
+from raydiff.data import BATCH_STREAM, derived_seed, prepare
+from raydiff.engine import crop_flip, predict, train
+from raydiff.engine.supervised import fit, make_model, schedule
 from raydiff import plots
 from raydiff.experiments.base import per_sample_table
+from raydiff.experiments.common import TrainConfig
 from raydiff.experiments.config import at_least, choice
-from raydiff.experiments.data_params import BATCH_STREAM, TrainConfig, detection, fit
-from raydiff.models import get_model
-from raydiff.scores.dynamics import TRAJECTORY_SCORES, aum, cartography, el2n
+from raydiff.scores import scores_for
+from raydiff.scores.dynamics import aum, cartography
+from raydiff.scores.metrics import detection, top_k_mask
 
 NAME = "dynamics"
-METHODS = sorted([*TRAJECTORY_SCORES, "el2n"])
+# every registered score of a logit trajectory, and of the early models' logits (EL2N)
+METHODS = sorted([*scores_for("trajectory"), *scores_for("early_logits")])
 
 
 @dataclass
@@ -51,16 +54,13 @@ def early_logits(config, tensors, *, run, epoch):
     """(N, C) eval-mode logits of every sample after ``epoch`` epochs of an extra model,
     initialised and shuffled by stream ``run`` of the seed, trained with the same settings
     as the main run."""
-    model = get_model(config.model, input_shape=tensors.x.shape[1:],
-                      num_classes=tensors.num_classes, hidden=config.hidden,
-                      seed=derived_seed(config.seed, INIT_STREAM, run)).to(tensors.x.device)
+    model = make_model(config, tensors.x.shape[1:], tensors.num_classes,
+                       run=run).to(tensors.x.device)
     generator = torch.Generator().manual_seed(derived_seed(config.seed, BATCH_STREAM, run))
     train(model, tensors.x, tensors.y, epochs=epoch, lr=config.lr,
           batch_size=config.batch_size, momentum=config.momentum,
           weight_decay=config.weight_decay, generator=generator,
-          augment=crop_flip if config.augment else None,
-          lr_schedule=step_schedule(config.lr, milestones=config.lr_milestones,
-                                    gamma=config.lr_gamma))
+          augment=crop_flip if config.augment else None, lr_schedule=schedule(config))
     return predict(model, tensors.x, batch_size=config.eval_batch_size).float().cpu().numpy()
 
 
@@ -74,9 +74,10 @@ def dynamics_scores(logits, labels, *, early, aum_until=None):
     """``{method: (N,) score}`` from the trajectory ``logits`` (E, N, C) and the early
     eval-mode logits of every EL2N run ``early`` (R, N, C); AUM averages the first
     ``aum_until`` epochs (None: all)."""
-    scores = {name: fn(logits, labels=labels) for name, fn in TRAJECTORY_SCORES.items()}
-    scores["aum"] = aum(logits, labels=labels, until=aum_until)
-    scores["el2n"] = el2n(early, labels=labels)
+    scores = {name: fn(logits, labels=labels) for name, fn in scores_for("trajectory").items()}
+    scores["aum"] = aum(logits, labels=labels, until=aum_until)   # the authors' averaging window
+    scores.update({name: fn(early, labels=labels)
+                   for name, fn in scores_for("early_logits").items()})
     return scores
 
 
@@ -86,8 +87,8 @@ def run(config, report, data):
                       noise_seed=config.seed, normalize=config.normalize, device=report.device)
     observed = tensors.observed_label
     epoch = min(config.el2n_epoch, config.last_epoch)
-    _, traj, _ = fit(config, report, tensors.x, tensors.y, num_classes=tensors.num_classes,
-                     eval_sets={}, record_logits=True, eval_logits_at=[epoch])
+    traj = fit(config, report, tensors.x, tensors.y, num_classes=tensors.num_classes,
+               eval_sets={}, record_logits=True, eval_logits_at=[epoch]).trajectories
     logits = np.moveaxis(traj["logits"], 1, 0)                       # (E, N, C)
     early = [traj["eval_logits"][:, 0]] + [early_logits(config, tensors, run=r, epoch=epoch)
                                            for r in range(1, config.el2n_runs)]
@@ -96,13 +97,11 @@ def run(config, report, data):
     carto = cartography(logits, labels=observed)
 
     score = scores[config.method]
-    flag_k = int(len(score) * config.noise_ratio)
-    hard = np.zeros(len(score), dtype=bool)
-    hard[np.argsort(-score, kind="stable")[:flag_k]] = True
+    hard = top_k_mask(score, config.noise_ratio)
     report.table("per_sample.parquet", per_sample_table(
         sample_id=tensors.sample_id, label=tensors.label, observed_label=observed,
         is_noisy=tensors.is_noisy, noise_kind=config.noise_kind,
-        split="train", hard=hard if flag_k else None, score=score,
+        split="train", hard=hard, score=score,
         **{f"carto_{k}": v for k, v in carto.items()},
         **{f"score_{k}": v for k, v in scores.items()}))
     report.array("dynamics_logits.npy", logits.astype(np.float16))
@@ -116,6 +115,6 @@ def run(config, report, data):
     if noisy.any() and not noisy.all():
         for name, s in scores.items():
             for key, value in detection(s, noisy, config.noise_ratio).items():
-                metrics[f"{name}_{key.removeprefix('detect_')}"] = value
+                metrics[f"{name}_{key}"] = value
     report(metrics)
     return metrics

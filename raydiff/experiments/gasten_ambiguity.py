@@ -126,7 +126,28 @@ def select_checkpoint(upstreams, checkpoint=PARETO, epoch=None):
     return upstreams[i], int(row["epoch"]), row
 
 
-_CACHE = {}
+class SampleCache:
+    """The ambiguous samples of one (step-2 checkpoint, sampling keys): the last drawn.
+
+    A Ray worker process runs many search trials (thresholds, grid sizes) on the same
+    selected checkpoint; drawing ``n_samples`` images through G and C again for each is the
+    trial's main cost. One slot: a new key replaces the old value, so a worker never holds
+    more than one checkpoint's samples. :data:`WORKER_CACHE` is the process's own; a caller
+    (a test) may pass another to :func:`run`.
+    """
+
+    def __init__(self):
+        self.key, self.value = None, None
+
+    def get(self, key, compute):
+        """The value for ``key``, computed with ``compute()`` unless it is the cached one."""
+        if key != self.key:
+            self.key, self.value = None, None          # drop the old samples first
+            self.value, self.key = compute(), key
+        return self.value
+
+
+WORKER_CACHE = SampleCache()      # one per worker process (module state lives per process)
 
 
 @torch.no_grad()
@@ -151,23 +172,24 @@ def saliency(C, images):
     return x.grad.abs().amax(1).cpu().numpy()
 
 
-def run(config, report, data):
+def run(config, report, data, *, cache=None):
     device = report.device
     up, epoch, row = select_checkpoint(of_classifier(report.upstreams("gasten_step2"), config.nf),
                                        config.checkpoint, config.checkpoint_epoch)
     C = load_classifier(up.torch("classifier.pt"), device)
     key = (up.run_id or str(up.folder), epoch, config.n_samples, config.sample_seed, config.low,
            config.high)
-    if key not in _CACHE:      # a reused worker runs many search trials on the same samples
+
+    def draw():
         state = up.torch(f"step2_epoch{epoch:03d}.pt")
         G, _ = make_gan(z_dim=state["z_dim"], width=state["width"])
         G.load_state_dict(state["G"])
         G = G.to(device).eval()
-        _CACHE.clear()
-        _CACHE[key] = ambiguous_samples(G, C, n=config.n_samples, z_dim=state["z_dim"],
-                                        seed=config.sample_seed, low=config.low,
-                                        high=config.high, device=device)
-    images, probs = _CACHE[key]
+        return ambiguous_samples(G, C, n=config.n_samples, z_dim=state["z_dim"],
+                                 seed=config.sample_seed, low=config.low, high=config.high,
+                                 device=device)
+
+    images, probs = (WORKER_CACHE if cache is None else cache).get(key, draw)
     fid_key = next(k for k in row.index if k.startswith("fid_"))
     metrics = {"n_ambiguous": len(images), "ambiguous_fraction": len(images) / config.n_samples,
                "selected_epoch": epoch, "selected_fid": float(row[fid_key]),

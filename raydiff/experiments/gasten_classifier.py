@@ -13,13 +13,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from raydiff.data import INIT_STREAM, SPLIT_STREAM, derived_seed, rng_for, torch_generator
+from raydiff.data import (BATCH_STREAM, INIT_STREAM, SPLIT_STREAM, derived_seed, rng_for,
+                          torch_generator)
+from raydiff.engine import train as train_model
 from raydiff.experiments._gasten import GastenData, binary_data, classifier_state
 from raydiff.experiments.config import at_least, choice, ratio
 from raydiff.models.gasten import CLASSIFIERS, make_classifier
 
 NAME = "gasten_classifier"
-BATCH_STREAM = 4
 
 
 @dataclass
@@ -58,30 +59,28 @@ def run(config, report, data):
     model = make_classifier(config.classifier, config.nf,
                             seed=derived_seed(config.seed, INIT_STREAM)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    gen = torch_generator(config.seed, BATCH_STREAM)
-    best, best_state, waited, epoch = np.inf, None, 0, 0
-    for epoch in range(1, config.epochs + 1):
-        total = 0.0
-        for idx in torch.randperm(len(x), generator=gen).to(device).split(config.batch_size):
-            loss = F.binary_cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        metrics = {"train_loss": total / len(x)}
+    best = {"loss": np.inf, "state": None, "waited": 0}
+
+    def on_epoch(epoch, loss):
+        metrics = {"train_loss": loss}
         if len(yv):
             metrics["val_loss"], metrics["val_accuracy"] = evaluate(model, xv, yv)
         report(metrics, step=epoch)
         score = metrics.get("val_loss", metrics["train_loss"])
-        if score < best:
-            best, waited = score, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            waited += 1
-            if waited >= config.patience:
-                break
-    if best_state is not None:          # None only when every loss was NaN
-        model.load_state_dict(best_state)
+        if score < best["loss"]:
+            best.update(loss=score, waited=0,
+                        state={k: v.detach().clone() for k, v in model.state_dict().items()})
+            return False
+        best["waited"] += 1
+        return best["waited"] >= config.patience          # early stopping
+
+    # a sigmoid output: BCE on the 0/1 labels, in the engine's mini-batch loop
+    epoch = train_model(model, x, y, epochs=config.epochs, optimizers=[opt], on_epoch=on_epoch,
+                        loss_fn=lambda p, idx: F.binary_cross_entropy(p, y[idx]),
+                        batch_size=config.batch_size,
+                        generator=torch_generator(config.seed, BATCH_STREAM)).epochs_run
+    if best["state"] is not None:          # None only when every loss was NaN
+        model.load_state_dict(best["state"])
     test_loss, test_accuracy = evaluate(model, binary.test_x, binary.test_y)
     report.torch("classifier.pt", classifier_state(model, config.classifier, config.nf))
     metrics = {"test_loss": test_loss, "test_accuracy": test_accuracy, "epochs_run": epoch,

@@ -13,16 +13,15 @@ for torchvision's weights, ``fid_inception`` reserved for the TF-FID ones,
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from raydiff.data import INIT_STREAM, derived_seed, torch_generator
+from raydiff.data import BATCH_STREAM, INIT_STREAM, derived_seed, torch_generator
+from raydiff.engine import train as train_model
 from raydiff.engine.fid import find_inception_weights, inception_name
 from raydiff.experiments._gasten import prepare_images
 from raydiff.experiments.config import Common, at_least, choice, ratio
 from raydiff.models.gasten import FeatureCNN
 
 NAME = "gasten_featnet"
-BATCH_STREAM = 4
 
 
 @dataclass
@@ -58,19 +57,14 @@ def run(config, report, data):
         torch.manual_seed(derived_seed(config.seed, INIT_STREAM))
         net = FeatureCNN(tensors.num_classes).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
-    gen = torch_generator(config.seed, BATCH_STREAM)
-    for epoch in range(1, config.epochs + 1):
-        net.train()
-        total = 0.0
-        for idx in torch.randperm(len(x), generator=gen).to(device).split(config.batch_size):
-            if len(idx) < 2:
-                continue
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        report({"train_loss": total / len(x)}, step=epoch)
+
+    def on_epoch(epoch, loss):
+        report({"train_loss": loss}, step=epoch)
+
+    # BatchNorm cannot train on a last batch of one image: min_batch skips it
+    train_model(net, x, y, epochs=config.epochs, optimizers=[opt], on_epoch=on_epoch,
+                batch_size=config.batch_size, generator=torch_generator(config.seed, BATCH_STREAM),
+                min_batch=2)
     net.eval()
     metrics = {}
     if len(test):

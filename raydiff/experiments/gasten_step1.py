@@ -8,10 +8,11 @@ mid-training goes on from its last checkpoint.
 
 from dataclasses import dataclass
 
-from raydiff.data import INIT_STREAM, derived_seed, torch_generator
+from raydiff.data import GAN_STREAM, INIT_STREAM, derived_seed, torch_generator
 from raydiff.engine.gan import adam_pair, gan_epoch
-from raydiff.experiments._gasten import (GAN_STREAM, GanTraining, binary_data, gan_state,
-                                         image_grid, restore_training, training_state)
+from raydiff.engine.state import restore_state, save_state
+from raydiff.experiments._gasten import (GanTraining, binary_data, gan_state,
+                                         image_grid, gan_parts)
 from raydiff.experiments.config import at_least
 from raydiff.models.gasten import make_gan
 
@@ -39,7 +40,7 @@ def run(config, report, data):
     gen = torch_generator(derived_seed(config.seed, GAN_STREAM, config.run, 1))
     start = 0
     if report.resume_state is not None:
-        start = restore_training(report.resume_state, G, D, opt_g, opt_d, gen)
+        start, _ = restore_state(report.resume_state, **gan_parts(G, D, opt_g, opt_d, gen))
         report.tag("raydiff.resumed_from_epoch", start)
     else:
         report.torch("step1_epoch000.pt", gan_state(G, D, config.z_dim, config.width))
@@ -50,7 +51,7 @@ def run(config, report, data):
         checkpoint = None
         if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
             report.torch(f"step1_epoch{epoch:03d}.pt", gan_state(G, D, config.z_dim, config.width))
-            checkpoint = training_state(epoch, G, D, opt_g, opt_d, gen)
+            checkpoint = save_state(epoch, **gan_parts(G, D, opt_g, opt_d, gen))
         report(metrics, step=epoch, checkpoint=checkpoint)
     if config.grid_size:
         import torch

@@ -23,11 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from raydiff.data import derived_seed, torch_generator
+from raydiff.data import GAN_STREAM, derived_seed, torch_generator
+from raydiff.engine.state import restore_state, save_state
 from raydiff.engine.gan import Evaluator, adam_pair, gan_epoch, parse_alpha, sorted_grid_indices
-from raydiff.experiments._gasten import (GAN_STREAM, GanTraining, binary_data, gan_state,
+from raydiff.experiments._gasten import (GanTraining, binary_data, gan_state,
                                          image_grid, load_classifier, load_feature_net,
-                                         restore_training, training_state)
+                                         gan_parts)
 from raydiff.experiments.config import ConfigError, at_least
 from raydiff.models.gasten import make_gan
 
@@ -90,8 +91,8 @@ def run(config, report, data):
 
     rows, start = [], 0
     if report.resume_state is not None:
-        start = restore_training(report.resume_state, G, D, opt_g, opt_d, gen)
-        rows = list(report.resume_state["rows"])
+        start, extra = restore_state(report.resume_state, **gan_parts(G, D, opt_g, opt_d, gen))
+        rows = list(extra["rows"])
         report.tag("raydiff.resumed_from_epoch", start)
     else:
         report.array("test_noise.npy", noise.numpy())
@@ -120,7 +121,8 @@ def run(config, report, data):
             metrics["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
         rows.append({"epoch": epoch, **quality, "saved": saved})
         report.table("metrics.parquet", pd.DataFrame(rows))
-        checkpoint = training_state(epoch, G, D, opt_g, opt_d, gen, rows=rows) if saved else None
+        checkpoint = (save_state(epoch, **gan_parts(G, D, opt_g, opt_d, gen), rows=rows)
+                      if saved else None)
         report(metrics, step=epoch, checkpoint=checkpoint)
     return report.last
 

@@ -32,96 +32,28 @@ they come from the same training run, which halves the cost and scores the sampl
 an equally trained model.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from raydiff.data import INIT_STREAM, derived_seed, prepare
+from raydiff.data import prepare
 from raydiff.engine import accuracy, predict
-from raydiff.engine.inversion import RULES, train_with_inversion
 from raydiff import plots
 from raydiff.experiments.base import per_sample_table
-from raydiff.experiments.config import Common, ConfigError, at_least, choice
-from raydiff.models import MODELS, get_model
-from raydiff.scores import auroc, confidence, energy
+from raydiff.experiments.common import InversionTraining, fit_watched
+from raydiff.experiments.config import choice
+from raydiff.scores import auroc, get_score
 
 NAME = "identify"
 STRATEGIES = ["stragglers", "confidence", "energy"]
 
 
 @dataclass
-class InversionTraining(Common):
-    """Keys of the full-batch SimpleNN training watched for the inversion point, shared by
-    every experiment that finds stragglers (``identify``, ``inversion``)."""
-
-    model: str = choice("simple_nn", lambda: sorted(MODELS))
-    hidden: list[int] = field(default_factory=lambda: [20, 20])
-    epochs: int = at_least(500, 1)
-    lr: float = 0.1
-    inversion_start: int = at_least(20, 0)
-    check_every: int = at_least(5, 1)
-    max_retries: int = at_least(2, 0)
-    inversion_rule: str = choice("minimum", list(RULES))
-    inversion_smoothing: int = at_least(5, 1)
-    judge_by_final_model: bool = False
-    record_every: int = at_least(0, 0)
-    subset_size: int | None = at_least(20000, 10)
-
-    SMOKE = {"epochs": 40, "inversion_start": 5, "check_every": 2}
-
-    def check(self, where):
-        if self.inversion_smoothing % 2 == 0:
-            raise ConfigError(
-                f"{where}: inversion_smoothing = {self.inversion_smoothing}: expected an odd "
-                f"number of epochs (a centred moving average; 1 = no smoothing)")
-        if self.inversion_start + self.check_every > self.epochs:
-            raise ConfigError(
-                f"{where}: inversion_start + check_every = "
-                f"{self.inversion_start} + {self.check_every} > epochs = {self.epochs}: "
-                f"no inversion check would ever run; raise epochs or lower inversion_start "
-                f"or check_every")
-        if self.inversion_rule == "minimum":
-            need = self.inversion_start + self.inversion_smoothing // 2 + self.check_every
-            if need > self.epochs:
-                raise ConfigError(
-                    f"{where}: inversion_start + inversion_smoothing // 2 + check_every = "
-                    f"{need} > epochs = {self.epochs}: no minimum could count as an "
-                    f"inversion; raise epochs or lower inversion_start, "
-                    f"inversion_smoothing or check_every")
-
-    def hidden_layers(self):
-        return self.hidden
-
-
-@dataclass
 class Config(InversionTraining):
     strategy: str = choice("stragglers", STRATEGIES)
     level: str = choice("dataset", ["dataset", "class"])
-
-
-def fit(config, data, report=None, *, track_learning=False):
-    """Train ``config.model`` on ``data`` (TensorData) while the radii are watched,
-    retrying with a new initialisation while a class never inverts (at most
-    ``config.max_retries`` times); returns the :class:`InversionRun` kept. The loss goes
-    to ``report`` as ``loss`` (``loss_retry<k>`` for the k-th new initialisation)."""
-
-    def make_model(attempt):
-        return get_model(config.model, input_shape=data.x.shape[1:],
-                         num_classes=data.num_classes, hidden=config.hidden_layers(),
-                         seed=derived_seed(config.seed, INIT_STREAM, attempt)).to(data.x.device)
-
-    def on_epoch(epoch, loss, attempt):
-        if report is not None:
-            report({"loss" if attempt == 0 else f"loss_retry{attempt}": loss}, step=epoch)
-
-    return train_with_inversion(
-        make_model, data.x, data.y, data.num_classes, epochs=config.epochs, lr=config.lr,
-        start=config.inversion_start, check_every=config.check_every,
-        max_retries=config.max_retries, track_learning=track_learning, on_epoch=on_epoch,
-        record_every=config.record_every, rule=config.inversion_rule,
-        smoothing=config.inversion_smoothing)
 
 
 def top_k_hard(score, k, *, observed, level, num_classes):
@@ -161,7 +93,7 @@ def clean_straggler_counts(config, data, device):
     the *clean* labels: the same seed, subset and initialisations as the trial, noise 0."""
     clean = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
                     noise_ratio=0.0, noise_seed=config.seed, device=device)
-    fitted = fit(config, clean, None)
+    fitted = fit_watched(config, clean, None)
     _, _, _, k, decided_class = straggler_counts(
         fitted.monitor, clean.observed_label, clean.num_classes,
         final_model=config.judge_by_final_model)
@@ -175,14 +107,15 @@ def run(config, report, data):
                       noise_seed=config.seed, device=device)
     observed = tensors.observed_label
     C, N = tensors.num_classes, len(tensors)
-    fitted = fit(config, tensors, report)
+    fitted = fit_watched(config, tensors, report)
     model, monitor, result, attempts = fitted.model, fitted.monitor, fitted.result, fitted.attempts
 
     margin_score, judged, straggler, k_noisy, decided_class = straggler_counts(
         monitor, observed, C, final_model=config.judge_by_final_model)
     logits = predict(model, tensors.x).cpu().numpy()
-    scores = {"stragglers": margin_score, "confidence": confidence(logits),
-              "energy": energy(logits)}
+    # the straggler margin is this experiment's own; the others are registered logit scores
+    scores = {"stragglers": margin_score,
+              **{name: get_score(name)(logits) for name in STRATEGIES[1:]}}
     extra_json, metrics = {}, {}
     if config.strategy == "stragglers":
         k = k_noisy

@@ -39,7 +39,7 @@ from raydiff.engine import predict
 from raydiff.engine.inversion import smooth
 from raydiff import plots
 from raydiff.experiments.base import per_sample_table
-from raydiff.experiments.identify import InversionTraining, fit
+from raydiff.experiments.common import InversionTraining, fit_watched
 from raydiff.scores import auroc
 
 NAME = "inversion"
@@ -98,7 +98,7 @@ def run(config, report, data):
     C, N = tensors.num_classes, len(tensors)
     observed = tensors.observed_label
 
-    fitted = fit(config, tensors, report, track_learning=True)
+    fitted = fit_watched(config, tensors, report, track_learning=True)
     monitor = fitted.monitor
     margin_score, judged = monitor.straggler_margin(final_model=config.judge_by_final_model)
     decided = np.ones(N, dtype=bool) if config.judge_by_final_model else judged

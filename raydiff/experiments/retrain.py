@@ -15,8 +15,9 @@ import torch
 
 from raydiff.data import prepare
 from raydiff.engine import accuracy, predict
+from raydiff.engine.supervised import fit
+from raydiff.experiments.common import TrainConfig, load_split
 from raydiff.experiments.config import at_least, choice, ratio
-from raydiff.experiments.data_params import TrainConfig, fit, load_split
 
 NAME = "retrain"
 CONSUMES = ("data_params",)
@@ -63,8 +64,8 @@ def run(config, report, data):
     y = torch.as_tensor(observed[keep], device=device)
     test_x = tensors.x[torch.as_tensor(test_pos, device=device)]
     test_y = torch.as_tensor(tensors.label[test_pos], device=device)
-    model, _, _ = fit(config, report, x, y, num_classes=tensors.num_classes,
-                      eval_sets={"test": (test_x, test_y)})
+    model = fit(config, report, x, y, num_classes=tensors.num_classes,
+                eval_sets={"test": (test_x, test_y)}).model
     test_logits = predict(model, test_x, batch_size=config.eval_batch_size)
     metrics = {"test_accuracy": 100 * accuracy(test_logits, test_y),
                "n_train": int(keep.sum()),

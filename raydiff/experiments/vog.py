@@ -31,16 +31,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from raydiff.data import INIT_STREAM, derived_seed
+from raydiff.data import BATCH_STREAM, derived_seed
+from raydiff.data.splits import noisy_splits
 from raydiff.engine import accuracy, crop_flip, predict, train
 from raydiff.engine.input_grad import input_gradients
+from raydiff.engine.supervised import make_model, schedule
 from raydiff.experiments.base import per_sample_table
+from raydiff.experiments.common import TrainConfig, class_name, thumb
 from raydiff.experiments.config import ConfigError, at_least, choice, ratio
-from raydiff.experiments.data_params import (BATCH_STREAM, TrainConfig, _class_name, _schedule,
-                                             _thumb, noisy_splits)
-from raydiff.models import get_model
-from raydiff.scores.vog import (NORMALIZATIONS, STAGES, VoGAccumulator, decile_error,
-                                normalized_variants, stage_checkpoints)
+from raydiff.scores.vog import (NORMALIZATIONS, STAGES, VoGAccumulator, column, decile_error,
+                                stage_checkpoints, vog_table)
 
 NAME = "vog"
 
@@ -59,6 +59,9 @@ class Config(TrainConfig):
     grid_size: int = at_least(5, 1)                       # n x n lowest and highest images
 
     val_fraction: typing.ClassVar[float] = 0.0
+    # not keys of vog: a failed trial restarts from scratch (the running moments are not
+    # checkpointed), so a sweep setting checkpoint_every is refused, not silently ignored
+    checkpoint_every: typing.ClassVar[int] = 0
     SMOKE = {"epochs": 6, "vog_every": 1, "vog_epochs": None, "grid_classes": 2,
              "grid_size": 3}
 
@@ -94,17 +97,6 @@ def accumulate(model, t, parts, accumulators, *, batch_size):
             accumulators[split].add(t, _maps(grad), rows)
 
 
-def column(stage, variant):
-    """The per-sample column of ``stage``'s VoG, ``variant`` raw, norm or abs."""
-    return f"vog_{stage}" + ("" if variant == "raw" else f"_{variant}")
-
-
-def vog_table(scores, labels):
-    """Flat ``{column: (N,)}``: ``vog_<stage>`` raw, ``_norm`` and ``_abs`` for every stage."""
-    return {column(stage, variant): values for stage in STAGES
-            for variant, values in normalized_variants(scores[stage], labels).items()}
-
-
 def run(config, report, data):
     device = report.device
     tensors, train_pos, _, test_pos = noisy_splits(config, data, device)
@@ -122,8 +114,7 @@ def run(config, report, data):
                     for split, part in (("train", tr), ("test", te))}
     parts = {"train": (tr.x, tr.y), "test": (te.x, None)}
 
-    model = get_model(config.model, input_shape=tr.x.shape[1:], num_classes=tensors.num_classes,
-                      hidden=config.hidden, seed=derived_seed(config.seed, INIT_STREAM)).to(device)
+    model = make_model(config, tr.x.shape[1:], tensors.num_classes).to(device)
     generator = torch.Generator().manual_seed(derived_seed(config.seed, BATCH_STREAM))
     vog_seconds = 0.0
 
@@ -145,7 +136,7 @@ def run(config, report, data):
     train(model, tr.x, tr.y, epochs=config.last_epoch, lr=config.lr, momentum=config.momentum,
           weight_decay=config.weight_decay, batch_size=config.batch_size, generator=generator,
           on_epoch=on_epoch, augment=crop_flip if config.augment else None,
-          lr_schedule=_schedule(config))
+          lr_schedule=schedule(config))
 
     predicted = {split: predict(model, x, batch_size=config.eval_batch_size).argmax(1).cpu().numpy()
                  for split, (x, _) in parts.items()}
@@ -175,7 +166,7 @@ def run(config, report, data):
             if len(members):
                 report.figure(f"vog_grid_class{c:03d}.png", grid_figure(
                     images[members], raw[members], predicted["train"][members],
-                    n=config.grid_size, title=f"{_class_name(data, c)}, {config.grid_stage} VoG"))
+                    n=config.grid_size, title=f"{class_name(data, c)}, {config.grid_stage} VoG"))
 
     metrics = {"test_accuracy": 100 * float((~wrong).mean()) if len(wrong) else float("nan"),
                "train_accuracy": 100 * float((predicted["train"] == tr.observed_label).mean()),
@@ -247,7 +238,7 @@ def grid_figure(images, score, predicted, *, n, title):
     for side, (name, idx) in enumerate(sides.items()):
         for k, i in enumerate(idx):
             ax = axes[k // n][k % n + side * (n + 1)]
-            ax.imshow(_thumb(images[i]), cmap=cmap)
+            ax.imshow(thumb(images[i]), cmap=cmap)
             ax.set_title(f"pred {predicted[i]}", fontsize=6)
         axes[0][side * (n + 1) + n // 2].text(0.5, 1.45, name, transform=axes[0][
             side * (n + 1) + n // 2].transAxes, ha="center", fontsize=8)

@@ -36,7 +36,7 @@ from raydiff.engine import predict, train
 from raydiff.engine.input_grad import OUTPUTS, input_gradients
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.config import Common, ConfigError, at_least, choice
-from raydiff.experiments.vog import column, vog_table
+from raydiff.scores.vog import column, vog_table
 from raydiff.models import get_model
 from raydiff.scores.vog import NORMALIZATIONS, STAGES, VoGAccumulator, spearman
 
@@ -61,6 +61,11 @@ class Config(Common):
     normalization: str = choice("norm", list(NORMALIZATIONS))
 
     SMOKE: typing.ClassVar[dict] = {}
+    # keys of Common the toy never reads (it makes its own blobs, with clean labels): not
+    # keys of this experiment, so a sweep setting them is refused rather than ignored
+    noise_ratio: typing.ClassVar[float] = 0.0
+    subset_size: typing.ClassVar[typing.Optional[int]] = None
+    data_root: typing.ClassVar[typing.Optional[str]] = None
 
     def check(self, where):
         if self.n_test > self.n_samples - 10:

@@ -35,7 +35,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from raydiff.scores import auroc, average_precision, precision_at_k
+from raydiff.scores.metrics import DETECTION, detection
 
 NAME = "*"
 TABLE = "per_sample.parquet"
@@ -45,7 +45,7 @@ RUN_COLUMNS = {"run_id", "status", "stage", "experiment", "session", "trial_seco
 NOT_VARIANTS = {"seed", "noise_ratio", "noise_kind", "fold", "subset_seed", "data_root",
                 "download"}
 DEFAULT_KIND = "uniform"        # runs logged before noise_kind existed
-QUALITY = ["auroc", "ap", "precision_at_k"]
+QUALITY = list(DETECTION)
 TOP_K_WITHOUT_NOISE = 0.1
 
 
@@ -134,12 +134,9 @@ def same_labels(frame, scores):
 
 def quality(score, noisy, noise_ratio):
     """AUROC, AP and precision at k = noise ratio of ``score`` for the noisy samples
-    (NaN without noise)."""
-    if not noisy.any() or noisy.all():
-        return dict.fromkeys(QUALITY, float("nan"))
-    k = noise_ratio if 0 < noise_ratio < 1 else int(noisy.sum())
-    return {"auroc": auroc(score, noisy), "ap": average_precision(score, noisy),
-            "precision_at_k": precision_at_k(score, noisy, k=k)}
+    (NaN without noise): :func:`raydiff.scores.metrics.detection`, the numbers every
+    experiment reports too."""
+    return detection(score, noisy, noise_ratio)
 
 
 def summarise(frame):

@@ -11,7 +11,7 @@ Figures, redrawn from the first seed's artifacts: ``vog_toy_boundary_<split>.png
 import numpy as np
 import pandas as pd
 
-from raydiff.experiments.vog import column
+from raydiff.scores.vog import column
 from raydiff.experiments.vog_toy import boundary_figure, distance_figure
 from raydiff.scores.vog import STAGES
 

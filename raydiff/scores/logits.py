@@ -76,3 +76,28 @@ def margin(logits, *, labels):
     other = logits.copy()
     other[rows, labels] = -np.inf
     return other.max(axis=1) - true
+
+
+def small_loss(logits, *, labels):
+    """Cross-entropy of the given label: the small-loss criterion's score.
+
+    Mislabelled samples keep a high loss long after the clean ones are fitted (Han et al.
+    2018, Co-teaching), so the loss of the final model on the observed label ranks them.
+
+    Parameters
+    ----------
+    logits : array of shape (N, C)
+        Raw logits of the final model.
+    labels : int array of shape (N,), keyword-only
+        The observed (possibly noisy) labels.
+
+    Returns
+    -------
+    score : array of shape (N,)
+        ``logsumexp(logits[i]) - logits[i, labels[i]]`` (>= 0); higher = harder.
+    """
+    logits = _check_logits(logits)
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.shape != (logits.shape[0],):
+        raise ValueError(f"labels must have shape ({logits.shape[0]},), got {labels.shape}")
+    return logsumexp(logits, axis=1) - logits[np.arange(len(labels)), labels]

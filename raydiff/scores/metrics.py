@@ -114,3 +114,45 @@ def overlap_zscore(a, b):
     if var == 0:
         return float("nan")
     return float(((a & b).sum() - ka * kb / n) / np.sqrt(var))
+
+
+def top_k(n, ratio):
+    """How many of ``n`` samples a method calls hard at ``ratio``: ``int(n * ratio)``.
+
+    The one "top-k hard" rule of every experiment. It rounds down exactly as
+    :func:`raydiff.data.inject_label_noise` counts the labels it flips, so at the noise
+    ratio a method flags as many samples as were corrupted; 0 means no decision.
+    """
+    return int(n * ratio)
+
+
+def top_k_mask(score, ratio):
+    """Boolean (N,) mask of the ``top_k(N, ratio)`` highest scores (ties: lower index
+    first), or None when that is 0: a method asked to flag nothing makes no decision, and
+    the per-sample table leaves ``hard`` null rather than all False."""
+    score = np.asarray(score, dtype=np.float64)
+    k = top_k(len(score), ratio)
+    if k == 0:
+        return None
+    hard = np.zeros(len(score), dtype=bool)
+    hard[np.argsort(-score, kind="stable")[:k]] = True
+    return hard
+
+
+DETECTION = ("auroc", "ap", "precision_at_k")
+
+
+def detection(score, noisy, noise_ratio):
+    """How well ``score`` (N,) finds the injected noisy samples ``noisy`` (N,) bool.
+
+    Returns ``{"auroc", "ap", "precision_at_k"}``; k is the noise ratio as a fraction of N
+    (:func:`precision_at_k`: rounded down, at least 1), or the number of noisy samples
+    when the ratio is 0 or 1 (e.g. a table read without its config). All NaN unless both
+    groups are present.
+    """
+    noisy = np.asarray(noisy, dtype=bool)
+    if not noisy.any() or noisy.all():
+        return dict.fromkeys(DETECTION, float("nan"))
+    k = noise_ratio if 0 < noise_ratio < 1 else int(noisy.sum())
+    return {"auroc": auroc(score, noisy), "ap": average_precision(score, noisy),
+            "precision_at_k": precision_at_k(score, noisy, k=k)}

@@ -218,3 +218,14 @@ def spearman(score, target):
         return float("nan")
     from scipy.stats import spearmanr
     return float(spearmanr(score, target).statistic)
+
+
+def column(stage, variant):
+    """The per-sample column of ``stage``'s VoG, ``variant`` raw, norm or abs."""
+    return f"vog_{stage}" + ("" if variant == "raw" else f"_{variant}")
+
+
+def vog_table(scores, labels):
+    """Flat ``{column: (N,)}``: ``vog_<stage>`` raw, ``_norm`` and ``_abs`` for every stage."""
+    return {column(stage, variant): values for stage in STAGES
+            for variant, values in normalized_variants(scores[stage], labels).items()}

@@ -219,9 +219,9 @@ def _run_stage(stage, results_by_stage, *, sweep, session, uri, tracker, experim
                 trial = result.config["trial"]
                 drawn = {k: v for k, v in result.config.items() if k != "trial"}
                 config = {**trial["config"], **drawn}
-                finished.append(sweeps.Upstream(stage.name, stage.experiment,
-                                                sweeps.resolved(stage, config),
-                                                {**trial["params"], **drawn}, run_id))
+                finished.append(sweeps.TrialRecord(stage.name, stage.experiment,
+                                                   sweeps.resolved(stage, config),
+                                                   {**trial["params"], **drawn}, run_id))
             else:
                 failed += 1
     tracker.close_stale(sweep.name, session, stage=stage.name)

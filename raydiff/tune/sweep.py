@@ -453,8 +453,10 @@ def own_count(stage, num_samples=1):
 
 
 @dataclass
-class Upstream:
-    """An earlier-stage trial as the join sees it."""
+class TrialRecord:
+    """A trial of a stage as the join sees it (planned or finished): its config and params.
+    Not the artifacts: an experiment reads those through
+    :class:`raydiff.experiments.base.Upstream`."""
     stage: str
     experiment: str
     config: dict          # full resolved config (defaults included)
@@ -520,7 +522,7 @@ def plan(sweep):
         own, _ = expand_own(stage, sweep.num_samples)
         specs = join(stage, own, fake)
         planned[stage.name] = specs
-        fake[stage.name] = [Upstream(stage.name, stage.experiment,
+        fake[stage.name] = [TrialRecord(stage.name, stage.experiment,
                                      s["config"] if stage.search else resolved(stage, s["config"]),
                                      s["params"], f"planned-{i}") for i, s in enumerate(specs)]
     return planned
