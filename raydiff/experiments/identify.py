@@ -42,6 +42,7 @@ from raydiff.data import INIT_STREAM, derived_seed, prepare
 from raydiff.engine import accuracy, predict
 from raydiff.engine.inversion import RULES, train_with_inversion
 from raydiff import plots
+from raydiff.experiments import _packs
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.config import Common, ConfigError, at_least, choice
 from raydiff.models import MODELS, get_model
@@ -156,12 +157,18 @@ def straggler_counts(monitor, observed, num_classes, *, final_model=False):
     return margin_score, judged, straggler, k, decided_class
 
 
-def clean_straggler_counts(config, data, device):
+def clean_tensors(config, data, device):
+    """The trial's subset with its true labels (noise 0), for the clean-label training."""
+    return prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
+                   noise_ratio=0.0, noise_seed=config.seed, device=device)
+
+
+def clean_straggler_counts(config, data, device, fitted=None):
     """Per-class straggler counts (C,) and the decided-class mask (C,) of a training on
-    the *clean* labels: the same seed, subset and initialisations as the trial, noise 0."""
-    clean = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                    noise_ratio=0.0, noise_seed=config.seed, device=device)
-    fitted = fit(config, clean, None)
+    the *clean* labels: the same seed, subset and initialisations as the trial, noise 0
+    (``fitted``: that training, when it ran already, e.g. in a pack)."""
+    clean = clean_tensors(config, data, device)
+    fitted = fitted if fitted is not None else fit(config, clean, None)
     _, _, _, k, decided_class = straggler_counts(
         fitted.monitor, clean.observed_label, clean.num_classes,
         final_model=config.judge_by_final_model)
@@ -173,9 +180,16 @@ def run(config, report, data):
     tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
                       noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
                       noise_seed=config.seed, device=device)
+    fitted = fit(config, tensors, report)
+    return _score(config, report, data, tensors, fitted)
+
+
+def _score(config, report, data, tensors, fitted, clean=None):
+    """Everything after the training: stragglers, the strategy's hard set, artifacts and
+    metrics (``clean``: the clean-label training when it ran already)."""
+    device = report.device
     observed = tensors.observed_label
     C, N = tensors.num_classes, len(tensors)
-    fitted = fit(config, tensors, report)
     model, monitor, result, attempts = fitted.model, fitted.monitor, fitted.result, fitted.attempts
 
     margin_score, judged, straggler, k_noisy, decided_class = straggler_counts(
@@ -191,7 +205,7 @@ def run(config, report, data):
     else:
         if config.noise_ratio > 0:
             # k_c from the clean labels, then the noise share once (see the module docstring)
-            k_clean, decided_class, clean = clean_straggler_counts(config, data, device)
+            k_clean, decided_class, clean = clean_straggler_counts(config, data, device, clean)
             extra_json = {"k_clean": k_clean.tolist(),
                           "k_clean_never_inverted": clean.monitor.never_inverted(),
                           "k_clean_attempts": clean.attempts}
@@ -259,3 +273,82 @@ def run(config, report, data):
         metrics["noise_auroc"] = auroc(score, noisy)
     report(metrics)
     return metrics
+
+
+# -- packs (raydiff.experiments._packs has the contract) --------------------------------
+
+# keys that may differ inside a pack: each model's init, labels, rate and post-processing
+PACK_KEYS = ("seed", "noise_ratio", "noise_kind", "lr", "max_retries", "strategy", "level",
+             "judge_by_final_model")
+
+
+def packable(config):
+    return _packs.value(config, "model") == "simple_nn"
+
+
+def PACK_MODELS(config):
+    # confidence / energy under noise train a second, clean-label model
+    noisy = (_packs.value(config, "noise_ratio") or 0) > 0
+    return 2 if noisy and _packs.value(config, "strategy") != "stragglers" else 1
+
+
+def run_pack(configs, reports, data):
+    """:func:`run` for many configs, trained as packs: the noisy-label trainings of every
+    config in one pack (retries: a pack of the configs that need another attempt), the
+    clean-label trainings confidence / energy need under noise in a second one (one per
+    distinct seed / rate: configs that differ only in strategy or level share it)."""
+    return _run_pack(configs, reports, data, prepare_one=_tensors, track_learning=False,
+                     score=_score, run=run)
+
+
+def _tensors(config, device, data):
+    return prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
+                   noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
+                   noise_seed=config.seed, device=device)
+
+
+def _run_pack(configs, reports, data, *, prepare_one, track_learning, score, run):
+    """The packing both ``identify`` and ``inversion`` do: fit every packable config in
+    one pack (:func:`_packs.fit_inversion_packed`), then score each on its own."""
+    outcomes = [None] * len(configs)
+    ok, rest = _packs.split(configs, packable)
+    for i in rest:
+        outcomes[i] = _packs.alone(run, configs[i], reports[i], data)
+    if not ok:
+        return outcomes
+    device = reports[ok[0]].device
+    tensors = [prepare_one(configs[i], device, data) for i in ok]
+    fitted = _packs.fit_inversion_packed([configs[i] for i in ok], tensors,
+                                         [reports[i] for i in ok],
+                                         track_learning=track_learning)
+    cleans = {}
+    if score is _score:
+        # one clean-label training per (seed, rate, retries): strategy and level do not
+        # change it; the noisy trainings that diverged need none
+        need = {}
+        for j, i in enumerate(ok):
+            config = configs[i]
+            if (config.strategy != "stragglers" and config.noise_ratio > 0
+                    and not isinstance(fitted[j], Exception)):
+                need.setdefault((config.seed, config.lr, config.max_retries), config)
+        if need:
+            keys = list(need)
+            clean_configs = [need[k] for k in keys]
+            runs = _packs.fit_inversion_packed(
+                clean_configs, [clean_tensors(c, data, device) for c in clean_configs], None)
+            cleans = dict(zip(keys, runs))
+    for j, i in enumerate(ok):
+        config = configs[i]
+        if isinstance(fitted[j], Exception):
+            outcomes[i] = fitted[j]
+            continue
+        if score is _score:
+            clean = cleans.get((config.seed, config.lr, config.max_retries))
+            if isinstance(clean, Exception):
+                outcomes[i] = clean
+                continue
+            outcomes[i] = _packs.guarded(score, config, reports[i], data, tensors[j],
+                                         fitted[j], clean)
+        else:
+            outcomes[i] = _packs.guarded(score, config, reports[i], data, tensors[j], fitted[j])
+    return outcomes
