@@ -38,7 +38,7 @@ def check_pack(value, where):
     if value == AUTO:
         return value
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{where}: pack must be an int >= 1 (configs per trial; 1 = one "
+        raise ConfigError(f"{where} must be an int >= 1 (configs per trial; 1 = one "
                           f"config per trial) or 'auto', got {value!r}")
     return value
 
