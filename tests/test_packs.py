@@ -232,3 +232,90 @@ def test_a_diverging_config_fails_alone_and_the_others_keep_their_numbers(data, 
     for j, i in ((0, 0), (1, 2)):
         train_classifier.run(good[j], Report(tmp_path / f"a{i}"), data)
         _same_table(tmp_path, i)
+
+
+# -- end to end: real Ray, real MLflow, the driver killed between packs ----------------------
+
+# identify: 2 seeds x 2 strategies in packs of 2; imbalance after it (every config finds its
+# own identify run), half of its cells with an lr that diverges (the last stage: a failed
+# config skips nothing after it). One CPU: the packs run in turn.
+E2E = {"name": "packs", "resources": {"cpu": 1},
+       "config": {"subset_size": 150, "noise_ratio": 0.1, "seed": {"grid": [0, 1]}},
+       "stages": {
+           "identify": {"experiment": "identify", "pack": 2,
+                        "config": {"epochs": 30, "inversion_start": 5, "check_every": 2,
+                                   "max_retries": 0, "judge_by_final_model": True,
+                                   "strategy": {"grid": ["stragglers", "energy"]}}},
+           "imbalance": {"experiment": "imbalance", "after": "identify",
+                         "config": {"epochs": 20, "models_per_cell": 1,
+                                    "runs": {"cases": [{"remaining_train_ratio": 1.0},
+                                                       {"remaining_train_ratio": 0.5,
+                                                        "lr": 1.0e37}]}}}}}
+
+
+@pytest.mark.slow
+def test_a_packed_sweep_keeps_one_run_per_config_and_resumes_without_redoing(tmp_path):
+    import os
+    import signal
+
+    import yaml
+    from conftest import RAYDIFF
+    from procs import Proc, wait_until
+    from raydiff import tracking
+
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(E2E))
+    args = RAYDIFF + ["run", "s.yaml", "--num-cpus", "1", "--no-dashboard"]
+    client = tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}").client
+
+    def runs():
+        exp = tracking.retrying(client.get_experiment_by_name, "packs")
+        if exp is None:
+            return []
+        return tracking.retrying(client.search_runs, [exp.experiment_id],
+                                 "tags.`raydiff.kind` = 'trial'")
+
+    driver = Proc(args, log=tmp_path / "driver.log", cwd=tmp_path)
+    try:
+        def first_pack_done():
+            return sum(r.info.status == "FINISHED" for r in runs()) >= 2
+        wait_until(first_pack_done, 400, "a pack's configs finished", every=0.2, proc=driver)
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.popen.wait(timeout=60)
+    finally:
+        driver.stop()
+    done_before = {r.info.run_id: r.info.end_time for r in runs() if r.info.status == "FINISHED"}
+    assert len(done_before) < 4 + 4, "the sweep ended before the driver was killed"
+
+    resumed = Proc(args + ["--resume"], log=tmp_path / "resume.log", cwd=tmp_path)
+    try:
+        resumed.popen.wait(timeout=500)
+    finally:
+        resumed.stop()
+    log = resumed.output()
+    assert "resuming session" in log, log[-3000:]
+    every = runs()
+    by_stage = {}
+    for r in every:
+        by_stage.setdefault(r.data.tags["raydiff.stage"], []).append(r)
+    # one run per config, whatever was packed: 4 identify, 8 imbalance (4 FAILED: the
+    # diverged lr), each carrying its pack and the pack's size
+    assert len(by_stage["identify"]) == 4 and len(by_stage["imbalance"]) == 8, log[-3000:]
+    failed = [r for r in every if r.info.status == "FAILED"]
+    assert sorted(float(r.data.params["lr"]) for r in failed) == [1e37] * 4, log[-3000:]
+    assert all("diverged" in r.data.tags["raydiff.error"] for r in failed)
+    assert all(r.info.status == "FINISHED" for r in every if r not in failed)
+    assert {r.data.tags["raydiff.pack_size"] for r in by_stage["identify"]} == {"2"}
+    assert len({r.data.tags["raydiff.pack"] for r in by_stage["identify"]}) == 2
+    assert {r.data.tags["raydiff.pack_size"] for r in by_stage["imbalance"]} == {"8"}
+    names = [r.info.run_name for r in every]
+    assert len(set(names)) == len(names) and all(n.split()[0] in ("identify", "imbalance")
+                                                 for n in names)
+    # every imbalance config read its own identify config's run
+    cells = [(r.data.params["seed"], r.data.params["identify.strategy"],
+              r.data.params["remaining_train_ratio"]) for r in by_stage["imbalance"]]
+    assert sorted(cells) == sorted((s, t, q) for s in ("0", "1") for t in ("energy", "stragglers")
+                                   for q in ("1.0", "0.5"))
+    # finished configs were not trained again
+    after = {r.info.run_id: r.info.end_time for r in every}
+    assert all(after[run_id] == end for run_id, end in done_before.items())
+    print(f"{len(done_before)} configs finished before the kill; {len(every)} runs in all")
