@@ -19,9 +19,19 @@ def _overrides(args):
     return sets
 
 
+def _pack_arg(text):
+    """``--pack N`` / ``--pack auto`` as run_sweep takes it (None: the sweep's own keys)."""
+    if text is None:
+        return None
+    from raydiff.tune.packs import check_pack
+    value = int(text) if text.strip().lstrip("-").isdigit() else text.strip()
+    return check_pack(value, "--pack")
+
+
 def cmd_run(args):
     from raydiff.tune import sweep as sweeps
 
+    _pack_arg(args.pack)            # a bad --pack is refused before anything starts
     sweep = sweeps.load(args.sweep, overrides=_overrides(args), smoke=args.smoke)
     counts = sweeps.planned_counts(sweep)
     print(f"raydiff: sweep {sweep.name}: " + ", ".join(f"{k} {v} trials" for k, v in counts.items()))
@@ -38,7 +48,7 @@ def cmd_run(args):
                        storage_path=args.storage_path, resume=args.resume,
                        num_cpus=args.num_cpus, dashboard=not args.no_dashboard,
                        dashboard_host=args.dashboard_host, series=args.series,
-                       verbose=1 + (args.verbose or 0))
+                       verbose=1 + (args.verbose or 0), pack=_pack_arg(args.pack))
     # a failed trial, a failed stage or a stage skipped because of one: not a clean run
     failed = sum(s["failed"] for s in result["stages"].values()) + sum(
         s["state"] != "finished" for s in result["stages"].values())
@@ -143,6 +153,9 @@ def parser():
     run.add_argument("--series", action="store_true",
                      help="run the stages one at a time in file order, not side by side "
                           "as their `after:` graph allows (the baseline of benchmarks/stage_graph.py)")
+    run.add_argument("--pack", metavar="N|auto",
+                     help="configs per trial for stages that pack (1 = one config per "
+                          "trial; default: each stage's `pack` key, auto)")
     run.add_argument("--dry-run", action="store_true", help="validate and count trials only")
     run.add_argument("--report", metavar="DIR", help="write the report to DIR when done")
     run.add_argument("-v", "--verbose", action="count", default=0,

@@ -26,9 +26,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from raydiff.data import prepare
+from raydiff.data import BATCH_STREAM, INIT_STREAM, derived_seed, prepare
 from raydiff.data.splits import fold_assignment
+from raydiff.engine.packed import Pack, predict_packed, train_packed
 from raydiff.engine.supervised import fit
+from raydiff.experiments import _packs
 from raydiff.experiments.common import TrainConfig
 from raydiff.experiments.config import ConfigError, at_least, choice
 
@@ -49,9 +51,7 @@ class Config(TrainConfig):
 
 def run(config, report, data):
     started = time.monotonic()
-    tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                      noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
-                      noise_seed=config.seed, normalize=config.normalize, device=report.device)
+    tensors = _tensors(config, report.device, data)
     observed = tensors.observed_label
     fold = fold_assignment(observed, folds=config.folds, seed=config.seed)
     tr = tensors.take(np.flatnonzero(fold != config.fold))
@@ -63,6 +63,18 @@ def run(config, report, data):
     best = fitted.best_epoch
     logits = fitted.trajectories["heldout_logits"]                               # (M, E, C)
     epoch = best if config.oof_epoch == "best" and best else logits.shape[1]
+    return _score(config, report, tensors, held, len(tr), logits, epoch, started)
+
+
+def _tensors(config, device, data):
+    return prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
+                   noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
+                   noise_seed=config.seed, normalize=config.normalize, device=device)
+
+
+def _score(config, report, tensors, held, n_train, logits, epoch, started):
+    """The out-of-fold table and metrics from the held-out ``logits`` (M, E, C) of every
+    epoch, predicting from ``epoch`` (1-based)."""
     probs = torch.softmax(torch.from_numpy(logits[:, epoch - 1]).double(), dim=1).numpy()
     table = pd.DataFrame({"sample_id": held.sample_id, "label": held.label,
                           "observed_label": held.observed_label, "is_noisy": held.is_noisy,
@@ -73,8 +85,84 @@ def run(config, report, data):
     seconds = time.monotonic() - started
     report.json("crossval.json", {"fold": config.fold, "folds": config.folds,
                                   "oof_epoch": epoch, "seconds": seconds})
-    metrics = {"n_train": len(tr), "n_heldout": len(held), "oof_epoch": epoch,
+    metrics = {"n_train": n_train, "n_heldout": len(held), "oof_epoch": epoch,
                "epochs_run": logits.shape[1],
                "heldout_true_accuracy": 100 * float((probs.argmax(1) == held.label).mean())}
     report(metrics)
     return metrics
+
+
+# -- packs (raydiff.experiments._packs has the contract) --------------------------------
+
+PACK_KEYS = ("seed", "noise_ratio", "noise_kind", "fold", "folds", "oof_epoch", "lr",
+             "momentum", "weight_decay")
+
+
+def packable(config):
+    return _packs.value(config, "model") == "simple_nn" and not _packs.value(config, "augment")
+
+
+def run_pack(configs, reports, data):
+    """:func:`run` for many folds / settings in one pack: model k trains on its fold's
+    training part (a per-model subset, in ``run``'s order) with its setting's labels; the
+    held-out predictions of every epoch come from one no-grad pass of the pack over the
+    subset, each config keeping its own held-out rows."""
+    started = time.monotonic()
+    outcomes = [None] * len(configs)
+    ok, rest = _packs.split(configs, packable)
+    for i in rest:
+        outcomes[i] = _packs.alone(run, configs[i], reports[i], data)
+    if not ok:
+        return outcomes
+    cfgs = [configs[i] for i in ok]
+    first = cfgs[0]
+    device = reports[ok[0]].device
+    tensors = [_tensors(c, device, data) for c in cfgs]
+    folds = [fold_assignment(t.observed_label, folds=c.folds, seed=c.seed)
+             for c, t in zip(cfgs, tensors)]
+    train_pos = [np.flatnonzero(f != c.fold) for f, c in zip(folds, cfgs)]
+    held_pos = [np.flatnonzero(f == c.fold) for f, c in zip(folds, cfgs)]
+    x = tensors[0].x
+    y = torch.stack([t.y for t in tensors])
+    pack = Pack.init([derived_seed(c.seed, INIT_STREAM) for c in cfgs], input_shape=x.shape[1:],
+                     num_classes=tensors[0].num_classes, hidden=first.hidden, device=device)
+    generators = [torch.Generator().manual_seed(derived_seed(c.seed, BATCH_STREAM)) for c in cfgs]
+    rates = _packs.schedule([c.lr for c in cfgs], first.lr_milestones, first.lr_gamma)
+    held_idx = [torch.as_tensor(h, device=device) for h in held_pos]
+    history = [[] for _ in cfgs]           # per config: (M, C) held-out logits per epoch
+
+    def on_epoch(epoch, losses):
+        logits = predict_packed(pack, x, batch_size=first.eval_batch_size)
+        lr = rates(epoch)
+        for j, i in enumerate(ok):
+            held = logits[j].index_select(0, held_idx[j])
+            history[j].append(held.float().cpu())
+            if np.isfinite(losses[j]):
+                acc = 100 * (held.argmax(1) == y[j].index_select(0, held_idx[j])).float().mean().item()
+                reports[i]({"loss": float(losses[j]), "lr": float(lr[j]),
+                            "heldout_accuracy": acc}, step=epoch)
+
+    result = train_packed(pack, x, y, epochs=first.last_epoch, batch_size=first.batch_size,
+                          momentum=[c.momentum for c in cfgs],
+                          weight_decay=[c.weight_decay for c in cfgs], generators=generators,
+                          subsets=train_pos, on_epoch=on_epoch, lr_schedule=rates)
+    for j, i in enumerate(ok):
+        if j in result.diverged:
+            outcomes[i] = _packs.diverged_error(result.diverged[j])
+            continue
+        outcomes[i] = _packs.guarded(_finish_fold, cfgs[j], reports[i], tensors[j], held_pos[j],
+                                     len(train_pos[j]), history[j], started)
+    return outcomes
+
+
+def _finish_fold(config, report, tensors, held_pos, n_train, history, started):
+    logits = torch.stack(history, 1).numpy()                      # (M, E, C)
+    held_y = torch.as_tensor(tensors.observed_label[held_pos])
+    best, best_acc = None, -1.0
+    for e in range(logits.shape[1]):     # the first epoch at the best held-out accuracy
+        acc = 100 * (torch.from_numpy(logits[:, e]).argmax(1) == held_y).float().mean().item()
+        if acc > best_acc:
+            best, best_acc = e + 1, acc
+    epoch = best if config.oof_epoch == "best" and best else logits.shape[1]
+    return _score(config, report, tensors, tensors.take(held_pos), n_train, logits, epoch,
+                  started)

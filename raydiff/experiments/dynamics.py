@@ -25,10 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from raydiff.data import BATCH_STREAM, derived_seed, prepare
+from raydiff.data import BATCH_STREAM, INIT_STREAM, derived_seed, prepare
 from raydiff.engine import crop_flip, predict, train
+from raydiff.engine.packed import Pack, predict_packed, train_packed
 from raydiff.engine.supervised import fit, make_model, schedule
 from raydiff import plots
+from raydiff.experiments import _packs
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.common import TrainConfig
 from raydiff.experiments.config import at_least, choice
@@ -85,13 +87,25 @@ def run(config, report, data):
     tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
                       noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
                       noise_seed=config.seed, normalize=config.normalize, device=report.device)
-    observed = tensors.observed_label
     epoch = min(config.el2n_epoch, config.last_epoch)
     traj = fit(config, report, tensors.x, tensors.y, num_classes=tensors.num_classes,
                eval_sets={}, record_logits=True, eval_logits_at=[epoch]).trajectories
     logits = np.moveaxis(traj["logits"], 1, 0)                       # (E, N, C)
     early = [traj["eval_logits"][:, 0]] + [early_logits(config, tensors, run=r, epoch=epoch)
                                            for r in range(1, config.el2n_runs)]
+    return _score(config, report, tensors, logits, early, epoch)
+
+
+def _tensors(config, device, data):
+    return prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
+                   noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
+                   noise_seed=config.seed, normalize=config.normalize, device=device)
+
+
+def _score(config, report, tensors, logits, early, epoch):
+    """Every score from the trajectory ``logits`` (E, N, C) and the EL2N runs' eval-mode
+    logits ``early`` (list of (N, C)) after ``epoch``; the table, figure and metrics."""
+    observed = tensors.observed_label
     until = aum_epochs(config, len(logits))
     scores = dynamics_scores(logits, observed, early=np.stack(early), aum_until=until)
     carto = cartography(logits, labels=observed)
@@ -118,3 +132,75 @@ def run(config, report, data):
                 metrics[f"{name}_{key}"] = value
     report(metrics)
     return metrics
+
+
+# -- packs (raydiff.experiments._packs has the contract) --------------------------------
+
+PACK_KEYS = ("seed", "noise_ratio", "noise_kind", "method", "lr", "momentum", "weight_decay")
+
+
+def packable(config):
+    return _packs.value(config, "model") == "simple_nn" and not _packs.value(config, "augment")
+
+
+def run_pack(configs, reports, data):
+    """:func:`run` for many configs: the main models in one pack (their training-pass
+    logits recorded every epoch), the EL2N runs' extra models (``el2n_runs - 1`` per
+    config, trained to ``el2n_epoch``) in a second."""
+    outcomes = [None] * len(configs)
+    ok, rest = _packs.split(configs, packable)
+    for i in rest:
+        outcomes[i] = _packs.alone(run, configs[i], reports[i], data)
+    if not ok:
+        return outcomes
+    cfgs = [configs[i] for i in ok]
+    first = cfgs[0]
+    device = reports[ok[0]].device
+    tensors = [_tensors(c, device, data) for c in cfgs]
+    x, c_out = tensors[0].x, tensors[0].num_classes
+    y = torch.stack([t.y for t in tensors])
+    epoch = min(first.el2n_epoch, first.last_epoch)
+    rates = _packs.schedule([c.lr for c in cfgs], first.lr_milestones, first.lr_gamma)
+    pack = Pack.init([derived_seed(c.seed, INIT_STREAM) for c in cfgs], input_shape=x.shape[1:],
+                     num_classes=c_out, hidden=first.hidden, device=device)
+    early_main = {}
+
+    def on_epoch(e, losses):
+        if e == epoch:
+            early_main["logits"] = predict_packed(pack, x, batch_size=first.eval_batch_size)
+        lr = rates(e)
+        for j, i in enumerate(ok):
+            if np.isfinite(losses[j]):
+                reports[i]({"loss": float(losses[j]), "lr": float(lr[j])}, step=e)
+
+    result = train_packed(
+        pack, x, y, epochs=first.last_epoch, batch_size=first.batch_size,
+        momentum=[c.momentum for c in cfgs], weight_decay=[c.weight_decay for c in cfgs],
+        generators=[torch.Generator().manual_seed(derived_seed(c.seed, BATCH_STREAM)) for c in cfgs],
+        record_every=1, on_epoch=on_epoch, lr_schedule=rates)
+    # the EL2N runs: run r of config j seeded as early_logits seeds it
+    extra = [(j, r) for j, c in enumerate(cfgs) for r in range(1, c.el2n_runs)]
+    early_extra = None
+    if extra:
+        extra_pack = Pack.init([derived_seed(cfgs[j].seed, INIT_STREAM, r) for j, r in extra],
+                               input_shape=x.shape[1:], num_classes=c_out, hidden=first.hidden,
+                               device=device)
+        train_packed(extra_pack, x, torch.stack([y[j] for j, _ in extra]), epochs=epoch,
+                     batch_size=first.batch_size, momentum=[cfgs[j].momentum for j, _ in extra],
+                     weight_decay=[cfgs[j].weight_decay for j, _ in extra],
+                     generators=[torch.Generator().manual_seed(
+                         derived_seed(cfgs[j].seed, BATCH_STREAM, r)) for j, r in extra],
+                     lr_schedule=_packs.schedule([cfgs[j].lr for j, _ in extra],
+                                                 first.lr_milestones, first.lr_gamma))
+        early_extra = predict_packed(extra_pack, x, batch_size=first.eval_batch_size)
+    for j, i in enumerate(ok):
+        if j in result.diverged:
+            outcomes[i] = _packs.diverged_error(result.diverged[j])
+            continue
+        # stored as run's trajectory is: float16
+        logits = result.dynamics.logits[:, j].astype(np.float16).astype(np.float32)
+        early = [early_main["logits"][j].float().cpu().numpy()] + [
+            early_extra[t].float().cpu().numpy() for t, (jj, _) in enumerate(extra) if jj == j]
+        outcomes[i] = _packs.guarded(_score, cfgs[j], reports[i], tensors[j], logits, early,
+                                     epoch)
+    return outcomes

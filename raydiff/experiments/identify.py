@@ -41,6 +41,7 @@ import torch
 from raydiff.data import prepare
 from raydiff.engine import accuracy, predict
 from raydiff import plots
+from raydiff.experiments import _packs
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.common import InversionTraining, fit_watched
 from raydiff.experiments.config import choice
@@ -88,12 +89,18 @@ def straggler_counts(monitor, observed, num_classes, *, final_model=False):
     return margin_score, judged, straggler, k, decided_class
 
 
-def clean_straggler_counts(config, data, device):
+def clean_tensors(config, data, device):
+    """The trial's subset with its true labels (noise 0), for the clean-label training."""
+    return prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
+                   noise_ratio=0.0, noise_seed=config.seed, device=device)
+
+
+def clean_straggler_counts(config, data, device, fitted=None):
     """Per-class straggler counts (C,) and the decided-class mask (C,) of a training on
-    the *clean* labels: the same seed, subset and initialisations as the trial, noise 0."""
-    clean = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                    noise_ratio=0.0, noise_seed=config.seed, device=device)
-    fitted = fit_watched(config, clean, None)
+    the *clean* labels: the same seed, subset and initialisations as the trial, noise 0
+    (``fitted``: that training, when it ran already, e.g. in a pack)."""
+    clean = clean_tensors(config, data, device)
+    fitted = fitted if fitted is not None else fit_watched(config, clean, None)
     _, _, _, k, decided_class = straggler_counts(
         fitted.monitor, clean.observed_label, clean.num_classes,
         final_model=config.judge_by_final_model)
@@ -105,9 +112,16 @@ def run(config, report, data):
     tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
                       noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
                       noise_seed=config.seed, device=device)
+    fitted = fit_watched(config, tensors, report)
+    return _score(config, report, data, tensors, fitted)
+
+
+def _score(config, report, data, tensors, fitted, clean=None):
+    """Everything after the training: stragglers, the strategy's hard set, artifacts and
+    metrics (``clean``: the clean-label training when it ran already)."""
+    device = report.device
     observed = tensors.observed_label
     C, N = tensors.num_classes, len(tensors)
-    fitted = fit_watched(config, tensors, report)
     model, monitor, result, attempts = fitted.model, fitted.monitor, fitted.result, fitted.attempts
 
     margin_score, judged, straggler, k_noisy, decided_class = straggler_counts(
@@ -124,7 +138,7 @@ def run(config, report, data):
     else:
         if config.noise_ratio > 0:
             # k_c from the clean labels, then the noise share once (see the module docstring)
-            k_clean, decided_class, clean = clean_straggler_counts(config, data, device)
+            k_clean, decided_class, clean = clean_straggler_counts(config, data, device, clean)
             extra_json = {"k_clean": k_clean.tolist(),
                           "k_clean_never_inverted": clean.monitor.never_inverted(),
                           "k_clean_attempts": clean.attempts}
@@ -192,3 +206,44 @@ def run(config, report, data):
         metrics["noise_auroc"] = auroc(score, noisy)
     report(metrics)
     return metrics
+
+
+# -- packs (raydiff.experiments._packs has the contract) --------------------------------
+
+# keys that may differ inside a pack: each model's init, labels, rate and post-processing
+PACK_KEYS = ("seed", "noise_ratio", "noise_kind", "lr", "max_retries", "strategy", "level",
+             "judge_by_final_model")
+
+
+def packable(config):
+    return _packs.value(config, "model") == "simple_nn"
+
+
+def PACK_MODELS(config):
+    # confidence / energy under noise train a second, clean-label model
+    noisy = (_packs.value(config, "noise_ratio") or 0) > 0
+    return 2 if noisy and _packs.value(config, "strategy") != "stragglers" else 1
+
+
+def run_pack(configs, reports, data):
+    """:func:`run` for many configs, trained as packs: the noisy-label trainings of every
+    config in one pack (retries: a pack of the configs that need another attempt), the
+    clean-label trainings confidence / energy need under noise in a second one (one per
+    distinct seed / rate: configs that differ only in strategy or level share it)."""
+    return _packs.run_inversion_pack(configs, reports, data, packable=packable,
+                                     prepare_one=_tensors, track_learning=False, score=_score,
+                                     run=run, clean_tensors=_clean_for_pack)
+
+
+def _clean_for_pack(config, data, device):
+    """The clean-label tensors a pack trains once per (seed, rate, retries) when this
+    config's strategy needs them (confidence / energy under noise), else None."""
+    if config.strategy != "stragglers" and config.noise_ratio > 0:
+        return clean_tensors(config, data, device)
+    return None
+
+
+def _tensors(config, device, data):
+    return prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
+                   noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
+                   noise_seed=config.seed, device=device)

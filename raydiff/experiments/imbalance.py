@@ -16,6 +16,8 @@ import torch
 
 from raydiff.data import INIT_STREAM, SPLIT_STREAM, derived_seed, prepare, rng_for
 from raydiff.engine import accuracy, predict, train
+from raydiff.engine.packed import Pack, predict_packed, train_packed
+from raydiff.experiments import _packs
 from raydiff.experiments.config import Common, ConfigError, at_least, choice, ratio
 from raydiff.models import MODELS, get_model
 
@@ -62,6 +64,28 @@ def split_hard_easy(hard, *, train_ratio, remaining_ratio, reduce_hard, rng):
 
 
 def run(config, report, data):
+    tensors, hard, train_idx, tests, true = _cell(config, report, data)
+    train_set = tensors.take(train_idx)
+    device = report.device
+    logits, losses = [], []
+    for m in range(config.models_per_cell):
+        model = get_model(config.model, input_shape=tensors.x.shape[1:],
+                          num_classes=tensors.num_classes, hidden=config.hidden,
+                          seed=_model_seed(config, m)).to(device)
+        if len(train_set):
+            result = train(model, train_set.x, train_set.y, epochs=config.epochs, lr=config.lr)
+            losses.append(result.losses[-1])
+        logits.append(predict(model, tensors.x))
+    return _score(config, report, tensors, hard, train_idx, tests, true, logits, losses)
+
+
+def _model_seed(config, m):
+    return derived_seed(config.seed, INIT_STREAM, 1000 + m)
+
+
+def _cell(config, report, data):
+    """The subset with identify's observed labels, its hard mask, the training positions
+    and the test sets {full, hard, easy} of this cell, and the true labels (device)."""
     device = report.device
     upstream = report.upstream("identify").table("per_sample.parquet")
     tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
@@ -81,19 +105,19 @@ def run(config, report, data):
     train_idx, test_hard, test_easy = split_hard_easy(
         hard, train_ratio=config.train_ratio, remaining_ratio=config.remaining_train_ratio,
         reduce_hard=config.reduce_hard, rng=rng_for(config.seed, SPLIT_STREAM))
-    train_set = tensors.take(train_idx)
     tests = {"full": np.concatenate([test_hard, test_easy]), "hard": test_hard, "easy": test_easy}
     true = torch.as_tensor(tensors.label, device=device)
+    return tensors, hard, train_idx, tests, true
 
+
+def _score(config, report, tensors, hard, train_idx, tests, true, all_logits, losses):
+    """Accuracies of every model of the cell (``all_logits``: its (N, C) logits over the
+    subset; ``losses``: each model's last training loss, empty when nothing trained)."""
+    device = true.device
     rows = []
-    for m in range(config.models_per_cell):
-        model = get_model(config.model, input_shape=tensors.x.shape[1:],
-                          num_classes=tensors.num_classes, hidden=config.hidden,
-                          seed=derived_seed(config.seed, INIT_STREAM, 1000 + m)).to(device)
-        if len(train_set):
-            result = train(model, train_set.x, train_set.y, epochs=config.epochs, lr=config.lr)
-            report({f"loss_model{m}": result.losses[-1]}, step=m)
-        logits = predict(model, tensors.x)
+    for m, logits in enumerate(all_logits):
+        if losses:
+            report({f"loss_model{m}": losses[m]}, step=m)
         row = {"model": m}
         for name, idx in tests.items():
             t = torch.as_tensor(idx, device=device, dtype=torch.long)
@@ -104,9 +128,86 @@ def run(config, report, data):
     report.table("models.parquet", table)
 
     metrics = {"n_train": len(train_idx), "n_train_hard": int(hard[train_idx].sum()),
-               "n_test_hard": len(test_hard), "n_test_easy": len(test_easy)}
+               "n_test_hard": len(tests["hard"]), "n_test_easy": len(tests["easy"])}
     for column in table.columns.drop("model"):
         metrics[f"{column}_mean"] = float(table[column].mean())
         metrics[f"{column}_std"] = float(table[column].std(ddof=0))
     report(metrics)
     return metrics
+
+
+# -- packs (raydiff.experiments._packs has the contract) --------------------------------
+
+# each cell's split, reduction, seed and rate; identify's labels and hard set come per
+# config from its own upstream run
+PACK_KEYS = ("seed", "noise_ratio", "noise_kind", "train_ratio", "remaining_train_ratio",
+             "reduce_hard", "models_per_cell", "lr")
+
+
+def packable(config):
+    return _packs.value(config, "model") == "simple_nn"
+
+
+def PACK_MODELS(config):
+    return int(_packs.value(config, "models_per_cell", 1))
+
+
+def run_pack(configs, reports, data):
+    """:func:`run` for many cells: the ``models_per_cell`` models of every cell in one
+    pack, each on its cell's training positions (a per-model subset) with its cell's
+    observed labels."""
+    outcomes = [None] * len(configs)
+    ok, rest = _packs.split(configs, packable)
+    for i in rest:
+        outcomes[i] = _packs.alone(run, configs[i], reports[i], data)
+    cells, owners, seeds, labels, subsets, lrs = {}, [], [], [], [], []
+    for i in ok:
+        cell = _packs.guarded(_cell, configs[i], reports[i], data)
+        if isinstance(cell, Exception):
+            outcomes[i] = cell
+            continue
+        cells[i] = cell
+        tensors, _, train_idx, _, _ = cell
+        for m in range(configs[i].models_per_cell):
+            owners.append((i, m))
+            seeds.append(_model_seed(configs[i], m))
+            labels.append(tensors.y)
+            subsets.append(train_idx)
+            lrs.append(configs[i].lr)
+    if not owners:
+        return outcomes
+    first = configs[owners[0][0]]
+    x = cells[owners[0][0]][0].x
+    pack = Pack.init(seeds, input_shape=x.shape[1:], num_classes=cells[owners[0][0]][0].num_classes,
+                     hidden=first.hidden, device=x.device)
+    # a cell with no training sample trains nothing (its models stay at their init)
+    trains = [j for j, s in enumerate(subsets) if len(s)]
+    losses = np.full((len(owners),), np.nan)
+    diverged = {}
+    if trains:
+        sub = pack.select(trains) if len(trains) < len(owners) else pack
+        result = train_packed(sub, x, torch.stack([labels[j] for j in trains]),
+                              epochs=first.epochs, lr=[lrs[j] for j in trains],
+                              subsets=[subsets[j] for j in trains])
+        for t, j in enumerate(trains):
+            losses[j] = result.losses[-1, t]
+            if t in result.diverged:
+                diverged[j] = result.diverged[t]
+        if sub is not pack:
+            for layer, (w, b) in enumerate(zip(sub.weights, sub.biases)):
+                idx = torch.as_tensor(trains, device=x.device)
+                pack.weights[layer].index_copy_(0, idx, w)
+                pack.biases[layer].index_copy_(0, idx, b)
+    logits = predict_packed(pack, x)
+    for i in cells:
+        js = [j for j, (owner, _) in enumerate(owners) if owner == i]
+        bad = [diverged[j] for j in js if j in diverged]
+        if bad:
+            outcomes[i] = _packs.diverged_error(min(bad))
+            continue
+        tensors, hard, train_idx, tests, true = cells[i]
+        trained = len(train_idx) > 0
+        outcomes[i] = _packs.guarded(_score, configs[i], reports[i], tensors, hard, train_idx,
+                                     tests, true, [logits[j] for j in js],
+                                     [float(losses[j]) for j in js] if trained else [])
+    return outcomes

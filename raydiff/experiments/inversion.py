@@ -38,6 +38,7 @@ from raydiff.data import TensorData, prepare
 from raydiff.engine import predict
 from raydiff.engine.inversion import smooth
 from raydiff import plots
+from raydiff.experiments import _packs
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.common import InversionTraining, fit_watched
 from raydiff.scores import auroc
@@ -87,18 +88,30 @@ def radii_table(epochs, radii, centroid_dist, smoothing=5):
     })
 
 
-def run(config, report, data):
+def _tensors(config, device, data):
+    """The trial's prepared subset (parity: labels mod 2, ``digit`` kept beside)."""
     tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
                       noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
                       noise_seed=config.seed, normalize="none" if config.parity else "scalar",
-                      device=report.device)
+                      device=device)
     digit = tensors.label
     if config.parity:
         tensors = to_parity(tensors)
+    tensors.digit = digit
+    return tensors
+
+
+def run(config, report, data):
+    tensors = _tensors(config, report.device, data)
+    fitted = fit_watched(config, tensors, report, track_learning=True)
+    return _score(config, report, data, tensors, fitted)
+
+
+def _score(config, report, data, tensors, fitted):
+    """Everything after the training: stragglers, learned epochs, artifacts, metrics."""
+    digit = tensors.digit
     C, N = tensors.num_classes, len(tensors)
     observed = tensors.observed_label
-
-    fitted = fit_watched(config, tensors, report, track_learning=True)
     monitor = fitted.monitor
     margin_score, judged = monitor.straggler_margin(final_model=config.judge_by_final_model)
     decided = np.ones(N, dtype=bool) if config.judge_by_final_model else judged
@@ -162,4 +175,22 @@ def run(config, report, data):
     return metrics
 
 
-__all__ = ["Config", "NAME", "radii_table", "run", "to_parity"]
+# -- packs (raydiff.experiments._packs has the contract) --------------------------------
+
+PACK_KEYS = ("seed", "noise_ratio", "noise_kind", "lr", "max_retries", "judge_by_final_model")
+
+
+def packable(config):
+    return _packs.value(config, "model") == "simple_nn"
+
+
+def run_pack(configs, reports, data):
+    """:func:`run` for many configs: every training (and retry) of the pack as one
+    computation, the radii of all models watched at once."""
+    return _packs.run_inversion_pack(configs, reports, data, packable=packable,
+                                     prepare_one=_tensors, track_learning=True, score=_score,
+                                     run=run)
+
+
+__all__ = ["Config", "NAME", "PACK_KEYS", "packable", "radii_table", "run", "run_pack",
+           "to_parity"]

@@ -22,11 +22,14 @@ fault while its trials still run.
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
-from raydiff.data import SMALL_LOSS_BATCH_STREAM, prepare
+from raydiff.data import INIT_STREAM, SMALL_LOSS_BATCH_STREAM, derived_seed, prepare
 from raydiff.engine import accuracy, predict
+from raydiff.engine.packed import Pack, predict_packed, train_packed
 from raydiff.engine.supervised import fit
+from raydiff.experiments import _packs
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.common import TrainConfig
 from raydiff.experiments.config import at_least, choice
@@ -68,6 +71,18 @@ def run(config, report, data):
     model, start = fitted.model, fitted.start_epoch
 
     logits = predict(model, tensors.x, batch_size=config.eval_batch_size)
+    return _score(config, report, tensors, logits, start=start,
+                  epochs_run=fitted.epochs_run - start)
+
+
+def _tensors(config, device, data):
+    return prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
+                   noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
+                   noise_seed=config.seed, normalize=config.normalize, device=device)
+
+
+def _score(config, report, tensors, logits, *, start, epochs_run):
+    """The small-loss score of the final model's ``logits`` (N, C), its table and metrics."""
     observed = tensors.y
     loss = get_score(SCORE)(logits.double().cpu().numpy(), labels=tensors.observed_label)
     noisy = tensors.is_noisy
@@ -80,9 +95,61 @@ def run(config, report, data):
         "clean_accuracy": 100 * accuracy(logits, torch.as_tensor(tensors.label,
                                                                  device=logits.device)),
         "start_epoch": start,
-        "epochs_run": fitted.epochs_run - start,
+        "epochs_run": epochs_run,
     }
     if noisy.any() and not noisy.all():
         metrics["noise_auroc"] = auroc(loss, noisy)
     report(metrics)
     return metrics
+
+
+# -- packs (raydiff.experiments._packs has the contract) --------------------------------
+
+PACK_KEYS = ("seed", "noise_ratio", "noise_kind", "lr", "momentum", "weight_decay")
+
+
+def packable(config):
+    """SimpleNN without augmentation; a paced run (``epoch_seconds``) stays its own trial:
+    it exists to be watched and struck per trial, checkpoints and all."""
+    return (_packs.value(config, "model") == "simple_nn" and not _packs.value(config, "augment")
+            and not _packs.value(config, "epoch_seconds"))
+
+
+def run_pack(configs, reports, data):
+    """:func:`run` for many configs in one pack: each model its own labels, init, shuffles
+    (its own generator, drawn as ``run`` draws it), rate, momentum and decay. A pack does
+    not checkpoint mid-training (a restarted pack trains its unfinished configs again)."""
+    outcomes = [None] * len(configs)
+    ok, rest = _packs.split(configs, packable)
+    for i in rest:
+        outcomes[i] = _packs.alone(run, configs[i], reports[i], data)
+    if not ok:
+        return outcomes
+    cfgs = [configs[i] for i in ok]
+    first = cfgs[0]
+    device = reports[ok[0]].device
+    tensors = [_tensors(c, device, data) for c in cfgs]
+    x = tensors[0].x
+    pack = Pack.init([derived_seed(c.seed, INIT_STREAM) for c in cfgs], input_shape=x.shape[1:],
+                     num_classes=tensors[0].num_classes, hidden=first.hidden, device=device)
+    generators = [torch.Generator().manual_seed(derived_seed(c.seed, SMALL_LOSS_BATCH_STREAM)) for c in cfgs]
+
+    def on_epoch(epoch, losses):
+        for j, i in enumerate(ok):
+            if np.isfinite(losses[j]):
+                reports[i]({"loss": float(losses[j])}, step=epoch)
+
+    result = train_packed(pack, x, torch.stack([t.y for t in tensors]), epochs=first.last_epoch,
+                          batch_size=first.batch_size, momentum=[c.momentum for c in cfgs],
+                          weight_decay=[c.weight_decay for c in cfgs], generators=generators,
+                          on_epoch=on_epoch,
+                          lr_schedule=_packs.schedule([c.lr for c in cfgs], first.lr_milestones,
+                                                      first.lr_gamma))
+    logits = predict_packed(pack, x, batch_size=first.eval_batch_size)
+    for j, i in enumerate(ok):
+        if j in result.diverged:
+            outcomes[i] = _packs.diverged_error(result.diverged[j])
+            continue
+        outcomes[i] = _packs.guarded(_score, configs[i], reports[i], tensors[j], logits[j],
+                                     start=0, epochs_run=result.epochs_run)
+    return outcomes

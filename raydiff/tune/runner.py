@@ -25,7 +25,7 @@ from ray import tune
 from raydiff import tracking
 from raydiff.data import load_dataset
 from raydiff.experiments.config import ConfigError
-from raydiff.tune import describe, graph, progress
+from raydiff.tune import describe, graph, packs, progress
 from raydiff.tune import sweep as sweeps
 from raydiff.tune.trainable import data_key, run_trial
 
@@ -102,13 +102,17 @@ os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 
 def run_sweep(sweep, *, address=None, tracking_uri=None, storage_path="ray_results",
               resume=False, num_cpus=None, dashboard=True, dashboard_host="127.0.0.1",
-              verbose=1, series=False):
+              verbose=1, series=False, pack=None):
     """Run every stage of ``sweep`` as a graph: a stage starts once the stages it reads
     have finished (``series``: one stage at a time, in file order, the old way).
 
     Returns {"session", "tracking_uri", "experiment_id", "stages": {stage: {"state":
     finished|failed|skipped, "reason", "finished": n, "failed": n, "seconds"}}}.
-    A local Ray's dashboard listens on ``dashboard_host``: loopback unless asked."""
+    A local Ray's dashboard listens on ``dashboard_host``: loopback unless asked.
+    ``pack`` (an int >= 1 or "auto", ``raydiff run --pack``) overrides every stage's
+    ``pack`` key."""
+    if pack is not None:
+        packs.check_pack(pack, "--pack")
     tracker = tracking.Tracker(tracking_uri)
     tracker.check()
     datasets = _load_datasets(sweep)           # a missing dataset stops us before anything is written
@@ -131,6 +135,9 @@ def run_sweep(sweep, *, address=None, tracking_uri=None, storage_path="ray_resul
         with fs.open_output_stream(f"{base}/{session}/sweep.yaml") as f:
             f.write(yaml.safe_dump(sweep.raw, sort_keys=False).encode())
     experiment_id = tracker.experiment_id(sweep.name)
+    if pack is not None:
+        for stage in sweep.stages:
+            stage.pack = pack
 
     if not ray.is_initialized():
         ray.init(address=address, num_cpus=None if address else num_cpus,
@@ -175,6 +182,9 @@ def _run_stage(stage, results_by_stage, *, sweep, session, uri, tracker, experim
         return {"finished": 0, "failed": 0}
     keys = describe.name_specs(describe.stage_label(stage), specs, own=stage.config)
     parent = _stage_run(tracker, experiment_id, sweep, session, stage, keys)
+    configs = len(specs)
+    if not stage.search:
+        specs = _packed_specs(stage, specs, keys, datasets)
     context = {"tracking_uri": tracker.uri, "experiment_id": experiment_id,
                "sweep": sweep.name, "session": session, "parent_run_id": parent,
                "cpus_per_trial": stage.resources["cpu"] or 1}
@@ -215,7 +225,11 @@ def _run_stage(stage, results_by_stage, *, sweep, session, uri, tracker, experim
         grid = tuner.fit()
         for result in grid:
             run_id = (result.metrics or {}).get("mlflow_run_id")
-            if result.error is None and run_id:
+            if packs.is_pack(result.config["trial"]):
+                got, lost = _pack_results(stage, result)
+                finished += got
+                failed += lost
+            elif result.error is None and run_id:
                 trial = result.config["trial"]
                 drawn = {k: v for k, v in result.config.items() if k != "trial"}
                 config = {**trial["config"], **drawn}
@@ -227,6 +241,51 @@ def _run_stage(stage, results_by_stage, *, sweep, session, uri, tracker, experim
     tracker.close_stale(sweep.name, session, stage=stage.name)
     tracker.end(parent, "FAILED" if failed and not finished else "FINISHED")
     results_by_stage[stage.name] = finished
-    print(f"raydiff: stage {stage.name}: {len(finished)} trials finished, {failed} failed",
+    print(f"raydiff: stage {stage.name}: {len(finished)} trials finished, {failed} failed"
+          + (f" (configs, in {len(specs)} packed trials)" if len(specs) < configs else ""),
           flush=True)
     return {"finished": len(finished), "failed": failed}
+
+
+def _packed_specs(stage, specs, keys, datasets):
+    """The stage's trial specs with its packable configs grouped into packs
+    (:mod:`raydiff.tune.packs`); a group of one stays the plain spec it was."""
+    module = stage.module
+    if stage.pack == 1 or not packs.can_pack(module):
+        return specs
+    configs = [sweeps.resolved(stage, s["config"]) for s in specs]
+    shape = None
+    if configs and getattr(module, "NEEDS_DATA", True):
+        ds = datasets.get(data_key(configs[0]))
+        if ds is not None:
+            n = len(ds.y) if not configs[0].get("subset_size") else min(
+                len(ds.y), int(configs[0]["subset_size"]))
+            d = 1
+            for size in ds.x.shape[1:]:
+                d *= int(size)
+            shape = (n, d, int(ds.num_classes))
+    groups = packs.make_packs(specs, module, configs, stage.pack,
+                              resources=stage.resources, shape=shape)
+    short = describe.short_names(keys)
+    label = describe.stage_label(stage)
+    return [specs[g[0]] if len(g) == 1 else
+            packs.pack_spec(label, [specs[i] for i in g], {k: short[k] for k in keys})
+            for g in groups]
+
+
+def _pack_results(stage, result):
+    """(finished Upstreams, failed count) of one pack trial: a config whose run FINISHED
+    is an upstream of later stages like any trial; the others count as failed."""
+    import json
+    members = result.config["trial"]["pack"]
+    runs = json.loads((result.metrics or {}).get("pack_runs") or "[]")
+    finished, failed = [], 0
+    for i, member in enumerate(members):
+        run_id = runs[i] if i < len(runs) else None
+        if run_id:
+            finished.append(sweeps.Upstream(stage.name, stage.experiment,
+                                            sweeps.resolved(stage, member["config"]),
+                                            dict(member["params"]), run_id))
+        else:
+            failed += 1
+    return finished, failed

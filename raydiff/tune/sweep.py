@@ -20,10 +20,11 @@ import yaml
 
 from raydiff.experiments import experiments, get_experiment
 from raydiff.experiments.config import COMMON_KEYS, ConfigError, build_config, check_value
+from raydiff.tune.packs import AUTO, check_pack
 
 TOP_KEYS = {"name", "description", "experiment", "config", "stages", "resources",
-            "max_failures", "num_samples", "max_trials", "search"}
-STAGE_KEYS = {"experiment", "config", "after", "search", "resources", "description"}
+            "max_failures", "num_samples", "max_trials", "search", "pack"}
+STAGE_KEYS = {"experiment", "config", "after", "search", "resources", "description", "pack"}
 RESOURCE_KEYS = {"cpu", "gpu"}
 SEARCH_KEYS = {"metric", "mode", "num_samples", "algorithm"}
 SEARCH_ALGORITHMS = ["optuna", "random"]
@@ -42,6 +43,7 @@ class Stage:
     search: dict | None = None
     resources: dict = field(default_factory=dict)
     shared_keys: set = field(default_factory=set)   # keys that came from the shared config
+    pack: int | str = "auto"         # configs per trial (raydiff.tune.packs), or "auto"
 
     @property
     def module(self):
@@ -269,6 +271,7 @@ def validate(raw, *, source="sweep"):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < minimum):
             _fail(f"{source}: {key} must be an int >= {minimum}, got {value!r}")
+    top_pack = check_pack(raw.get("pack", AUTO), f"{source}: pack")
     shared = raw.get("config") or {}
     if not isinstance(shared, dict):
         _fail(f"{source}: config must be a mapping of key: value")
@@ -302,6 +305,8 @@ def validate(raw, *, source="sweep"):
         stages[sname] = Stage(sname, exp, own or {}, after, search,
                               _check_resources(sdef.get("resources", resources), f"{where}: resources")
                               if "resources" in sdef else resources)
+        stages[sname].pack = (check_pack(sdef["pack"], f"{where}: pack") if "pack" in sdef
+                              else top_pack)
 
     # shared keys go to every stage whose experiment knows them; the others ignore them,
     # which the sweep records so that the CLI can say so (a silently weaker recipe otherwise)

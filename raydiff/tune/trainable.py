@@ -21,7 +21,7 @@ from raydiff.experiments import get_experiment
 from raydiff.experiments.base import Report, Upstream
 from raydiff.experiments.config import build_config
 from raydiff import tracking
-from raydiff.tune import describe
+from raydiff.tune import describe, packs
 
 FLUSH_SECONDS = 2.0
 
@@ -112,6 +112,8 @@ def run_trial(param, *, datasets, context):
     import torch
 
     spec = param["trial"]
+    if "pack" in spec:
+        return run_pack_trial(param, datasets=datasets, context=context)
     config_values = dict(spec["config"])
     for key, value in param.items():          # values drawn by a search algorithm
         if key != "trial":
@@ -181,6 +183,162 @@ def run_trial(param, *, datasets, context):
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+class PackMemberReport(TuneReport):
+    """The report of one config inside a pack: metrics and artifacts go to the config's own
+    MLflow run; Tune hears from the pack trial as a whole (:func:`run_pack_trial`), so a
+    member never calls ``tune.report``. Packs do not checkpoint mid-training (see
+    :func:`run_pack_trial`): a checkpoint a member asks for is dropped."""
+
+    def _emit(self, metrics, step, checkpoint):
+        now_ms = int(time.time() * 1000)
+        self._pending.extend((k, v, step, now_ms) for k, v in metrics.items())
+        self._latest.update(metrics)
+        if time.monotonic() - self._last_flush > FLUSH_SECONDS:
+            self.flush()
+
+    def _save_checkpoint(self, state, step):
+        pass
+
+
+def _open_member(member, index, *, pack_id, pack_size, trial_id, tracker, context, work,
+                 device, node_tags):
+    """(config, params, run_id, status, report or None) of member ``index`` of a pack: its
+    own MLflow run, found again on a retry or resume by the trial tag ``<trial>/<index>``
+    (a FINISHED run is returned as it is, with no report: nothing to redo)."""
+    module = get_experiment(member["experiment"])
+    config = build_config(module.Config, dict(member["config"]), f"stage {member['stage']}")
+    params = {**dataclasses.asdict(config),
+              **{k: v for k, v in member["params"].items() if "." in k}}
+    tags = {tracking.TAG_SWEEP: context["sweep"], tracking.TAG_SESSION: context["session"],
+            tracking.TAG_STAGE: member["stage"], tracking.TAG_EXPERIMENT: member["experiment"],
+            tracking.TAG_KIND: "trial", packs.PACK_TAG: pack_id,
+            packs.PACK_SIZE_TAG: str(pack_size)}
+    run_id, status = tracker.trial_run(context["experiment_id"], trial_id=f"{trial_id}/{index}",
+                                       run_name=member.get("name") or f"{member['stage']}-{index}",
+                                       params=params, tags=tags,
+                                       parent=context.get("parent_run_id"))
+    if status == "FINISHED":
+        return config, params, run_id, status, None
+    folder = work / f"member{index}"
+    upstream = {}
+    for experiment, run_ids in member["upstream"].items():
+        group = run_ids if isinstance(run_ids, list) else [run_ids]
+        found = [Upstream(folder / "upstream" / r, _params(tracker, r), r,
+                          fetch=functools.partial(_fetch, tracker, r, folder / "upstream" / r))
+                 for r in group]
+        upstream[experiment] = found if isinstance(run_ids, list) else found[0]
+    report = PackMemberReport(folder / "artifacts", tracker=tracker, run_id=run_id,
+                              config=params, upstream=upstream, resume_state=None, device=device)
+    extra = dict(node_tags)
+    if status != "NEW":
+        extra["raydiff.retried"] = "true"
+    tracker.set_tags(run_id, extra)
+    return config, params, run_id, status, report
+
+
+def _fail_run(tracker, run_id, reason, report=None):
+    try:
+        if report is not None:
+            report.flush()
+        tracker.set_tags(run_id, {"raydiff.error": str(reason)[-4000:]})
+        tracker.end(run_id, "FAILED")
+    except Exception as exc:  # noqa: BLE001
+        print(f"raydiff: could not mark run {run_id} FAILED: {exc}", flush=True)
+
+
+def run_pack_trial(param, *, datasets, context):
+    """One Tune trial training a pack of configs (``param["trial"]["pack"]``, specs from
+    :func:`raydiff.tune.packs.pack_spec`) through the experiment's ``run_pack``.
+
+    Every config has its own MLflow run (tags ``raydiff.pack``, ``raydiff.pack_size``),
+    found again on retry / resume; configs whose run FINISHED are not trained again, so a
+    restarted pack runs only the rest. ``run_pack`` returns one entry per config it was
+    given: its metrics, or the exception that config failed with (a diverged model, an
+    error in its own post-processing): that run is closed FAILED with the reason and the
+    others carry on. The trial errors only when ``run_pack`` itself raises (every run it
+    was training is then FAILED and Tune retries the pack) or no config finished.
+
+    Checkpoints: a pack does not checkpoint mid-training; the experiments that pack are
+    full-batch runs of seconds or short mini-batch runs, and a pack restarted by Tune
+    (or ``--resume``) trains its unfinished configs again from their start.
+    """
+    import ray
+    import torch
+
+    spec = param["trial"]
+    members = spec["pack"]
+    module = get_experiment(spec["experiment"])
+    torch.set_num_threads(max(1, int(context["cpus_per_trial"])))
+    device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+    tracker = _tracker(context["tracking_uri"])
+    trial_id = tune.get_context().get_trial_id()
+    pack_id = f"{spec['stage']}/{trial_id}"
+    node_tags = {"raydiff.node": ray.util.get_node_ip_address(),
+                 "raydiff.node_id": ray.get_runtime_context().get_node_id(),
+                 "raydiff.pid": str(os.getpid()), "raydiff.device": device}
+    work = Path(tempfile.mkdtemp(prefix=f"raydiff-{trial_id}-"))
+    run_ids = [None] * len(members)
+    finals = [None] * len(members)
+    todo = []               # (index, config, run_id, report)
+    try:
+        for i, member in enumerate(members):
+            try:
+                config, params, run_id, status, report = _open_member(
+                    member, i, pack_id=pack_id, pack_size=len(members), trial_id=trial_id,
+                    tracker=tracker, context=context, work=work, device=device,
+                    node_tags=node_tags)
+            except Exception:  # noqa: BLE001 - this config's own setup: it alone fails
+                print(f"raydiff: pack member {i} could not start:\n{traceback.format_exc()}")
+                continue
+            run_ids[i] = run_id
+            if status == "FINISHED":
+                finals[i] = tracker.final_metrics(run_id)
+            else:
+                todo.append((i, config, run_id, report))
+        outcomes = []
+        if todo:
+            data = None
+            if getattr(module, "NEEDS_DATA", True):
+                data = datasets[data_key(dataclasses.asdict(todo[0][1]))]
+            started = time.monotonic()
+            outcomes = module.run_pack([t[1] for t in todo], [t[3] for t in todo], data)
+            seconds = time.monotonic() - started
+            if len(outcomes) != len(todo):
+                raise RuntimeError(f"{module.NAME}.run_pack returned {len(outcomes)} results "
+                                   f"for {len(todo)} configs")
+        for (i, config, run_id, report), outcome in zip(todo, outcomes):
+            if isinstance(outcome, BaseException):
+                reason = "".join(traceback.format_exception(outcome))
+                _fail_run(tracker, run_id, reason, report)
+                run_ids[i] = None
+                continue
+            metrics = outcome or {}
+            unlogged = {k: v for k, v in metrics.items() if k not in report.last and _is_number(v)}
+            report({**unlogged, "trial_seconds": seconds})
+            report.flush()
+            tracker.end(run_id, "FINISHED")
+            finals[i] = {**report.last, **metrics}
+    except BaseException:
+        error = traceback.format_exc()[-4000:]
+        for i, config, run_id, report in todo:
+            if finals[i] is None:
+                _fail_run(tracker, run_id, error, report)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    done = [f for f in finals if f is not None]
+    if not done:
+        raise RuntimeError(f"no config of pack {pack_id} finished (each failed run says why "
+                           f"in its raydiff.error tag)")
+    # Tune sees the mean of each metric over the finished configs, and where the runs are
+    keys = set.intersection(*(set(k for k, v in f.items() if _is_number(v)) for f in done))
+    summary = {k: sum(float(f[k]) for f in done) / len(done) for k in keys}
+    import json
+    tune.report({**summary, "mlflow_run_id": next(r for r in run_ids if r),
+                 "pack_runs": json.dumps(run_ids), "pack_finished": len(done),
+                 "pack_failed": len(members) - len(done)})
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,0 +1,161 @@
+"""Packs of trial specs: the configs of one stage that train as one computation.
+
+A stage whose experiment defines ``run_pack(configs, reports, data)`` and ``PACK_KEYS``
+has its planned trial specs grouped before its Tuner starts: specs equal on every key
+except the experiment's ``PACK_KEYS`` (the stackable ones: seed, noise, subsets, folds,
+rates ...), with the same upstream structure (the same experiments consumed, one run or
+a list each: the run ids themselves may differ, an imbalance pack spans many identify
+runs) and each accepted by the experiment's ``packable(config)`` (no CNN, no augment, ...)
+share a pack. One Tune trial trains a pack; every config keeps its own MLflow run.
+
+Sizing, the sweep key ``pack`` (top level or per stage) or ``raydiff run --pack N``:
+
+- an int N >= 1: at most N configs per pack (1: one config per trial, the old way);
+- ``auto`` (default): as many as fit a memory budget, counting each config's models
+  (``PACK_MODELS(config)``, e.g. an imbalance cell trains ``models_per_cell``) times an
+  estimate of one SimpleNN's training memory (:func:`model_bytes`), capped at
+  :data:`CPU_MAX_MODELS` models on CPU. On a GPU stage the budget is half of the free
+  memory of the driver's first CUDA device (``torch.cuda.mem_get_info``) times the
+  stage's ``gpu`` fraction, capped at :data:`GPU_MAX_MODELS` models; a driver that sees
+  no CUDA device (a CPU head node) sizes GPU stages by the CPU rule.
+"""
+
+import hashlib
+import json
+
+from raydiff.experiments.config import ConfigError
+
+AUTO = "auto"
+CPU_MAX_MODELS = 64              # one trial's cores stay busy; a failure costs little
+CPU_BUDGET_BYTES = 2 << 30
+GPU_MAX_MODELS = 4096
+PACK_TAG, PACK_SIZE_TAG = "raydiff.pack", "raydiff.pack_size"
+
+
+def check_pack(value, where):
+    """``value`` of a ``pack`` key, checked: an int >= 1 or "auto" (ConfigError naming
+    ``where``, the key's place, otherwise)."""
+    if value == AUTO:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where} must be an int >= 1 (configs per trial; 1 = one "
+                          f"config per trial) or 'auto', got {value!r}")
+    return value
+
+
+def can_pack(module):
+    return hasattr(module, "run_pack") and hasattr(module, "PACK_KEYS")
+
+
+def _canonical(value):
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def group_key(spec, module, config):
+    """What specs must share to share a pack: every config key outside ``PACK_KEYS`` and
+    the shape of their upstream (which experiments, one run or a list)."""
+    fixed = {k: v for k, v in config.items() if k not in module.PACK_KEYS}
+    shape = {exp: isinstance(ids, list) for exp, ids in spec.get("upstream", {}).items()}
+    return _canonical([spec["experiment"], fixed, shape])
+
+
+def model_bytes(config, *, n_samples, n_features, num_classes):
+    """Rough bytes one SimpleNN of ``config`` takes while it trains in a pack: float32
+    activations, their gradients and logits over every sample (full batch: the worst
+    case), its parameters three times (weights, step, a monitor snapshot per class) and,
+    when the experiment records the per-epoch logits, that trajectory."""
+    hidden = list(config.get("hidden") or [20, 20])
+    widths = [n_features, *hidden, num_classes]
+    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    per_sample = 3 * sum(hidden) + 3 * num_classes
+    record = num_classes * int(config.get("epochs", 1)) if config.get("record_logits") else 0
+    return 4 * (n_samples * (per_sample + record) + params * (3 + num_classes))
+
+
+def budget(resources, *, cuda_free=None):
+    """(bytes, models) a pack may take for a stage with ``resources``."""
+    gpu = float(resources.get("gpu") or 0)
+    if gpu and cuda_free:
+        return int(0.5 * cuda_free * min(gpu, 1.0)), GPU_MAX_MODELS
+    return CPU_BUDGET_BYTES, CPU_MAX_MODELS
+
+
+def _cuda_free():
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return torch.cuda.mem_get_info(0)[0]
+    except Exception:  # noqa: BLE001 - no usable device: the CPU rule
+        pass
+    return None
+
+
+def make_packs(specs, module, configs, size, *, resources=None, shape=None):
+    """Group ``specs`` (with their resolved ``configs``, same order) into packs.
+
+    size : int >= 1 or "auto"; shape : (n_samples, n_features, num_classes) of the stage's
+    data for the ``auto`` budget (None: every config counts as one model of 1 MiB).
+    Returns a list of lists of spec positions, in the order of the specs' first members;
+    a position not packable is a list of its own.
+    """
+    if size == 1 or not can_pack(module):
+        return [[i] for i in range(len(specs))]
+    packable = getattr(module, "packable", lambda config: True)
+    count = getattr(module, "PACK_MODELS", lambda config: 1)
+    groups, order = {}, []
+    for i, (spec, config) in enumerate(zip(specs, configs)):
+        if not packable(config):
+            order.append([i])
+            continue
+        key = group_key(spec, module, config)
+        if key not in groups:
+            groups[key] = []
+            order.append(groups[key])
+        groups[key].append(i)
+    if size == AUTO:
+        limit_bytes, limit_models = budget(resources or {}, cuda_free=(
+            _cuda_free() if (resources or {}).get("gpu") else None))
+    out = []
+    for members in order:
+        current, used_bytes, used_models = [], 0, 0
+        for i in members:
+            if size == AUTO:
+                models = max(1, int(count(configs[i])))
+                cost = models * (model_bytes(configs[i], n_samples=shape[0], n_features=shape[1],
+                                             num_classes=shape[2]) if shape else 1 << 20)
+                full = current and (used_bytes + cost > limit_bytes
+                                    or used_models + models > limit_models)
+            else:
+                models = cost = 0
+                full = len(current) >= size
+            if full:
+                out.append(current)
+                current, used_bytes, used_models = [], 0, 0
+            current.append(i)
+            used_bytes += cost
+            used_models += models
+        if current:
+            out.append(current)
+    return out
+
+
+def pack_spec(stage_label, members, varied):
+    """The Tune trial spec of a pack of member specs (each already named): its name says it
+    is a pack and of what, e.g. ``identify pack of 6 (strategy x noise)``; ``params`` hold,
+    for the progress table, each varied key's value or how many values the pack spans."""
+    short = {k: v for k, v in varied.items()}
+    spread = [short[k] for k in varied
+              if len({_canonical(m["params"].get(k)) for m in members}) > 1]
+    what = f" ({' x '.join(spread)})" if spread else ""
+    params = {}
+    for k in varied:
+        values = {_canonical(m["params"].get(k)) for m in members}
+        params[k] = members[0]["params"].get(k) if len(values) == 1 else f"{len(values)} values"
+    digest = hashlib.sha1(_canonical([m["name"] for m in members]).encode()).hexdigest()[:8]
+    return {"stage": members[0]["stage"], "experiment": members[0]["experiment"],
+            "name": f"{stage_label} pack of {len(members)}{what}", "params": params,
+            "pack": members, "pack_digest": digest}
+
+
+def is_pack(spec):
+    return "pack" in spec

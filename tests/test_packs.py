@@ -1,0 +1,321 @@
+"""Packs in sweeps: which configs share a trial, and that a packed config gives what it
+gives alone (per experiment), fails alone, and keeps its own MLflow run."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from raydiff.data import load_dataset
+from raydiff.experiments import (crossval, dynamics, identify, imbalance, inversion,
+                                 train_classifier)
+from raydiff.experiments._packs import Diverged
+from raydiff.experiments.base import Report, Upstream
+from raydiff.experiments.config import ConfigError, build_config
+from raydiff.tune import packs
+from raydiff.tune import sweep as sweeps
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# -- grouping -----------------------------------------------------------------------------
+
+def _groups(raw, size=None):
+    sweep = sweeps.validate(raw)
+    stage = sweep.stages[0]
+    own, _ = sweeps.expand_own(stage)
+    specs = sweeps.join(stage, own, {})
+    configs = [sweeps.resolved(stage, s["config"]) for s in specs]
+    groups = packs.make_packs(specs, stage.module, configs, size or stage.pack,
+                              resources=stage.resources)
+    return [[configs[i] for i in g] for g in groups]
+
+
+IDENTIFY = {"name": "p", "experiment": "identify",
+            "config": {"seed": {"grid": [0, 1, 2]}, "strategy": {"grid": ["stragglers", "energy"]},
+                       "epochs": {"grid": [40, 60]}, "inversion_start": 5, "check_every": 2}}
+
+
+def test_configs_equal_outside_the_pack_keys_share_a_pack():
+    groups = _groups(IDENTIFY)
+    # seed x strategy stack; epochs (the shape of training) does not
+    assert sorted(len(g) for g in groups) == [6, 6]
+    for g in groups:
+        assert len({c["epochs"] for c in g}) == 1
+        assert {(c["seed"], c["strategy"]) for c in g} == {
+            (s, t) for s in (0, 1, 2) for t in ("stragglers", "energy")}
+
+
+def test_pack_size_splits_and_one_is_todays_behaviour():
+    assert sorted(len(g) for g in _groups({**IDENTIFY, "pack": 4})) == [2, 2, 4, 4]
+    assert [len(g) for g in _groups(IDENTIFY, size=1)] == [1] * 12
+    staged = {"name": "p", "config": {"inversion_start": 5, "check_every": 2},
+              "stages": {"identify": {"experiment": "identify", "pack": 5,
+                                      "config": {"seed": {"grid": list(range(7))}, "epochs": 40}}}}
+    assert sorted(len(g) for g in _groups(staged)) == [2, 5]
+
+
+def test_auto_packs_to_the_model_cap_counting_each_configs_models():
+    raw = {"name": "p", "experiment": "identify",
+           "config": {"seed": {"grid": list(range(70))}, "epochs": 40, "inversion_start": 5,
+                      "check_every": 2}}
+    assert sorted(len(g) for g in _groups(raw)) == [6, packs.CPU_MAX_MODELS]
+    # confidence under noise trains two models per config: half as many configs fit
+    raw["config"].update(noise_ratio=0.1, strategy="confidence")
+    assert max(len(g) for g in _groups(raw)) == packs.CPU_MAX_MODELS // 2
+
+
+def test_unpackable_configs_get_a_trial_of_their_own():
+    raw = {"name": "p", "experiment": "train_classifier",
+           "config": {"seed": {"grid": [0, 1]}, "model": {"grid": ["simple_nn", "small_cnn"]},
+                      "augment": {"grid": [False, True]}}}
+    groups = _groups(raw)
+    packed = [g for g in groups if len(g) > 1]
+    assert len(packed) == 1 and all(c["model"] == "simple_nn" and not c["augment"]
+                                    for c in packed[0])
+    assert len(groups) == 1 + 6                 # the six others alone
+
+
+@pytest.mark.parametrize("where, raw", [
+    ("p: pack", {"pack": 0}), ("p: pack", {"pack": "many"}), ("p: pack", {"pack": True}),
+    ("stages.s: pack", {"stages": {"s": {"experiment": "identify", "pack": -2}}}),
+])
+def test_bad_pack_values_are_refused_naming_the_key(where, raw):
+    base = {"name": "p", "experiment": "identify"} if "stages" not in raw else {"name": "p"}
+    with pytest.raises(ConfigError, match=rf"{where} must be an int >= 1 .* or 'auto'"):
+        sweeps.validate({**base, **raw}, source="p")
+
+
+def test_the_cli_refuses_a_bad_pack_flag():
+    from raydiff.cli import _pack_arg
+    assert _pack_arg("3") == 3 and _pack_arg("auto") == "auto" and _pack_arg(None) is None
+    with pytest.raises(ConfigError, match="--pack must be an int"):
+        _pack_arg("0")
+
+
+def test_a_pack_trial_is_named_for_what_it_stacks():
+    members = [{"stage": "identify", "experiment": "identify", "name": f"identify s={s}",
+                "params": {"strategy": st, "noise_ratio": nr, "epochs": 40}}
+               for s, (st, nr) in enumerate([("stragglers", 0.0), ("energy", 0.1),
+                                             ("energy", 0.0)])]
+    spec = packs.pack_spec("identify", members, {"strategy": "strategy", "noise_ratio": "noise",
+                                                 "epochs": "epochs"})
+    assert spec["name"] == "identify pack of 3 (strategy x noise)"
+    assert spec["params"]["epochs"] == 40 and spec["params"]["strategy"] == "2 values"
+
+
+# -- packed == alone, per experiment --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("mnist5k")
+
+
+def _both(module, configs, data, tmp_path, upstream=None):
+    """(metrics alone, per config; outcomes packed) with per-config Reports under tmp_path."""
+    def report(tag, i):
+        return Report(tmp_path / f"{tag}{i}", upstream=upstream[i] if upstream else None)
+    alone = [module.run(c, report("a", i), data) for i, c in enumerate(configs)]
+    packed = module.run_pack(configs, [report("p", i) for i in range(len(configs))], data)
+    return alone, packed
+
+
+def _same_table(tmp_path, i, name="per_sample.parquet", columns=None, tol=1e-5):
+    a, p = (pd.read_parquet(tmp_path / f"{t}{i}" / name) for t in "ap")
+    assert list(a.columns) == list(p.columns)
+    if "sample_id" in a:
+        assert (a["sample_id"] == p["sample_id"]).all()
+    for col in columns or [c for c in a.columns if c.startswith("score")]:
+        np.testing.assert_allclose(p[col].to_numpy(float), a[col].to_numpy(float), atol=tol,
+                                   err_msg=f"config {i} column {col}")
+    if "hard" in a:
+        assert a["hard"].astype(object).equals(p["hard"].astype(object)), f"config {i} hard"
+
+
+INV = {"subset_size": 150, "epochs": 30, "inversion_start": 5, "check_every": 2}
+
+
+def test_identify_packed_equals_alone(data, tmp_path):
+    configs = [build_config(identify.Config, {**INV, "seed": s, "noise_ratio": nr,
+                                              "strategy": st, "level": lv})
+               for s, nr, st, lv in [(0, 0.0, "stragglers", "dataset"), (1, 0.2, "energy", "class"),
+                                     (1, 0.2, "confidence", "dataset"), (2, 0.1, "stragglers", "class")]]
+    alone, packed = _both(identify, configs, data, tmp_path)
+    for i in range(len(configs)):
+        assert packed[i]["attempts"] == alone[i]["attempts"]
+        assert packed[i]["n_hard"] == alone[i]["n_hard"]
+        _same_table(tmp_path, i)
+    # the clean-label training (energy and confidence of seed 1 share it) gives the same k
+    assert packed[1]["k_clean_total"] == alone[1]["k_clean_total"] == packed[2]["k_clean_total"]
+
+
+def test_inversion_packed_equals_alone(data, tmp_path):
+    configs = [build_config(inversion.Config, {**INV, "seed": s, "noise_ratio": nr})
+               for s, nr in [(0, 0.0), (3, 0.2), (5, 0.1)]]
+    alone, packed = _both(inversion, configs, data, tmp_path)
+    for i in range(len(configs)):
+        assert packed[i]["classes_never_inverted"] == alone[i]["classes_never_inverted"]
+        _same_table(tmp_path, i, columns=["score", "straggler_margin", "learned_epoch"])
+        _same_table(tmp_path, i, "radii.parquet", columns=["radius", "centroid_distance_mean"])
+
+
+def test_imbalance_packed_equals_alone(data, tmp_path):
+    up = build_config(identify.Config, {**INV, "epochs": 40, "noise_ratio": 0.1,
+                                        "strategy": "confidence", "max_retries": 4})
+    identify.run(up, Report(tmp_path / "identify"), data)
+    table = pd.read_parquet(tmp_path / "identify" / "per_sample.parquet")
+    table["hard"] = table["hard"].fillna(False)        # a never-inverted class: decide it easy
+    table.to_parquet(tmp_path / "identify" / "per_sample.parquet")
+    configs = [build_config(imbalance.Config, {"subset_size": 150, "epochs": 30, "seed": s,
+                                               "remaining_train_ratio": r, "reduce_hard": rh,
+                                               "models_per_cell": m, "lr": lr})
+               for s, r, rh, m, lr in [(0, 1.0, False, 2, 0.1), (1, 0.5, True, 1, 0.05),
+                                       (2, 0.0, True, 3, 0.1)]]
+    upstream = [{"identify": Upstream(tmp_path / "identify")} for _ in configs]
+    alone, packed = _both(imbalance, configs, data, tmp_path, upstream)
+    for i in range(len(configs)):
+        a, p = (pd.read_parquet(tmp_path / f"{t}{i}" / "models.parquet") for t in "ap")
+        pd.testing.assert_frame_equal(a, p, atol=1e-5)
+        assert packed[i]["n_train"] == alone[i]["n_train"]
+
+
+MINI = {"subset_size": 200, "epochs": 3, "batch_size": 32, "lr_milestones": [2]}
+
+
+def test_train_classifier_packed_equals_alone(data, tmp_path):
+    configs = [build_config(train_classifier.Config, {**MINI, "seed": s, "noise_ratio": nr,
+                                                      "lr": lr, "weight_decay": wd})
+               for s, nr, lr, wd in [(0, 0.0, 0.1, 0.0), (1, 0.3, 0.05, 5e-4), (2, 0.1, 0.1, 1e-3)]]
+    alone, packed = _both(train_classifier, configs, data, tmp_path)
+    for i in range(len(configs)):
+        _same_table(tmp_path, i)
+        assert packed[i]["train_accuracy"] == pytest.approx(alone[i]["train_accuracy"], abs=1e-6)
+
+
+def test_crossval_packed_equals_alone(data, tmp_path):
+    configs = [build_config(crossval.Config, {**MINI, "model": "simple_nn", "folds": 3,
+                                              "seed": s, "noise_ratio": nr, "fold": f})
+               for s, nr, f in [(0, 0.2, 0), (0, 0.2, 1), (0, 0.2, 2), (4, 0.0, 1)]]
+    alone, packed = _both(crossval, configs, data, tmp_path)
+    for i in range(len(configs)):
+        assert packed[i]["oof_epoch"] == alone[i]["oof_epoch"]
+        _same_table(tmp_path, i, "oof.parquet", columns=[f"p_{c}" for c in range(10)])
+
+
+def test_dynamics_packed_equals_alone(data, tmp_path):
+    configs = [build_config(dynamics.Config, {**MINI, "model": "simple_nn", "el2n_epoch": 2,
+                                              "seed": s, "noise_ratio": nr, "method": m})
+               for s, nr, m in [(0, 0.1, "aum"), (1, 0.3, "el2n"), (2, 0.2, "forgetting")]]
+    alone, packed = _both(dynamics, configs, data, tmp_path)
+    for i in range(len(configs)):
+        _same_table(tmp_path, i)
+
+
+# -- isolation --------------------------------------------------------------------------------
+
+def test_a_diverging_config_fails_alone_and_the_others_keep_their_numbers(data, tmp_path):
+    good = [build_config(train_classifier.Config, {**MINI, "seed": s, "noise_ratio": 0.2})
+            for s in (0, 1)]
+    bad = build_config(train_classifier.Config, {**MINI, "seed": 2, "noise_ratio": 0.2,
+                                                 "lr": 1e37})
+    configs = [good[0], bad, good[1]]
+    packed = train_classifier.run_pack(configs, [Report(tmp_path / f"p{i}") for i in range(3)],
+                                       data)
+    assert isinstance(packed[1], Diverged) and "NaN or infinite" in str(packed[1])
+    assert not (tmp_path / "p1" / "per_sample.parquet").exists()
+    for j, i in ((0, 0), (1, 2)):
+        train_classifier.run(good[j], Report(tmp_path / f"a{i}"), data)
+        _same_table(tmp_path, i)
+
+
+# -- end to end: real Ray, real MLflow, the driver killed between packs ----------------------
+
+# identify: 2 seeds x 2 strategies in packs of 2; imbalance after it (every config finds its
+# own identify run), half of its cells with an lr that diverges (the last stage: a failed
+# config skips nothing after it). One CPU: the packs run in turn.
+E2E = {"name": "packs", "resources": {"cpu": 1},
+       "config": {"subset_size": 150, "noise_ratio": 0.1, "seed": {"grid": [0, 1]}},
+       "stages": {
+           "identify": {"experiment": "identify", "pack": 2,
+                        "config": {"epochs": 30, "inversion_start": 5, "check_every": 2,
+                                   "max_retries": 0, "judge_by_final_model": True,
+                                   "strategy": {"grid": ["stragglers", "energy"]}}},
+           "imbalance": {"experiment": "imbalance", "after": "identify",
+                         "config": {"epochs": 20, "models_per_cell": 1,
+                                    "runs": {"cases": [{"remaining_train_ratio": 1.0},
+                                                       {"remaining_train_ratio": 0.5,
+                                                        "lr": 1.0e37}]}}}}}
+
+
+@pytest.mark.slow
+def test_a_packed_sweep_keeps_one_run_per_config_and_resumes_without_redoing(tmp_path):
+    import os
+    import signal
+
+    import yaml
+    from conftest import RAYDIFF
+    from procs import Proc, wait_until
+    from raydiff import tracking
+
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(E2E))
+    args = RAYDIFF + ["run", "s.yaml", "--num-cpus", "1", "--no-dashboard"]
+    client = tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}").client
+
+    def runs():
+        exp = tracking.retrying(client.get_experiment_by_name, "packs")
+        if exp is None:
+            return []
+        return tracking.retrying(client.search_runs, [exp.experiment_id],
+                                 "tags.`raydiff.kind` = 'trial'")
+
+    driver = Proc(args, log=tmp_path / "driver.log", cwd=tmp_path)
+    try:
+        def first_pack_done():
+            return sum(r.info.status == "FINISHED" for r in runs()) >= 2
+        wait_until(first_pack_done, 400, "a pack's configs finished", every=0.2, proc=driver)
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.popen.wait(timeout=60)
+    finally:
+        driver.stop()
+    done_before = {r.info.run_id: r.info.end_time for r in runs() if r.info.status == "FINISHED"}
+    assert len(done_before) < 4 + 4, "the sweep ended before the driver was killed"
+
+    resumed = Proc(args + ["--resume"], log=tmp_path / "resume.log", cwd=tmp_path)
+    try:
+        resumed.popen.wait(timeout=500)
+    finally:
+        resumed.stop()
+    log = resumed.output()
+    assert "resuming session" in log, log[-3000:]
+    every = runs()
+    by_stage = {}
+    for r in every:
+        by_stage.setdefault(r.data.tags["raydiff.stage"], []).append(r)
+    # one run per config, whatever was packed: 4 identify, 8 imbalance (4 FAILED: the
+    # diverged lr), each carrying its pack and the pack's size
+    assert len(by_stage["identify"]) == 4 and len(by_stage["imbalance"]) == 8, log[-3000:]
+    failed = [r for r in every if r.info.status == "FAILED"]
+    assert sorted(float(r.data.params["lr"]) for r in failed) == [1e37] * 4, log[-3000:]
+    assert all("diverged" in r.data.tags["raydiff.error"] for r in failed)
+    assert all(r.info.status == "FINISHED" for r in every if r not in failed)
+    assert {r.data.tags["raydiff.pack_size"] for r in by_stage["identify"]} == {"2"}
+    assert len({r.data.tags["raydiff.pack"] for r in by_stage["identify"]}) == 2
+    assert {r.data.tags["raydiff.pack_size"] for r in by_stage["imbalance"]} == {"8"}
+    names = [r.info.run_name for r in every]
+    assert len(set(names)) == len(names) and all(n.split()[0] in ("identify", "imbalance")
+                                                 for n in names)
+    # every imbalance config read its own identify config's run
+    cells = [(r.data.params["seed"], r.data.params["identify.strategy"],
+              r.data.params["remaining_train_ratio"]) for r in by_stage["imbalance"]]
+    assert sorted(cells) == sorted((s, t, q) for s in ("0", "1") for t in ("energy", "stragglers")
+                                   for q in ("1.0", "0.5"))
+    # finished configs were not trained again
+    after = {r.info.run_id: r.info.end_time for r in every}
+    assert all(after[run_id] == end for run_id, end in done_before.items())
+    print(f"{len(done_before)} configs finished before the kill; {len(every)} runs in all")
