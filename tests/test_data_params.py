@@ -43,7 +43,7 @@ def toy_dataset(n=600, classes=4, dim=8, spread=1.6, seed=0):
 
 def toy_config(**overrides):
     values = dict(dataset="blobs", noise_ratio=0.4, model="simple_nn", hidden=[32], epochs=6,
-                  batch_size=32, lr=0.1, weight_decay=0.0, lr_milestones=[], enrich_classes=0,
+                  batch_size=32, lr=0.1, weight_decay=0.0, lr_milestones=[], figures={"enrich_classes": 0},
                   variant="instance", lr_instance=0.5, test_fraction=0.2)
     values.update(overrides)
     return build_config(dpx.Config, values)
@@ -182,7 +182,8 @@ def test_enrichment_figures_are_logged_for_images(tmp_path):
         x[y == c, 0, 2 + 3 * c:5 + 3 * c, 2:10] = 255
     x = (x + rng.integers(0, 60, x.shape)).clip(0, 255).astype(np.uint8)
     data = Dataset("tiny_images", x, y.astype(np.int64), 3, np.array(["train"] * n))
-    cfg = toy_config(epochs=3, enrich_classes=1, tsne_thumbnails=10, hidden=[16], augment=True)
+    cfg = toy_config(epochs=3, figures={"enrich_classes": 1, "tsne_thumbnails": 10}, hidden=[16],
+                     augment=True)
     metrics = dpx.run(cfg, Report(tmp_path), data)
     for name in ("strip", "tsne", "trajectories"):
         assert (tmp_path / f"enrich_class000_{name}.png").stat().st_size > 1000

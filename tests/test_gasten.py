@@ -193,7 +193,7 @@ def chain(mnist, tmp_path_factory):
     s1, _, _ = _stage(tmp, mnist, "gasten_step1", {**GAN, "epochs": 1, "width": 8, "z_dim": 16})
     ups = {"gasten_classifier": clf, "gasten_step1": s1, "gasten_featnet": feat}
     step2 = {**GAN, "epochs": 2, "step1_epoch": 1, "checkpoint_every": 1, "test_noise_size": 256,
-             "grid_size": 16}
+             "figures": {"grid_size": 16}}
     runs = {}
     for alpha in (0, "mgda", 30):
         runs[alpha] = _stage(tmp, mnist, "gasten_step2", {**step2, "alpha": alpha}, ups,
@@ -250,7 +250,7 @@ def test_ambiguity_stage_end_to_end(chain, mnist):
     tmp, ups, step2, runs, _ = chain
     gathered = [up for up, _, _ in runs.values()]
     amb = {**DATA, "n_samples": 2000, "reducer": "pca", "n_components": 4, "cv_folds": 3,
-           "gmm_n_components": 3, "embedding_test_size": 100}
+           "gmm_n_components": 3, "figures": {"embedding_test_size": 100}}
     up, report, metrics = _stage(tmp, mnist, "gasten_ambiguity", amb,
                                  {"gasten_step2": gathered})
     tables = {str(u.run_id): u.table("metrics.parquet") for u in gathered}
@@ -287,7 +287,7 @@ def test_reports_mark_the_pareto_front_and_copy_the_best_clustering(chain, mnist
 
     root, ups, step2, runs, _ = chain
     amb = {**DATA, "n_samples": 1500, "reducer": "pca", "n_components": 3, "cv_folds": 2,
-           "embedding_test_size": 50}
+           "figures": {"embedding_test_size": 50}}
     for k in (2, 3):
         _stage(root, mnist, "gasten_ambiguity", {**amb, "gmm_n_components": k},
                {"gasten_step2": [up for up, _, _ in runs.values()]}, folder=f"amb{k}")
@@ -371,12 +371,14 @@ def test_four_stages_through_the_cli_ray_and_mlflow(workdir):
             "step1": {"experiment": "gasten_step1", "config": {"epochs": 1, "width": 8, "z_dim": 16}},
             "step2": {"experiment": "gasten_step2", "after": ["classifier", "step1", "featnet"],
                       "config": {"step1_epoch": 1, "alpha": {"grid": [0, "mgda"]}, "epochs": 2,
-                                 "checkpoint_every": 1, "test_noise_size": 256, "grid_every": 2}},
+                                 "checkpoint_every": 1, "test_noise_size": 256,
+                                 "figures": {"grid_every": 2}}},
             # PCA: UMAP's numba compilation costs each fresh worker about a minute; UMAP has
             # its own in-process test above
             "ambiguity": {"experiment": "gasten_ambiguity", "after": "step2",
                           "search": {"metric": "silhouette_cv", "mode": "max", "num_samples": 3},
-                          "config": {"n_samples": 1000, "cv_folds": 2, "embedding_test_size": 100,
+                          "config": {"n_samples": 1000, "cv_folds": 2,
+                                     "figures": {"embedding_test_size": 100},
                                      "reducer": "pca",
                                      "n_components": {"randint": [2, 6]},
                                      "gmm_n_components": {"randint": [2, 4]}}},

@@ -110,7 +110,7 @@ def test_every_method_sees_the_same_noisy_labels_and_finds_them(tmp_path):
     tables["inversion"] = pd.read_parquet(tmp_path / "inversion" / "per_sample.parquet")
 
     cfg = build_config(data_params.Config, {**TRAIN, "variant": "instance", "test_fraction": 0.0,
-                                            "enrich_classes": 0})
+                                            "figures": {"enrich_classes": 0}})
     data_params.run(cfg, Report(tmp_path / "dp"), data)
     tables["data_params"] = pd.read_parquet(tmp_path / "dp" / "per_sample.parquet")
 

@@ -172,7 +172,7 @@ def tiny_images(n=240, classes=3, seed=0):
 def vog_config(**overrides):
     values = dict(dataset="digits", model="simple_nn", hidden=[16], epochs=6, vog_every=1,
                   batch_size=32, lr=0.05, momentum=0.9, weight_decay=0.0, test_fraction=0.25,
-                  grid_classes=2, grid_size=2, eval_batch_size=50)
+                  figures={"grid_classes": 2, "grid_size": 2}, eval_batch_size=50)
     values.update(overrides)
     return build_config(vogx.Config, values)
 
@@ -213,7 +213,7 @@ def test_vog_report_averages_deciles_over_seeds_and_copies_grids(vog_run, tmp_pa
         shutil.copytree(folder, root / "run1")
     runs = pd.DataFrame([{"run_id": f"run{s}", "stage": "main", "experiment": "vog",
                           "dataset": "tiny", "model": "simple_nn", "noise_ratio": 0.0,
-                          "seed": s, "grid_classes": 2} for s in (0, 1)])
+                          "seed": s, "figures": {"grid_classes": 2}} for s in (0, 1)])
     written = build_report(FolderContext(runs, tmp_path, root))
     summary = pd.read_csv(tmp_path / "vog_decile_error.csv")
     trial = pd.read_parquet(folder / "decile_error.parquet")
@@ -234,7 +234,7 @@ def test_vog_train_rows_have_the_noise_every_other_experiment_has(tmp_path, kind
     from raydiff.experiments import train_classifier
     data = tiny_images()
     with torch_threads(1):
-        vogx.run(vog_config(noise_ratio=0.3, noise_kind=kind, seed=4, grid_classes=0),
+        vogx.run(vog_config(noise_ratio=0.3, noise_kind=kind, seed=4, figures={"grid_classes": 0}),
                  Report(tmp_path / "vog"), data)
         train_classifier.run(build_config(train_classifier.Config, {
             "dataset": "digits", "noise_ratio": 0.3, "noise_kind": kind, "seed": 4,

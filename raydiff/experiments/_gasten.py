@@ -1,5 +1,5 @@
-"""What the GASTeN stages share: the binary (pos, neg) data, loading each other's models
-from artifacts, and image grids."""
+"""What the GASTeN stages share: the binary (pos, neg) data and loading each other's models
+from artifacts (their image grids are :func:`raydiff.plots.images.image_grid`)."""
 
 from dataclasses import dataclass
 
@@ -118,29 +118,6 @@ def load_feature_net(state, device="cpu"):
     for p in net.parameters():
         p.requires_grad_(False)
     return net.features, state["name"]
-
-
-def image_grid(images, *, ncols=8, titles=None, title=None, size=1.0):
-    """A figure of images (N, 1, H, W) in [-1, 1] (numpy or tensor), ``ncols`` a row."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    images = images.detach().cpu().numpy() if torch.is_tensor(images) else np.asarray(images)
-    n = max(len(images), 1)
-    ncols = min(ncols, n)
-    nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.3 if title else 0)),
-                             squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < len(images):
-            ax.imshow(images[i, 0], cmap="gray", vmin=-1, vmax=1)
-            if titles is not None:
-                ax.set_title(titles[i], fontsize=6)
-    if title:
-        fig.suptitle(title, fontsize=8)
-    return fig
 
 
 @dataclass

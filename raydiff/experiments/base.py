@@ -145,10 +145,9 @@ class Report:
         self._written(path)
 
     def figure(self, name, fig):
-        import matplotlib.pyplot as plt
+        from raydiff.plots import save
         path = self.folder / name
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
+        save(fig, path, dpi=110)
         self._written(path)
 
     # -- stages -------------------------------------------------------------------------

@@ -5,7 +5,7 @@ small helpers. An experiment imports this module, never another experiment.
   every classifier experiment takes, so in a benchmark every method trains the same recipe;
 - :class:`InversionTraining` and :func:`fit_watched`: the full-batch SimpleNN training
   watched for the inversion point (``identify``, ``inversion``);
-- :func:`load_split`, :func:`class_name`, :func:`thumb`.
+- :func:`load_split`, :func:`class_name`.
 """
 
 import typing
@@ -128,8 +128,3 @@ def class_name(data, c):
     """``class c`` plus the dataset's name for it, when it has names."""
     names = getattr(data, "class_names", None) or []
     return f"class {c}" + (f" ({names[c]})" if c < len(names) else "")
-
-
-def thumb(img):
-    """(C, H, W) uint8 -> an array imshow draws (H, W) grey or (H, W, 3) colour."""
-    return img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)

@@ -2,7 +2,13 @@
 
 Field metadata drives validation at the public edge, before Ray starts:
 ``choices`` (a list, or a zero-argument callable returning one), ``ratio`` (value in
-[0, 1]), ``min`` (lower bound). Types come from the annotations.
+[0, 1]), ``min`` (lower bound), ``mapping`` (a nested config class: the field is a mapping
+of that class's keys, validated key by key). Types come from the annotations.
+
+Display-only keys (how many thumbnails, which classes get an image grid) are not the
+experiment's science: they live in one ``figures:`` mapping (a :class:`Figures` subclass,
+declared with :func:`figures`), so a Config's own fields are exactly the keys that change
+what is computed and logged as numbers and tables.
 """
 
 import dataclasses
@@ -25,6 +31,21 @@ def ratio(default):
 
 def at_least(default, minimum):
     return field(default=default, metadata={"min": minimum})
+
+
+def figures(cls):
+    """The ``figures`` field of a Config: a mapping of the display keys of ``cls`` (a
+    :class:`Figures` subclass). A sweep writes ``figures: {strip_size: 5}``; unset keys keep
+    their defaults; ``figures: false`` is short for ``figures: {enabled: false}``."""
+    return field(default_factory=cls, metadata={"mapping": cls})
+
+
+@dataclass
+class Figures:
+    """Display-only keys of an experiment: they change which figures a trial draws and how
+    they look, never a metric or a table. ``enabled: false`` draws none of them."""
+
+    enabled: bool = True
 
 
 def _datasets():
@@ -61,7 +82,8 @@ class Common:
         keys = {f.name for f in dataclasses.fields(cls)}
         out = {}
         for klass in reversed(cls.__mro__):
-            out.update(vars(klass).get("SMOKE", {}))
+            for key, value in vars(klass).get("SMOKE", {}).items():
+                out[key] = overlay(cls, key, out.get(key), value) if key in keys else value
         return {k: v for k, v in out.items() if k in keys}
 
 
@@ -96,31 +118,114 @@ def _type_name(tp):
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
-def check_value(cls, key, value, where):
-    """Raise ConfigError unless ``value`` is valid for field ``key`` of config class ``cls``."""
+def mapping_class(cls, key):
+    """The nested config class of field ``key`` of ``cls`` if it is a mapping field
+    (``figures``), else None."""
+    for f in dataclasses.fields(cls):
+        if f.name == key:
+            return f.metadata.get("mapping")
+    return None
+
+
+def moved_hint(cls, key, value):
+    """'<key>' moved under '<field>:' (with an example) when ``key`` is no longer a key of
+    ``cls`` but one of its mapping fields (a flat display key of an older sweep), else None."""
+    for f in dataclasses.fields(cls):
+        sub = f.metadata.get("mapping")
+        if sub is None:
+            continue
+        inner = {g.name: g for g in dataclasses.fields(sub)}
+        if key in inner:
+            if value is None or isinstance(value, (dict, list)):    # an axis: show a value
+                value = sub().__dict__[key]
+            shown = yaml_scalar(value)
+            return (f"{key!r} moved under '{f.name}:' ({f.name}: {{{key}: {shown}}}); "
+                    f"{f.name} keys: {sorted(inner)}")
+    return None
+
+
+def yaml_scalar(value):
+    """``value`` as it would be written in a sweep file (true, null, 0.5, name)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
+
+
+def _check_mapping(sub, key, value, where):
+    inner = [f.name for f in dataclasses.fields(sub)]
+    if isinstance(value, sub):
+        return
+    if isinstance(value, bool) and "enabled" in inner:
+        return                       # figures: false == figures: {enabled: false}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {key} must be a mapping of {sorted(inner)} "
+                          f"(e.g. {key}: {{{inner[-1]}: ...}}), got {value!r}")
+    for k, v in value.items():
+        if k not in inner:
+            raise ConfigError(f"{where}: unknown key '{key}.{k}'; valid keys of {key}: "
+                              f"{sorted(inner)}")
+        check_value(sub, k, v, where, label=f"{key}.{k}")
+
+
+def check_value(cls, key, value, where, *, label=None):
+    """Raise ConfigError unless ``value`` is valid for field ``key`` of config class ``cls``
+    (``label``: the key's name in messages, ``figures.strip_size`` for a nested one)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     if key not in fields:
+        moved = moved_hint(cls, key, value)
+        if moved:
+            raise ConfigError(f"{where}: {moved}")
         raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {sorted(fields)}")
+    name = label or key
+    meta = fields[key].metadata
+    if meta.get("mapping") is not None:
+        _check_mapping(meta["mapping"], key, value, where)
+        return
     tp = typing.get_type_hints(cls)[key]
     if not _type_ok(value, tp):
-        raise ConfigError(f"{where}: {key} must be {_type_name(tp)}, got {value!r} "
+        raise ConfigError(f"{where}: {name} must be {_type_name(tp)}, got {value!r} "
                           f"({type(value).__name__})")
-    meta = fields[key].metadata
     choices = meta.get("choices")
     if choices is not None:
         allowed = choices() if callable(choices) else choices
         if value not in allowed:
-            raise ConfigError(f"{where}: {key}={value!r} is not allowed; valid values: {allowed}")
+            raise ConfigError(f"{where}: {name}={value!r} is not allowed; valid values: {allowed}")
     if meta.get("ratio") and value is not None and not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{where}: {key}={value!r} is outside [0, 1]")
+        raise ConfigError(f"{where}: {name}={value!r} is outside [0, 1]")
     if "min" in meta and value is not None and value < meta["min"]:
-        raise ConfigError(f"{where}: {key}={value!r} must be >= {meta['min']}")
+        raise ConfigError(f"{where}: {name}={value!r} must be >= {meta['min']}")
+
+
+def _mapping_value(sub, value):
+    """A validated mapping value (dict, bool shorthand, or instance) as a ``sub`` instance."""
+    if isinstance(value, sub):
+        return value
+    if isinstance(value, bool):
+        return sub(enabled=value)
+    return sub(**value)
+
+
+def overlay(cls, key, old, new):
+    """``new`` set over ``old`` for key ``key`` of ``cls``: a mapping field merges key by
+    key (a smoke run shrinks ``figures.tsne_thumbnails`` and keeps the sweep's other
+    display keys, and ``figures: false`` stays off); any other key is replaced."""
+    sub = mapping_class(cls, key)
+    if sub is None or not isinstance(new, dict):
+        return new
+    inner = {f.name for f in dataclasses.fields(sub)}
+    if isinstance(old, bool):
+        old = {"enabled": old}
+    if not isinstance(old, dict) or not set(old) <= inner:    # unset, or an axis: replace
+        return dict(new)
+    return {**old, **new}
 
 
 def build_config(cls, values, where="config"):
     """Validate every key of ``values`` against ``cls`` and return the config instance."""
     for key, value in values.items():
         check_value(cls, key, value, where)
+    values = {k: _mapping_value(mapping_class(cls, k), v) if mapping_class(cls, k) else v
+              for k, v in values.items()}
     config = cls(**values)
     check = getattr(config, "check", None)
     if check is not None:

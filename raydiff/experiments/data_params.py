@@ -35,15 +35,24 @@ from raydiff.engine.data_params import DataParameters
 from raydiff import plots
 from raydiff.engine.supervised import fit, score_at
 from raydiff.experiments.base import per_sample_table
-from raydiff.experiments.common import TrainConfig, class_name, thumb
-from raydiff.experiments.config import ConfigError, at_least, choice, ratio
+from raydiff.experiments.common import TrainConfig, class_name
+from raydiff.experiments.config import ConfigError, Figures, at_least, choice, figures, ratio
+from raydiff.plots.data_params import enrichment
 from raydiff.scores.data_params import enrichment_labels
 from raydiff.scores.metrics import detection, top_k_mask
 
 NAME = "data_params"
 VARIANTS = {"baseline": (False, False), "class": (True, False), "instance": (False, True),
             "both": (True, True)}
-BORDER = {"easy": "tab:green", "hard": "tab:red", "review": "tab:orange", "": "lightgray"}
+
+
+@dataclass
+class DataParamsFigures(Figures):
+    enrich_classes: int = at_least(10, 0)      # draw the enrichment figures of the first n classes
+    strip_size: int = at_least(8, 1)
+    tsne_perplexity: float = 50.0
+    tsne_thumbnails: int = at_least(150, 0)
+    trajectories_per_label: int = at_least(3, 0)
 
 
 @dataclass
@@ -58,18 +67,14 @@ class Config(TrainConfig):
     test_fraction: float = ratio(0.2)          # used when the dataset has no test part
     val_fraction: float = ratio(0.0)
     score_epoch: str = choice("final", ["final", "best_val"])
-    # enrichment: thresholds on the instance sigma trajectory, and how much to draw
+    # enrichment: thresholds on the instance sigma trajectory (the `category` column)
     n_easy: int = at_least(5, 0)
     hard_above: float = 2.0
     review_peak_above: float = 1.5
     review_final_at_most: float = 1.0
-    enrich_classes: int = at_least(10, 0)      # draw the figures of the first n classes
-    strip_size: int = at_least(8, 1)
-    tsne_perplexity: float = 50.0
-    tsne_thumbnails: int = at_least(150, 0)
-    trajectories_per_label: int = at_least(3, 0)
+    figures: DataParamsFigures = figures(DataParamsFigures)
 
-    SMOKE = {"enrich_classes": 2, "tsne_thumbnails": 20}
+    SMOKE = {"figures": {"enrich_classes": 2, "tsne_thumbnails": 20}}
 
     def check(self, where):
         if self.score_epoch == "best_val" and self.val_fraction == 0:
@@ -121,16 +126,21 @@ def run(config, report, data):
         is_noisy=tr.is_noisy, noise_kind=config.noise_kind,
         split="train", hard=hard, score=score,
         **extra))
-    report.figure("sigma_hist.png", plots.sigma_histogram(score, tr.is_noisy))
+    fig = config.figures
+    if fig.enabled:
+        report.figure("sigma_hist.png", plots.sigma_histogram(score, tr.is_noisy))
 
-    if category is not None and config.enrich_classes:
+    if fig.enabled and category is not None and fig.enrich_classes:
         images = np.asarray(data.x)[tr.sample_id] if data.is_image else None
-        for c in range(min(config.enrich_classes, tensors.num_classes)):
+        for c in range(min(fig.enrich_classes, tensors.num_classes)):
             members = np.flatnonzero(observed == c)
-            for name, fig in enrichment_figures(
-                    config, traj["instance_sigma"][members, :epoch], category[members],
-                    None if images is None else images[members], title=class_name(data, c)):
-                report.figure(f"enrich_class{c:03d}_{name}.png", fig)
+            for name, figure in enrichment(
+                    traj["instance_sigma"][members, :epoch], category[members],
+                    None if images is None else images[members], title=class_name(data, c),
+                    strip_size=fig.strip_size, tsne_perplexity=fig.tsne_perplexity,
+                    tsne_thumbnails=fig.tsne_thumbnails,
+                    trajectories_per_label=fig.trajectories_per_label):
+                report.figure(f"enrich_class{c:03d}_{name}.png", figure)
 
     test_logits = predict(model, te.x, batch_size=config.eval_batch_size)
     metrics = {"test_accuracy": 100 * accuracy(test_logits, test_y),
@@ -145,70 +155,3 @@ def run(config, report, data):
     report(metrics)
     return metrics
 
-
-def enrichment_figures(config, traj, category, images, *, title):
-    """The figures of one class: [(name, Figure)] for the easy / hard / need-review strip
-    (if ``images``), the t-SNE of the trajectories (thumbnails or dots) and a few
-    trajectories of each label. ``traj`` (n, E) sigma; ``category`` (n,); ``images``
-    (n, C, H, W) uint8 or None."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
-
-    final, peak = traj[:, -1], traj.max(axis=1)
-    order = {"easy": np.argsort(final, kind="stable"), "hard": np.argsort(-final, kind="stable"),
-             "review": np.argsort(-peak, kind="stable")}
-    rows = {name: [i for i in order[name] if category[i] == name][:config.strip_size]
-            for name in ("easy", "hard", "review")}
-    out = []
-    cmap = "gray" if images is not None and images.shape[1] == 1 else None
-    if images is not None:
-        fig, axes = plt.subplots(3, config.strip_size, squeeze=False,
-                                 figsize=(1.2 * config.strip_size, 4.0))
-        for r, name in enumerate(rows):
-            for j, ax in enumerate(axes[r]):
-                ax.set_xticks([]), ax.set_yticks([])
-                if j < len(rows[name]):
-                    i = rows[name][j]
-                    ax.imshow(thumb(images[i]), cmap=cmap)
-                    ax.set_title(f"{final[i]:.2f}", fontsize=7)
-                    for spine in ax.spines.values():
-                        spine.set_edgecolor(BORDER[name]), spine.set_linewidth(3)
-                else:
-                    ax.set_frame_on(False)     # keeps the row's label visible
-            axes[r][0].set_ylabel(name, fontsize=9)
-        fig.suptitle(f"{title}: easy / hard / need review (final sigma above each)", fontsize=9)
-        out.append(("strip", fig))
-
-    if len(traj) >= 5 and traj.shape[1] >= 2:
-        from sklearn.manifold import TSNE
-        perplexity = min(config.tsne_perplexity, (len(traj) - 1) / 3)
-        xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0
-                  ).fit_transform(traj.astype(np.float64))
-        fig, ax = plt.subplots(figsize=(7, 7))
-        ax.scatter(xy[:, 0], xy[:, 1], s=6, c=[BORDER[c] for c in category])
-        if images is not None:
-            # labelled samples first, then the rest, up to the thumbnail budget
-            ranked = np.argsort([c == "" for c in category], kind="stable")
-            for i in ranked[:config.tsne_thumbnails]:
-                box = AnnotationBbox(OffsetImage(thumb(images[i]), zoom=0.6, cmap=cmap),
-                                     xy[i], frameon=True, pad=0.1,
-                                     bboxprops={"edgecolor": BORDER[category[i]], "lw": 2})
-                ax.add_artist(box)
-        ax.set_title(f"{title}: t-SNE of sigma trajectories (perplexity {perplexity:.0f})",
-                     fontsize=9)
-        ax.set_xticks([]), ax.set_yticks([])
-        out.append(("tsne", fig))
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    epochs = np.arange(1, traj.shape[1] + 1)
-    for name in ("easy", "hard", "review"):
-        for j, i in enumerate(rows[name][:config.trajectories_per_label]):
-            ax.plot(epochs, traj[i], color=BORDER[name], label=name if j == 0 else None)
-    ax.set_xlabel("epoch"), ax.set_ylabel("instance sigma"), ax.set_yscale("log")
-    ax.set_title(f"{title}: trajectories", fontsize=9)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    out.append(("trajectories", fig))
-    return out

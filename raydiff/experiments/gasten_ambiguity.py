@@ -30,15 +30,27 @@ from raydiff.engine.cluster import (CLUSTERERS, CV_SCORERS, REDUCERS, Clusters, 
                                    make_reducer)
 from raydiff.engine.cluster import medoids, quality
 from raydiff.engine.fid import embed
-from raydiff.experiments._gasten import GastenData, binary_data, image_grid, load_classifier
-from raydiff.experiments.config import ConfigError, at_least, choice, ratio
+from raydiff.experiments._gasten import GastenData, binary_data, load_classifier
+from raydiff.experiments.config import ConfigError, Figures, at_least, choice, figures, ratio
 from raydiff.models.gasten import make_gan
+from raydiff.plots import gasten as gasten_plots
+from raydiff.plots.images import image_grid
 from raydiff.scores.pareto import pareto_best
 
 NAME = "gasten_ambiguity"
 GATHERS = ("gasten_step2",)
 PARETO = "pareto-best"
 SELECTED_KEYS = ("alpha", "step1_epoch", "run", "classifier.nf", "classifier.classifier")
+
+
+@dataclass
+class AmbiguityFigures(Figures):
+    """``enabled: false`` (or ``figures: false``) also skips the 2-D embedding fit, whose
+    coordinates are the ``x``, ``y`` columns of ``ambiguous.parquet``."""
+
+    baseline_size: int = at_least(5, 0)        # random real ambiguous test images drawn
+    grid_size: int = at_least(36, 1)           # images per cluster grid
+    embedding_test_size: int = at_least(1000, 0)   # real test images in the 2-D embedding
 
 
 @dataclass
@@ -65,12 +77,10 @@ class Config(GastenData):
     # the other folds, the held-out fold assigned by them
     cv_scorer: str = choice("refit", list(CV_SCORERS))
     min_ambiguous: int = at_least(20, 2)
-    baseline_size: int = at_least(5, 0)
-    grid_size: int = at_least(36, 1)
-    embedding_test_size: int = at_least(1000, 0)
-    figures: bool = True
+    figures: AmbiguityFigures = figures(AmbiguityFigures)
 
-    SMOKE = {"n_samples": 2000, "cv_folds": 2, "embedding_test_size": 200, "min_ambiguous": 6}
+    SMOKE = {"n_samples": 2000, "cv_folds": 2, "min_ambiguous": 6,
+             "figures": {"embedding_test_size": 200}}
 
     def check(self, where):
         super().check(where)
@@ -244,15 +254,16 @@ def run(config, report, data, *, cache=None):
                                   "checkpoint": str(up.run_id or up.folder.name), "epoch": epoch,
                                   "selected": selected})
 
-    test_x = binary.test_x[:config.embedding_test_size]
-    xy = _two_d(config, features, embed(C.features, test_x)) if config.figures else None
+    drawn = config.figures.enabled
+    test_x = binary.test_x[:config.figures.embedding_test_size]
+    xy = _two_d(config, features, embed(C.features, test_x)) if drawn else None
     table = pd.DataFrame({"index": np.arange(len(labels)), "prob": probs, "cluster": labels,
                           "prototype": np.isin(np.arange(len(labels)), list(protos.values()))})
     if xy is not None:
         table["x"], table["y"] = xy[0][:, 0], xy[0][:, 1]
     report.table("ambiguous.parquet", table)
     report.array("ambiguous_images.npy", images.numpy().astype(np.float16))
-    if config.figures:
+    if drawn:
         _figures(report, config, C, images, probs, labels, protos, xy, binary, test_probs,
                  test_ambiguous)
     report(metrics)
@@ -271,8 +282,7 @@ def _two_d(config, features, test_features):
 
 def _figures(report, config, C, images, probs, labels, protos, xy, binary, test_probs,
              test_ambiguous):
-    import matplotlib.pyplot as plt
-
+    fig = config.figures
     clusters = sorted(protos)
     proto_idx = [protos[c] for c in clusters]
     if clusters:
@@ -281,46 +291,23 @@ def _figures(report, config, C, images, probs, labels, protos, xy, binary, test_
             titles=[f"cluster {c}\nn={int((labels == c).sum())} C={probs[i]:.2f}"
                     for c, i in zip(clusters, proto_idx)], title="prototypes (medoids)"))
     for c in clusters:
-        members = np.flatnonzero(labels == c)[:config.grid_size]
+        members = np.flatnonzero(labels == c)[:fig.grid_size]
         report.figure(f"cluster_{c:02d}.png", image_grid(
             images[members], ncols=6, title=f"cluster {c}: {int((labels == c).sum())} images"))
 
     amb_xy, test_xy = xy
-    fig, ax = plt.subplots(figsize=(6, 5))
-    test_y = binary.test_y[:len(test_xy)].cpu().numpy()
-    for value, name, color in ((1, f"test: {config.pos}", "lightsteelblue"),
-                               (0, f"test: {config.neg}", "navajowhite")):
-        pts = test_xy[test_y == value]
-        ax.scatter(pts[:, 0], pts[:, 1], s=6, c=color, label=name)
-    cmap = plt.get_cmap("tab10")
-    for k, c in enumerate(clusters):
-        pts = amb_xy[labels == c]
-        ax.scatter(pts[:, 0], pts[:, 1], s=10, color=cmap(k % 10), label=f"ambiguous, cluster {c}")
-    if (labels < 0).any():
-        pts = amb_xy[labels < 0]
-        ax.scatter(pts[:, 0], pts[:, 1], s=8, c="gray", marker="x", label="ambiguous, noise")
-    if clusters:
-        pts = amb_xy[proto_idx]
-        ax.scatter(pts[:, 0], pts[:, 1], s=160, marker="*", c="black", label="prototypes")
-    ax.legend(fontsize=6, markerscale=1)
-    ax.set_title(f"{config.reducer} 2-D embedding of classifier features", fontsize=9)
-    report.figure("embedding_2d.png", fig)
+    report.figure("embedding_2d.png", gasten_plots.embedding(
+        amb_xy, test_xy, labels, clusters, proto_idx, binary.test_y[:len(test_xy)].cpu().numpy(),
+        pos=config.pos, neg=config.neg, reducer=config.reducer))
 
     if clusters:
         maps = saliency(C, images[proto_idx].to(next(C.parameters()).device))
-        fig, axes = plt.subplots(2, len(clusters), figsize=(1.6 * len(clusters), 3.4), squeeze=False)
-        for k, c in enumerate(clusters):
-            axes[0, k].imshow(images[proto_idx[k], 0].numpy(), cmap="gray", vmin=-1, vmax=1)
-            axes[0, k].set_title(f"cluster {c}", fontsize=7)
-            axes[1, k].imshow(maps[k], cmap="hot")
-            for ax in axes[:, k]:
-                ax.axis("off")
-        fig.suptitle("prototypes and |dC/dx|", fontsize=8)
-        report.figure("saliency.png", fig)
+        report.figure("saliency.png", gasten_plots.saliency(
+            images[proto_idx].numpy(), maps, clusters))
 
-    if config.baseline_size and len(test_ambiguous):
+    if fig.baseline_size and len(test_ambiguous):
         rng = np.random.default_rng(config.sample_seed)
-        pick = rng.choice(test_ambiguous, size=min(config.baseline_size, len(test_ambiguous)),
+        pick = rng.choice(test_ambiguous, size=min(fig.baseline_size, len(test_ambiguous)),
                           replace=False)
         report.figure("baseline_test_ambiguous.png", image_grid(
             binary.test_x[torch.as_tensor(pick)], ncols=len(pick), size=1.4,

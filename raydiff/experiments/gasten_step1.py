@@ -11,12 +11,17 @@ from dataclasses import dataclass
 from raydiff.data import GAN_STREAM, INIT_STREAM, derived_seed, torch_generator
 from raydiff.engine.gan import adam_pair, gan_epoch
 from raydiff.engine.state import restore_state, save_state
-from raydiff.experiments._gasten import (GanTraining, binary_data, gan_state,
-                                         image_grid, gan_parts)
-from raydiff.experiments.config import at_least
+from raydiff.experiments._gasten import GanTraining, binary_data, gan_state, gan_parts
+from raydiff.experiments.config import Figures, at_least, figures
 from raydiff.models.gasten import make_gan
+from raydiff.plots.images import image_grid
 
 NAME = "gasten_step1"
+
+
+@dataclass
+class Step1Figures(Figures):
+    grid_size: int = at_least(64, 0)     # samples of the final generator in samples.png
 
 
 @dataclass
@@ -25,7 +30,7 @@ class Config(GanTraining):
     width: int = at_least(64, 1)
     epochs: int = at_least(10, 0)
     checkpoint_every: int = at_least(1, 1)
-    grid_size: int = at_least(64, 0)
+    figures: Step1Figures = figures(Step1Figures)
 
     SMOKE = {"epochs": 2, "width": 16}
 
@@ -53,10 +58,10 @@ def run(config, report, data):
             report.torch(f"step1_epoch{epoch:03d}.pt", gan_state(G, D, config.z_dim, config.width))
             checkpoint = save_state(epoch, **gan_parts(G, D, opt_g, opt_d, gen))
         report(metrics, step=epoch, checkpoint=checkpoint)
-    if config.grid_size:
+    if config.figures.enabled and config.figures.grid_size:
         import torch
 
-        z = torch.randn(config.grid_size, config.z_dim,
+        z = torch.randn(config.figures.grid_size, config.z_dim,
                         generator=torch_generator(config.seed, GAN_STREAM)).to(device)
         G.eval()
         with torch.no_grad():

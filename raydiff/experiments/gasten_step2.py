@@ -27,13 +27,19 @@ from raydiff.data import GAN_STREAM, derived_seed, torch_generator
 from raydiff.engine.state import restore_state, save_state
 from raydiff.engine.gan import Evaluator, adam_pair, gan_epoch, parse_alpha, sorted_grid_indices
 from raydiff.experiments._gasten import (GanTraining, binary_data, gan_state,
-                                         image_grid, load_classifier, load_feature_net,
-                                         gan_parts)
-from raydiff.experiments.config import ConfigError, at_least
+                                         load_classifier, load_feature_net, gan_parts)
+from raydiff.experiments.config import ConfigError, Figures, at_least, figures
 from raydiff.models.gasten import make_gan
+from raydiff.plots.images import image_grid
 
 NAME = "gasten_step2"
 CONSUMES = ("gasten_classifier", "gasten_step1", "gasten_featnet")
+
+
+@dataclass
+class Step2Figures(Figures):
+    grid_size: int = at_least(64, 0)     # samples per grid, sorted by C(G(z)); 0 = no grids
+    grid_every: int = at_least(1, 1)     # a grid every n epochs (and at the last)
 
 
 @dataclass
@@ -44,8 +50,7 @@ class Config(GanTraining):
     checkpoint_every: int = at_least(10, 1)
     test_noise_size: int = at_least(2048, 2)
     test_noise_seed: int = 0
-    grid_size: int = at_least(64, 0)
-    grid_every: int = at_least(1, 1)
+    figures: Step2Figures = figures(Step2Figures)
     eval_batch_size: int = at_least(512, 1)
 
     SMOKE = {"epochs": 2, "checkpoint_every": 1, "test_noise_size": 256, "step1_epoch": 1}
@@ -114,7 +119,7 @@ def run(config, report, data):
         saved = epoch % config.checkpoint_every == 0 or epoch == config.epochs
         if saved:
             report.torch(f"step2_epoch{epoch:03d}.pt", gan_state(G, None, z_dim, width))
-        if epoch % config.grid_every == 0 or epoch == config.epochs:
+        if epoch % config.figures.grid_every == 0 or epoch == config.epochs:
             _grid(report, config, epoch, images, probs)
         metrics = {**losses, **quality, "epoch_seconds": seconds}
         if device == "cuda":
@@ -128,9 +133,9 @@ def run(config, report, data):
 
 
 def _grid(report, config, epoch, images, probs):
-    if not config.grid_size:
+    if not (config.figures.enabled and config.figures.grid_size):
         return
-    pick = sorted_grid_indices(probs, config.grid_size)
+    pick = sorted_grid_indices(probs, config.figures.grid_size)
     fig = image_grid(images[torch.as_tensor(pick)], titles=[f"{p:.2f}" for p in np.asarray(probs)[pick]],
                      title=f"alpha {alpha_label(config.alpha)}, epoch {epoch}: sorted by C(G(z))")
     report.figure(f"grid_epoch{epoch:03d}.png", fig)

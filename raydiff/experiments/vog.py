@@ -18,7 +18,7 @@ Artifacts: ``per_sample.parquet`` (train and test rows; ``vog_<stage>``,
 ``vog_<stage>_norm``, ``vog_<stage>_abs``, ``predicted`` by the final model; ``score`` =
 ``vog_complete_norm``), ``decile_error.parquet`` and ``decile_error.png`` (test error per VoG
 decile of each stage), ``vog_grid_class<c>.png`` (per class the training images with the
-lowest and highest VoG at ``grid_stage``, the final model's prediction above each),
+lowest and highest VoG at ``figures.grid_stage``, the final model's prediction above each),
 ``vog.json`` (the checkpoint epochs and stages). A failed trial restarts from scratch:
 the running moments are not checkpointed.
 """
@@ -37,12 +37,20 @@ from raydiff.engine import accuracy, crop_flip, predict, train
 from raydiff.engine.input_grad import input_gradients
 from raydiff.engine.supervised import make_model, schedule
 from raydiff.experiments.base import per_sample_table
-from raydiff.experiments.common import TrainConfig, class_name, thumb
-from raydiff.experiments.config import ConfigError, at_least, choice, ratio
+from raydiff.experiments.common import TrainConfig, class_name
+from raydiff.experiments.config import ConfigError, Figures, at_least, choice, figures, ratio
+from raydiff.plots.vog import decile_figure, grid_figure
 from raydiff.scores.vog import (NORMALIZATIONS, STAGES, VoGAccumulator, column, decile_error,
                                 stage_checkpoints, vog_table)
 
 NAME = "vog"
+
+
+@dataclass
+class VoGFigures(Figures):
+    grid_stage: str = choice("late", list(STAGES))       # the VoG the grids rank by
+    grid_classes: int = at_least(10, 0)                   # grids of the first n classes
+    grid_size: int = at_least(5, 1)                       # n x n lowest and highest images
 
 
 @dataclass
@@ -54,16 +62,14 @@ class Config(TrainConfig):
     test_fraction: float = ratio(0.2)                     # when the dataset has no test part
     vog_dtype: str = choice("float32", ["float32", "float64"])   # of the running moments
     decile_variant: str = choice("norm", list(NORMALIZATIONS))
-    grid_stage: str = choice("late", list(STAGES))
-    grid_classes: int = at_least(10, 0)                   # grids of the first n classes
-    grid_size: int = at_least(5, 1)                       # n x n lowest and highest images
+    figures: VoGFigures = figures(VoGFigures)
 
     val_fraction: typing.ClassVar[float] = 0.0
     # not keys of vog: a failed trial restarts from scratch (the running moments are not
     # checkpointed), so a sweep setting checkpoint_every is refused, not silently ignored
     checkpoint_every: typing.ClassVar[int] = 0
-    SMOKE = {"epochs": 6, "vog_every": 1, "vog_epochs": None, "grid_classes": 2,
-             "grid_size": 3}
+    SMOKE = {"epochs": 6, "vog_every": 1, "vog_epochs": None,
+             "figures": {"grid_classes": 2, "grid_size": 3}}
 
     def check(self, where):
         epochs = self.checkpoint_epochs()
@@ -155,18 +161,20 @@ def run(config, report, data):
     wrong = predicted["test"] != te.label
     deciles = decile_frame(columns["test"], wrong, config.decile_variant)
     report.table("decile_error.parquet", deciles)
-    report.figure("decile_error.png", decile_figure(deciles, title=f"{config.dataset} "
-                                                    f"{config.model}: test error per VoG decile"))
-    if data.is_image and config.grid_classes:
+    fig = config.figures
+    if fig.enabled:
+        report.figure("decile_error.png", decile_figure(
+            deciles, title=f"{config.dataset} {config.model}: test error per VoG decile"))
+    if fig.enabled and data.is_image and fig.grid_classes:
         images = np.asarray(data.x)[tr.sample_id]
-        raw = columns["train"][f"vog_{config.grid_stage}"]
+        raw = columns["train"][f"vog_{fig.grid_stage}"]
         observed = tr.observed_label
-        for c in range(min(config.grid_classes, tensors.num_classes)):
+        for c in range(min(fig.grid_classes, tensors.num_classes)):
             members = np.flatnonzero(observed == c)
             if len(members):
                 report.figure(f"vog_grid_class{c:03d}.png", grid_figure(
                     images[members], raw[members], predicted["train"][members],
-                    n=config.grid_size, title=f"{class_name(data, c)}, {config.grid_stage} VoG"))
+                    n=fig.grid_size, title=f"{class_name(data, c)}, {fig.grid_stage} VoG"))
 
     metrics = {"test_accuracy": 100 * float((~wrong).mean()) if len(wrong) else float("nan"),
                "train_accuracy": 100 * float((predicted["train"] == tr.observed_label).mean()),
@@ -191,56 +199,3 @@ def decile_frame(columns, wrong, variant):
                                   "error": error, "count": count}))
     return pd.concat(rows, ignore_index=True)
 
-
-def decile_figure(deciles, *, title, spread=None):
-    """One panel per stage: test error (%) against the VoG percentile (5, 15, ..., 95).
-    ``deciles`` has columns stage, percentile, error (and ``error_std`` drawn as error bars
-    when ``spread``), and optionally ``setting`` (one line per setting)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    stages = [s for s in STAGES if s in set(deciles["stage"])]
-    fig, axes = plt.subplots(1, len(stages), figsize=(3.4 * len(stages), 3.0), sharey=True,
-                             squeeze=False)
-    groups = deciles.groupby("setting", sort=True) if "setting" in deciles else [("", deciles)]
-    for setting, part in groups:
-        for ax, stage in zip(axes[0], stages):
-            rows = part[part["stage"] == stage].sort_values("percentile")
-            ax.errorbar(rows["percentile"], rows["error"], marker="o", ms=3,
-                        yerr=rows["error_std"] if spread else None, label=setting or None,
-                        capsize=2)
-    for ax, stage in zip(axes[0], stages):
-        ax.set_title(stage, fontsize=9)
-        ax.set_xlabel("VoG percentile")
-        ax.set_xticks(range(5, 100, 10))
-    axes[0][0].set_ylabel("test error (%)")
-    if axes[0][0].get_legend_handles_labels()[0]:
-        axes[0][0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9, y=1.04)
-    return fig
-
-
-def grid_figure(images, score, predicted, *, n, title):
-    """n x n lowest-VoG images (left) and n x n highest (right), lowest / highest first,
-    each with the model's prediction above it. ``images`` (m, C, H, W) uint8."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    order = np.argsort(score, kind="stable")
-    sides = {"lowest VoG": order[:n * n], "highest VoG": order[::-1][:n * n]}
-    fig, axes = plt.subplots(n, 2 * n + 1, figsize=(1.1 * (2 * n + 1), 1.25 * n + 0.5),
-                             squeeze=False)
-    cmap = "gray" if images.shape[1] == 1 else None
-    for ax in axes.ravel():
-        ax.set_axis_off()
-    for side, (name, idx) in enumerate(sides.items()):
-        for k, i in enumerate(idx):
-            ax = axes[k // n][k % n + side * (n + 1)]
-            ax.imshow(thumb(images[i]), cmap=cmap)
-            ax.set_title(f"pred {predicted[i]}", fontsize=6)
-        axes[0][side * (n + 1) + n // 2].text(0.5, 1.45, name, transform=axes[0][
-            side * (n + 1) + n // 2].transAxes, ha="center", fontsize=8)
-    fig.suptitle(title, fontsize=9, y=1.02)
-    return fig

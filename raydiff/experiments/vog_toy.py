@@ -36,6 +36,7 @@ from raydiff.engine import predict, train
 from raydiff.engine.input_grad import OUTPUTS, input_gradients
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.config import Common, ConfigError, at_least, choice
+from raydiff.plots.vog import boundary_figure, distance_figure
 from raydiff.scores.vog import column, vog_table
 from raydiff.models import get_model
 from raydiff.scores.vog import NORMALIZATIONS, STAGES, VoGAccumulator, spearman
@@ -136,50 +137,4 @@ def run(config, report, data=None):
                             f"Spearman {metrics['spearman']:.2f}"))
     report(metrics)
     return metrics
-
-
-def boundary_figure(points, w, c, *, title, ax=None):
-    """Decision regions of the line ``x @ w + c = 0`` with the points (columns x0, x1,
-    label) drawn over them."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(4.5, 4))
-    lo = points[["x0", "x1"]].min().to_numpy() - 1
-    hi = points[["x0", "x1"]].max().to_numpy() + 1
-    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 200), np.linspace(lo[1], hi[1], 200))
-    side = (np.c_[gx.ravel(), gy.ravel()] @ w + c > 0).reshape(gx.shape)
-    ax.contourf(gx, gy, side.astype(float), levels=[-0.5, 0.5, 1.5], colors=["C0", "C3"],
-                alpha=0.15)
-    ax.contour(gx, gy, side.astype(float), levels=[0.5], colors="k", linewidths=1)
-    for label, color in ((0, "C0"), (1, "C3")):
-        sel = points["label"] == label
-        ax.scatter(points.loc[sel, "x0"], points.loc[sel, "x1"], s=14, c=color,
-                   edgecolors="k", linewidths=0.4, label=f"class {label}")
-    ax.set_xlabel("feature 1"), ax.set_ylabel("feature 2")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
-    return fig
-
-
-def distance_figure(points, vog_column, *, title, ax=None):
-    """VoG (``vog_column``) against the perpendicular distance to the boundary, by class."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(4.5, 4))
-    for label, color in ((0, "C0"), (1, "C3")):
-        sel = points["label"] == label
-        ax.scatter(points.loc[sel, vog_column], points.loc[sel, "distance"], s=14, c=color,
-                   edgecolors="k", linewidths=0.4, alpha=0.7, label=f"class {label}")
-    ax.set_xlabel(f"VoG ({vog_column})"), ax.set_ylabel("distance to the boundary")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
-    return fig
 

@@ -2,14 +2,13 @@
 
 import numpy as np
 
+from raydiff.plots.common import pyplot
+
 SIZE = (4.2, 3.0)
 
 
 def _figure():
-    import matplotlib
-    matplotlib.use("Agg")          # trials run headless
-    import matplotlib.pyplot as plt
-    return plt.subplots(figsize=SIZE)
+    return pyplot().subplots(figsize=SIZE)
 
 
 def radii(epochs, radii, inversion, *, title=None):

@@ -2,7 +2,18 @@
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+
+
+def figures_key(row, key, default=None):
+    """Display key ``key`` of a run (a row of ``runs``): from its ``figures`` mapping, or
+    from a flat column, as runs logged before display keys moved under ``figures:`` have."""
+    figures = row.get("figures")
+    if isinstance(figures, dict) and key in figures:
+        return figures[key]
+    value = row.get(key, default)
+    return default if value is None or (isinstance(value, float) and np.isnan(value)) else value
 
 
 class ReportContext:
@@ -41,10 +52,9 @@ class ReportContext:
         return path
 
     def figure(self, name, fig):
-        import matplotlib.pyplot as plt
+        from raydiff.plots import save
         path = self.out / name
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        plt.close(fig)
+        save(fig, path, dpi=120)
         self.written.append(path)
         return path
 

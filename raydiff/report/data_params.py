@@ -14,6 +14,8 @@ import shutil
 import numpy as np
 import pandas as pd
 
+from raydiff.report.base import figures_key
+
 NAME = "data_params"
 DETECTION = ("final_detect_precision_at_k", "final_detect_auroc", "final_detect_ap")
 SETTING = ("dataset", "noise_ratio")
@@ -111,10 +113,10 @@ def _copy_enrichment(ctx, runs, keys):
     """The enrichment figures were drawn in the trial (they need the images): copy those of
     the first instance-parameter trial of each setting."""
     scored = runs[runs["method"].isin(["instance", "both"])]
-    if not len(scored) or "enrich_classes" not in scored.columns:
+    if not len(scored):
         return
     for _, row in scored.groupby(keys or ["method"], sort=True).head(1).iterrows():
-        for c in range(int(row["enrich_classes"])):
+        for c in range(int(figures_key(row, "enrich_classes") or 0)):
             for kind in ("strip", "tsne", "trajectories"):
                 name = f"enrich_class{c:03d}_{kind}.png"
                 try:

@@ -12,7 +12,8 @@ import shutil
 
 import pandas as pd
 
-from raydiff.experiments.vog import decile_figure
+from raydiff.plots.vog import decile_figure
+from raydiff.report.base import figures_key
 
 NAME = "vog"
 SETTING = ("dataset", "model", "noise_ratio")
@@ -42,7 +43,7 @@ def build(ctx, runs):
 def _copy_grids(ctx, runs):
     keys = [k for k in SETTING if k in runs.columns]
     for _, row in runs.groupby(keys, sort=True, dropna=False).head(1).iterrows():
-        for c in range(int(row.get("grid_classes", 0) or 0)):
+        for c in range(int(figures_key(row, "grid_classes") or 0)):
             name = f"vog_grid_class{c:03d}.png"
             try:
                 source = ctx.artifact(row["run_id"], name)

@@ -11,9 +11,9 @@ Figures, redrawn from the first seed's artifacts: ``vog_toy_boundary_<split>.png
 import numpy as np
 import pandas as pd
 
-from raydiff.scores.vog import column
-from raydiff.experiments.vog_toy import boundary_figure, distance_figure
-from raydiff.scores.vog import STAGES
+from raydiff.plots.common import pyplot
+from raydiff.plots.vog import boundary_figure, distance_figure
+from raydiff.scores.vog import STAGES, column
 
 NAME = "vog_toy"
 AXES = ("split", "vog_stage", "normalization")
@@ -34,10 +34,7 @@ def build(ctx, runs):
 def _figures(ctx, runs):
     import json
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     first = runs.sort_values("seed").iloc[0]
     same = runs[runs["seed"] == first["seed"]]
     table = ctx.read_table(first["run_id"], "per_sample.parquet")

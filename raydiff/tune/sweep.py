@@ -19,7 +19,8 @@ from pathlib import Path
 import yaml
 
 from raydiff.experiments import experiments, get_experiment
-from raydiff.experiments.config import COMMON_KEYS, ConfigError, build_config, check_value
+from raydiff.experiments.config import (COMMON_KEYS, ConfigError, build_config, check_value,
+                                        mapping_class, moved_hint, overlay)
 from raydiff.tune.packs import AUTO, check_pack
 
 TOP_KEYS = {"name", "description", "experiment", "config", "stages", "resources",
@@ -187,7 +188,7 @@ def _check_config(cls, config, where, *, search):
         if _is_cases(value):
             _check_cases(cls, config, key, value, where)
             continue
-        if isinstance(value, dict) and not _is_axis(value):
+        if isinstance(value, dict) and not _is_axis(value) and not mapping_class(cls, key):
             _fail(f"{where}.{key}: {value!r} is not a value or an axis; axes are "
                   f"{{grid: [...]}}, {{choice: [...]}} or {{cases: [{{key: value}}, ...]}}"
                   + (" or {uniform|loguniform|randint: [lo, hi]}" if search else ""))
@@ -239,7 +240,7 @@ def _check_cases(cls, config, name, value, where):
                       and key in _case_keys(a)]
             if others:
                 _fail(f"{where}.{name}.cases[{i}]: {key} is also set by cases {others[0]!r}")
-            if isinstance(v, dict):
+            if isinstance(v, dict) and not (mapping_class(cls, key) and not _is_axis(v)):
                 if not (_is_axis(v) and "grid" in v and isinstance(v["grid"], list) and v["grid"]):
                     _fail(f"{where}.{name}.cases[{i}].{key}: inside a case a value is fixed or "
                           f"{{grid: [non-empty list]}}, got {v!r}")
@@ -318,8 +319,10 @@ def validate(raw, *, source="sweep"):
         knowers = [s for s in stages.values()
                    if key in {f.name for f in dataclasses.fields(s.module.Config)}]
         if not knowers:
-            any_cls = next(iter(stages.values())).module.Config
-            check_value(any_cls, key, None, f"{source}: config")   # raises: unknown key
+            # raises: unknown key (naming where it moved, if a stage has it under figures:)
+            classes = [s.module.Config for s in stages.values()]
+            any_cls = next((c for c in classes if moved_hint(c, key, None)), classes[0])
+            check_value(any_cls, key, shared[key], f"{source}: config")
         for s in knowers:
             s.config = {key: shared[key], **s.config}
             s.shared_keys.add(key)
@@ -397,7 +400,9 @@ def load(path, *, overrides=(), smoke=False):
         raw = copy.deepcopy(sweep.raw)
         for stage in sweep.stages:
             target = (raw["stages"][stage.name] if "stages" in raw else raw).setdefault("config", {})
-            target.update(stage.module.Config.smoke_overrides())
+            cls = stage.module.Config
+            for key, value in cls.smoke_overrides().items():
+                target[key] = overlay(cls, key, target.get(key), value)
         sweep = validate(raw, source=f"{path} (smoke)")
     return sweep
 
