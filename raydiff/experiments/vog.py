@@ -148,7 +148,7 @@ def run(config, report, data):
                  for split, (x, _) in parts.items()}
     columns = {"train": vog_table(accumulators["train"].scores(), tr.observed_label),
                "test": vog_table(accumulators["test"].scores(), te.label)}
-    del accumulators
+    accumulators.clear()       # the N x pixels moments are large: free them now
     table = pd.concat([per_sample_table(
         sample_id=part.sample_id, label=part.label, observed_label=part.observed_label,
         is_noisy=part.is_noisy, noise_kind=config.noise_kind, split=split, hard=None,
