@@ -8,6 +8,7 @@ from raydiff.data import Dataset
 from raydiff.experiments import cscore as exp
 from raydiff.experiments.base import Report
 from raydiff.experiments.config import ConfigError, build_config
+from raydiff.report import FolderContext, build_report
 from raydiff.scores import SCORES, auroc, cscore, cscore_hardness, cscore_per_ratio
 
 
@@ -88,6 +89,8 @@ def test_config_refuses_bad_ratios():
             build_config(exp.Config, {"ratios": bad})
     with pytest.raises(ConfigError, match="models_per_ratio"):
         build_config(exp.Config, {"models_per_ratio": 0})
+    with pytest.raises(ConfigError, match="model='small_cnn' is not allowed"):
+        build_config(exp.Config, {"model": "small_cnn"})
 
 
 def _clusters(n=240, classes=3, dim=8):
@@ -150,3 +153,28 @@ def test_smoke_overrides_are_small():
 def test_too_few_models_to_hold_every_sample_out_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"never held out at any ratio: raise models_per_ratio"):
         _run(tmp_path, "few", ratios=[0.9], models_per_ratio=2)
+
+
+def test_benchmark_report_takes_the_cscore_runs(tmp_path):
+    # two real cscore runs (seeds 0, 1) beside a random scorer, read back as a sweep's runs
+    rows = []
+    for seed in (0, 1):
+        run_id = f"cscore-{seed}"
+        _run(tmp_path / "runs", run_id, seed=seed, models_per_ratio=6)
+        rows.append({"run_id": run_id, "stage": "cscore", "experiment": "cscore",
+                     "status": "FINISHED", "dataset": "toy", "noise_ratio": 0.2, "seed": seed,
+                     "trial_seconds": 3.0, "ratios": "[0.3, 0.6]", "models_per_ratio": 6})
+        table = pd.read_parquet(tmp_path / "runs" / run_id / "per_sample.parquet")
+        table["score"] = np.random.default_rng(seed).random(len(table))
+        (tmp_path / "runs" / f"random-{seed}").mkdir()
+        table.to_parquet(tmp_path / "runs" / f"random-{seed}" / "per_sample.parquet")
+        rows.append({**rows[-1], "run_id": f"random-{seed}", "stage": "random",
+                     "experiment": "train_classifier"})
+    runs = pd.DataFrame(rows)
+    build_report(FolderContext(runs, tmp_path / "out", tmp_path / "runs"))
+    summary = pd.read_csv(tmp_path / "out" / "benchmark_detection.csv").set_index("method")
+    assert set(summary.index) == {"cscore", "random"}
+    assert summary.loc["cscore", "seeds"] == 2
+    assert summary.loc["cscore", "auroc_mean"] > 0.9 > summary.loc["random", "auroc_mean"]
+    agree = pd.read_csv(tmp_path / "out" / "benchmark_agreement.csv")
+    assert {"cscore", "random"} <= set(agree["method_a"])

@@ -58,6 +58,7 @@ class Config(Common):
                                                          0.7, 0.8, 0.9])
     models_per_ratio: int = at_least(200, 1)
     models_per_pack: int = at_least(128, 1)        # memory bound; not the science
+    model: str = choice("simple_nn", ["simple_nn"])  # packs stack SimpleNNs only
     hidden: list[int] = field(default_factory=lambda: [20, 20])
     epochs: int = at_least(10, 1)
     batch_size: int | None = at_least(128, 1)      # None: full batch over the subset
