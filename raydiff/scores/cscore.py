@@ -9,8 +9,8 @@ What is the authors' and what is ours:
   correctness (argmax == observed label) of the sample over the models that did NOT train
   on it; the C-score is the plain mean of the per-ratio estimates (a uniform average over
   the ratios, the discrete form of the expectation over training-set sizes). Their demo
-  trains 200 models per ratio on MNIST (the paper trained thousands per ratio on the larger
-  sets);
+  trains 200 models per ratio on MNIST (the paper's per-ratio counts for CIFAR / ImageNet
+  were not checked here: only the demo code and the abstract were found);
 - ours: a sample never held out at some ratio (possible with few models per ratio) has no
   estimate there (NaN) and the mean runs over the ratios where it has one; NaN only if it
   was never held out at all. The authors' demo divides by ``max(count, 1e-10)``, which
