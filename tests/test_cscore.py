@@ -9,7 +9,8 @@ from raydiff.experiments import cscore as exp
 from raydiff.experiments.base import Report
 from raydiff.experiments.config import ConfigError, build_config
 from raydiff.report import FolderContext, build_report
-from raydiff.scores import SCORES, auroc, cscore, cscore_hardness, cscore_per_ratio
+from raydiff.scores import (auroc, cscore, cscore_hardness, cscore_per_ratio, get_score,
+                            needs_of)
 
 
 def test_hand_example_exact_values():
@@ -30,7 +31,10 @@ def test_hand_example_exact_values():
     np.testing.assert_allclose(per_ratio, [[0.5, 1.0, 0.0], [1.0, 1.0, 1.0]])
     np.testing.assert_allclose(cscore(held, correct, ratios), [0.75, 1.0, 0.5])
     np.testing.assert_allclose(cscore_hardness(held, correct, ratios), [0.25, 0.0, 0.5])
-    assert SCORES["cscore"] is cscore_hardness
+    # the registry's entry: input "holdout", the triple, labels unused
+    assert needs_of("cscore") == "holdout"
+    np.testing.assert_allclose(get_score("cscore")((held, correct, ratios), labels=None),
+                               [0.25, 0.0, 0.5])
 
 
 def test_planted_always_wrong_and_always_right_samples():

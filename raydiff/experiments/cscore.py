@@ -42,15 +42,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from raydiff.data import INIT_STREAM, derived_seed, prepare
+from raydiff.data import BATCH_STREAM, INIT_STREAM, derived_seed, prepare
+from raydiff.data.streams import CSCORE_SUBSET_STREAM
 from raydiff.engine.packed import Pack, predict_packed, train_packed
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.config import Common, ConfigError, at_least, choice
-from raydiff.scores import auroc, average_precision, cscore_per_ratio
+from raydiff.scores import auroc, cscore_per_ratio, detection, get_score, top_k_mask
 
 NAME = "cscore"
-SUBSET_STREAM = 6         # which samples each model trains on
-BATCH_STREAM = 7          # each model's mini-batch order
 
 
 @dataclass
@@ -91,7 +90,7 @@ def model_plan(config, n):
             raise ConfigError(f"ratios: {r} of {n} samples is {size} samples; every "
                               f"ratio must train on at least one sample and hold one out")
         for j in range(config.models_per_ratio):
-            rng = np.random.default_rng([int(config.seed), SUBSET_STREAM, i, j])
+            rng = np.random.default_rng([int(config.seed), CSCORE_SUBSET_STREAM, i, j])
             plan.append((i, j, float(r), np.sort(rng.choice(n, size=size, replace=False))))
     return plan
 
@@ -158,16 +157,13 @@ def run(config, report, data):
         raise ValueError(f"{int((counts == 0).all(0).sum())} samples were never held out "
                          f"at any ratio: raise models_per_ratio "
                          f"(now {config.models_per_ratio})")
-    # the mean over the ratios where the sample was held out (all of them, in practice)
-    c = np.nanmean(per_ratio, 0)
+    # 1 - the mean over the ratios where the sample was held out (all, in practice)
+    score = get_score("cscore")((held_out, correct, ratios), labels=tensors.observed_label)
+    c = 1.0 - score
     c_soft = np.nanmean(per_ratio_soft, 0)
-    score = 1.0 - c
 
     noisy = tensors.is_noisy
-    hard = None
-    if config.noise_ratio > 0:
-        hard = np.zeros(n, dtype=bool)
-        hard[np.argsort(-score, kind="stable")[:int(round(config.noise_ratio * n))]] = True
+    hard = top_k_mask(score, config.noise_ratio)        # None (no decision) without noise
     extra = {"cscore": c, "cscore_soft": c_soft, "held_out_min": counts.min(0)}
     for r, row in zip(levels, per_ratio):
         extra[f"cscore_r{r:g}"] = row
@@ -184,9 +180,10 @@ def run(config, report, data):
         # the models' mean accuracy on the samples they did not see, at this ratio
         metrics[f"heldout_accuracy_r{r:g}"] = float(np.nanmean(row))
     if noisy.any() and not noisy.all():
-        metrics["noise_auroc"] = auroc(score, noisy)
-        metrics["noise_ap"] = average_precision(score, noisy)
-        metrics["noise_auroc_soft"] = auroc(1.0 - c_soft, noisy)
+        found = detection(score, noisy, config.noise_ratio)
+        metrics.update({"noise_auroc": found["auroc"], "noise_ap": found["ap"],
+                        "noise_precision_at_k": found["precision_at_k"],
+                        "noise_auroc_soft": auroc(1.0 - c_soft, noisy)})
     metrics["seconds"] = time.monotonic() - started
     report(metrics)
     return metrics
