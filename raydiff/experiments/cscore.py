@@ -21,8 +21,9 @@ needs hundreds of steps; lr 0.02 (with momentum 0.9) gave held-out models about 
 accuracy on 20% uniform noise against about 85% at 0.1 (measured at ratio 0.5, 32
 models, batch 128, mnist5k).
 
-Seeds: model j of ratio index i draws its subset, its initialisation and its shuffles from
-streams of (``seed``, i, j), never from its pack, so the result does not depend on
+Seeds: model j of ratio index i draws its subset (stream CSCORE_SUBSET), its
+initialisation (INIT) and its shuffles (BATCH) from (``seed``, stream, i, j), never from
+its pack, so the result does not depend on
 ``models_per_pack`` (up to float rounding of the stacked products). The label noise is
 the usual NOISE stream of ``seed``: every model sees the same noisy labels.
 
@@ -30,10 +31,13 @@ Artifacts: ``per_sample.parquet`` with ``score`` = 1 - C-score (higher = harder)
 ``cscore``, ``cscore_soft`` (the same average of the held-out softmax probability of the
 observed label: not the authors' estimator), one ``cscore_r<ratio>`` column per ratio and
 ``held_out_min`` (the fewest models of any ratio that held the sample out); ``hard`` = the
-``noise_ratio * N`` highest scores (null without noise); ``cscore_by_ratio.png``.
+``top_k(N, noise_ratio)`` highest scores (null without noise); ``cscore_by_ratio.png``.
 Metrics: ``models_trained``, ``train_seconds``, ``seconds``, ``held_out_min``, mean
-held-out accuracy per ratio, and with noise ``noise_auroc``, ``noise_ap`` (and
-``noise_auroc_soft``).
+held-out accuracy per ratio, and with noise ``noise_auroc``, ``noise_ap``,
+``noise_precision_at_k`` (and ``noise_auroc_soft``).
+
+Not done: no checkpoint inside a trial (a killed trial retrains all its packs; 540 models
+are about a minute of CPU); lr milestones (``lr_milestones`` is not a key here).
 """
 
 import time
