@@ -46,7 +46,7 @@ def test_sweep_graph_follows_after_and_gathers():
     levels = graph.levels(sweep.after)
     assert levels[1] == ["confident_learning"]          # it gathers the crossval folds
     assert set(levels[0]) == {"dynamics", "identify", "inversion", "data_params", "small_loss",
-                              "crossval", "vog"}
+                              "crossval", "vog", "cscore"}
 
 
 def _fake_stages(seconds, fail=()):

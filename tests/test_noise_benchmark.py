@@ -215,6 +215,13 @@ def test_benchmark_sweeps_validate_and_gather_every_fold():
                 fold, own = by_id[run_id]["config"], spec["config"]
                 assert (fold.get("noise_kind", "uniform"), fold["noise_ratio"], fold["seed"]) == (
                     own.get("noise_kind", "uniform"), own["noise_ratio"], own["seed"])
+    # the C-score stage: one trial per setting, >= 500 models each, its own recipe
+    cscore = sweeps.plan(sweeps.load("sweeps/benchmark_demo.yaml"))["cscore"]
+    assert len(cscore) == 6 * 3
+    for spec in cscore:
+        config = spec["config"]
+        assert len(config["ratios"]) * config["models_per_ratio"] >= 500
+        assert (config["hidden"], config["batch_size"]) == ([20, 20], 128)
     demo = sweeps.plan(sweeps.load("sweeps/benchmark_demo.yaml"))["vog"]
     assert {(s["config"]["noise_kind"], s["config"]["noise_ratio"]) for s in demo} == {
         ("uniform", 0.0), ("uniform", 0.1), ("uniform", 0.2), ("uniform", 0.4),

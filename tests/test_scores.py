@@ -81,6 +81,12 @@ def _planted(needs, rng):
         grads = np.repeat(rng.normal(0, 1, (1, N, 16)), 6, axis=0) + rng.normal(0, 0.01, (6, N, 16))
         grads[:, hard] += rng.normal(0, 1.0, (6, HARD, 16))
         return grads, labels
+    if needs == "holdout":         # (held_out, correct, ratios) of 90 models at 3 ratios;
+        ratios = np.repeat([0.2, 0.5, 0.8], 30)   # hard: wrong whenever held out
+        held_out = rng.random((90, N)) > ratios[:, None]
+        correct = rng.random((90, N)) < 0.9
+        correct[:, hard] = ~held_out[:, hard]
+        return (held_out, correct, ratios), labels
     raise AssertionError(f"no planted truth for score input {needs!r}: add one here")
 
 

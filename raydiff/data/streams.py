@@ -18,7 +18,8 @@ BATCH_STREAM = 4        # mini-batch order and augmentation draws of the supervi
 SMALL_LOSS_BATCH_STREAM = 5   # mini-batch order of train_classifier (the small-loss baseline)
 FOLD_STREAM = 5         # crossval's stratified fold assignment
 GAN_STREAM = 5          # batch order and every z of a GASTeN GAN run
+CSCORE_SUBSET_STREAM = 6  # the random training subset of each C-score model
 
 STREAMS = {"noise": NOISE_STREAM, "init": INIT_STREAM, "split": SPLIT_STREAM,
            "batch": BATCH_STREAM, "small_loss_batch": SMALL_LOSS_BATCH_STREAM,
-           "fold": FOLD_STREAM, "gan": GAN_STREAM}
+           "fold": FOLD_STREAM, "gan": GAN_STREAM, "cscore_subset": CSCORE_SUBSET_STREAM}

@@ -3,7 +3,7 @@
 Used alike by experiments (the figures a researcher opens on a trial's MLflow run, saved by
 ``Report.figure``) and by reports (``ReportContext.figure``), both through :func:`save`.
 Modules: :mod:`~raydiff.plots.trial` (the first figure of a trial per method: radii,
-sigma histogram, data map), :mod:`~raydiff.plots.images` (thumbnails and image grids),
+sigma histogram, data map, C-score by ratio), :mod:`~raydiff.plots.images` (thumbnails and image grids),
 :mod:`~raydiff.plots.data_params` (enrichment strips, t-SNE thumbnails, trajectories),
 :mod:`~raydiff.plots.vog` (decile error, lowest / highest VoG grids, the toy's boundary),
 :mod:`~raydiff.plots.gasten` (2-D embedding, prototype saliency). Only
@@ -12,6 +12,6 @@ importing ``raydiff.plots`` does not import matplotlib.
 """
 
 from raydiff.plots.common import save
-from raydiff.plots.trial import data_map, radii, sigma_histogram
+from raydiff.plots.trial import cscore_by_ratio, data_map, radii, sigma_histogram
 
-__all__ = ["data_map", "radii", "save", "sigma_histogram"]
+__all__ = ["cscore_by_ratio", "data_map", "radii", "save", "sigma_histogram"]

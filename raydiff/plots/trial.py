@@ -64,3 +64,21 @@ def data_map(variability, confidence, is_noisy, *, title=None):
     ax.set_title(title or "data map", fontsize=9)
     ax.legend(fontsize=7, markerscale=3)
     return fig
+
+
+def cscore_by_ratio(ratios, per_ratio, is_noisy, *, title=None):
+    """Mean held-out accuracy (y) against the subset ratio (x): ``per_ratio`` (R, N), one
+    C-score estimate per ratio and sample; clean vs noisy (N,) bool samples."""
+    per_ratio, is_noisy = np.asarray(per_ratio, dtype=float), np.asarray(is_noisy, dtype=bool)
+    fig, ax = _figure()
+    groups = [("clean", ~is_noisy, "tab:blue")] + ([("noisy", is_noisy, "tab:red")]
+                                                    if is_noisy.any() else [])
+    for name, mask, colour in groups:
+        ax.plot(ratios, np.nanmean(per_ratio[:, mask], 1), "o-", color=colour,
+                label=f"{name} ({int(mask.sum())})")
+    ax.set_xlabel("subset ratio")
+    ax.set_ylabel("held-out accuracy (observed label)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title or "C-score by subset ratio", fontsize=9)
+    ax.legend(fontsize=7)
+    return fig

@@ -11,6 +11,8 @@ input               values                                                      
 ``early_logits``    (R, N, C) eval-mode logits of R models after an early epoch  el2n
 ``oof_probs``       (N, C) out-of-fold predicted probabilities                   confident learning's rank methods
 ``gradients``       (K, N, ...) input gradients at K checkpoints                 vog
+``holdout``         (held_out (M, N), correct (M, N), ratios (M,)) of M models   cscore
+                    on random subsets (:mod:`raydiff.scores.cscore`)
 ==================  ===========================================================  ==========
 
 Experiments look scores up with :func:`get_score` (by name) or :func:`scores_for` (every
@@ -20,6 +22,7 @@ quality of a score against known noisy samples is in :mod:`raydiff.scores.metric
 """
 
 from raydiff.scores.confident_learning import RANK_METHODS, label_issue_score
+from raydiff.scores.cscore import cscore, cscore_hardness, cscore_per_ratio
 from raydiff.scores.dynamics import (aum, cartography_confidence, cartography_correctness,
                                      cartography_variability, el2n, forgetting_events)
 from raydiff.scores.logits import confidence, energy, margin, small_loss
@@ -43,6 +46,14 @@ def _vog(gradients, *, labels=None):
     return vog(gradients)
 
 
+def _cscore(holdout, *, labels=None):
+    """1 - C-score of ``holdout`` = (held_out (M, N) bool, correct (M, N), ratios (M,)):
+    :func:`raydiff.scores.cscore.cscore_hardness`; ``labels`` ignored (``correct`` is
+    already judged against the observed label)."""
+    held_out, correct, ratios = holdout
+    return cscore_hardness(held_out, correct, ratios)
+
+
 SCORES = {
     "logits": {"confidence": confidence, "energy": energy, "margin": margin,
                "small_loss": small_loss},
@@ -53,6 +64,7 @@ SCORES = {
     "early_logits": {"el2n": el2n},
     "oof_probs": {m: _rank_method(m) for m in RANK_METHODS},
     "gradients": {"vog": _vog},
+    "holdout": {"cscore": _cscore},
 }
 INPUTS = tuple(SCORES)
 
@@ -81,4 +93,5 @@ def needs_of(name):
 
 __all__ = ["SCORES", "INPUTS", "get_score", "scores_for", "needs_of", "confidence", "energy",
            "margin", "small_loss", "auroc", "average_precision", "detection", "jaccard",
-           "overlap_zscore", "precision_at_k", "top_k", "top_k_mask"]
+           "overlap_zscore", "precision_at_k", "top_k", "top_k_mask",
+           "cscore", "cscore_hardness", "cscore_per_ratio"]
