@@ -77,16 +77,35 @@ def synthetic(sweep_file, seed=0):
 
 
 def session_durations(name, tracking_uri, session, stages):
-    """{stage: [seconds of each FINISHED trial run, by start time]} of one session."""
+    """{stage: [seconds of each trial, by start time]} of one session's FINISHED runs. The
+    configs of a pack (tag ``raydiff.pack``) ran as one trial: their runs count once, from
+    the first start to the last end."""
     from raydiff import tracking
 
     runs = tracking.Tracker(tracking_uri).runs(name, session=session)
-    durations = {stage: [] for stage in stages}
-    for run in sorted(runs, key=lambda r: r.info.start_time):
+    trials = {}
+    for run in runs:
         stage = run.data.tags.get(tracking.TAG_STAGE)
-        if run.info.status == "FINISHED" and stage in durations:
-            durations[stage].append((run.info.end_time - run.info.start_time) / 1000)
+        if run.info.status == "FINISHED" and stage in stages:
+            key = (stage, run.data.tags.get("raydiff.pack") or run.info.run_id)
+            start, end = trials.get(key, (run.info.start_time, run.info.end_time))
+            trials[key] = (min(start, run.info.start_time), max(end, run.info.end_time))
+    durations = {stage: [] for stage in stages}
+    for (stage, _), (start, end) in sorted(trials.items(), key=lambda kv: kv[1][0]):
+        durations[stage].append((end - start) / 1000)
     return durations
+
+
+def trial_phase(name, tracking_uri=None, session="latest"):
+    """Seconds from the first trial run's start to the last one's end in a session (the
+    trial phase: Ray start, data loading and reports left out), and the number of runs."""
+    from raydiff import tracking
+
+    runs = [r for r in tracking.Tracker(tracking_uri).runs(name, session=session)
+            if r.info.end_time]
+    if not runs:
+        return float("nan"), 0
+    return (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000, len(runs)
 
 
 def from_mlflow(name, tracking_uri, session, sweep_file):
@@ -132,6 +151,9 @@ def main():
         after, durations = from_mlflow(args.mlflow, args.tracking_uri, args.session,
                                        args.sweep_file)
         print(f"   session {args.session} of {args.mlflow} from MLflow")
+        phase, n_runs = trial_phase(args.mlflow, args.tracking_uri, args.session)
+        print(f"   measured trial phase (first run start to last run end): {phase:.0f} s, "
+              f"{n_runs} runs")
     else:
         after, durations = synthetic(args.sweep_file, args.seed)
         print(f"   synthetic session shaped like {args.sweep_file} (seed {args.seed})")
