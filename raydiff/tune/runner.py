@@ -140,8 +140,14 @@ def run_sweep(sweep, *, address=None, tracking_uri=None, storage_path="ray_resul
             stage.pack = pack
 
     if not ray.is_initialized():
-        ray.init(address=address, num_cpus=None if address else num_cpus,
-                 include_dashboard=dashboard, dashboard_host=dashboard_host, log_to_driver=True)
+        ray_context = ray.init(address=address, num_cpus=None if address else num_cpus,
+                           include_dashboard=dashboard, dashboard_host=dashboard_host,
+                           log_to_driver=True)
+        if dashboard and getattr(ray_context, "dashboard_url", None):
+            # a local Ray turns token auth on: the page asks for the token before it shows
+            # anything, and nothing on it says where to find it
+            print(f"raydiff: Ray dashboard at http://{ray_context.dashboard_url} (trials are its "
+                  f"Actors; if it asks for a token: `ray get-auth-token`)", flush=True)
     if ray.get_runtime_context().get_node_id() and ray.cluster_resources().get("GPU", 0) == 0:
         for stage in sweep.stages:
             if stage.resources.get("gpu"):
