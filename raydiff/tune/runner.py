@@ -194,9 +194,11 @@ def _run_stage(stage, results_by_stage, *, sweep, session, uri, tracker, experim
     context = {"tracking_uri": tracker.uri, "experiment_id": experiment_id,
                "sweep": sweep.name, "session": session, "parent_run_id": parent,
                "cpus_per_trial": stage.resources["cpu"] or 1}
+    with_data = tune.with_parameters(run_trial, datasets=datasets, context=context)
+    # the dashboard's Actors page shows a trial's actor by its function's name
+    with_data.__name__ = f"raydiff {sweep.name}/{stage.name}"
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, datasets=datasets, context=context),
-        {"cpu": stage.resources["cpu"], "gpu": stage.resources["gpu"]})
+        with_data, {"cpu": stage.resources["cpu"], "gpu": stage.resources["gpu"]})
     # Tune finds a trial's trainable by name in one registry per Ray session: concurrent
     # stages (other resources, other context) must not share the name. The registry is not
     # thread-safe (it iterates a dict another thread's registration grows), so we register
