@@ -26,9 +26,12 @@ import _common
 
 
 def sweep_raw(name, n):
-    return {"name": name, "experiment": "identify", "resources": {"cpu": 1},
+    # one config per trial (pack: 1): the cost measured is a trial's; a trivial training
+    # with no smoothing and the final model's judgement, so nothing waits on an inversion
+    return {"name": name, "experiment": "identify", "resources": {"cpu": 1}, "pack": 1,
             "config": {"dataset": "mnist5k", "subset_size": 100, "epochs": 2,
-                       "inversion_start": 0, "check_every": 1, "max_retries": 0,
+                       "inversion_start": 0, "check_every": 1, "inversion_smoothing": 1,
+                       "judge_by_final_model": True, "max_retries": 0,
                        "seed": {"grid": list(range(n))}}}
 
 
