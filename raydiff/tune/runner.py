@@ -291,7 +291,7 @@ def _pack_results(stage, result):
     for i, member in enumerate(members):
         run_id = runs[i] if i < len(runs) else None
         if run_id:
-            finished.append(sweeps.Upstream(stage.name, stage.experiment,
+            finished.append(sweeps.TrialRecord(stage.name, stage.experiment,
                                             sweeps.resolved(stage, member["config"]),
                                             dict(member["params"]), run_id))
         else:
