@@ -392,7 +392,9 @@ def test_four_stages_through_the_cli_ray_and_mlflow(workdir):
         assert f"stage {stage}: {n} trials finished, 0 failed" in done.stdout
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("gasten_e2e")
-    runs = client.search_runs([exp.experiment_id], "tags.`raydiff.stage` = 'step2'")
+    runs = client.search_runs([exp.experiment_id], "tags.`raydiff.stage` = 'step2' and "
+                              "tags.`raydiff.kind` = 'trial'")        # not the stage's parent run
+    assert len(runs) == 2
     for run in runs:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "fid_smallcnn")]
         assert sorted(steps) == [0, 1, 2]
