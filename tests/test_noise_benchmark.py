@@ -310,7 +310,7 @@ def test_benchmark_report_on_hand_made_tables(tmp_path):
     assert set(agree["noise_ratio"]) == {0.0, 0.2}
 
     markdown = (tmp_path / "out" / "benchmark_results.md").read_text()
-    assert "| method | AUROC @ 0.2 | AP @ 0.2 | trial s |" in markdown
+    assert "| method | AUROC @ 0.2 | AP @ 0.2 | s / config |" in markdown
     assert "**1.000 ± 0.000**" in markdown
     best = markdown.split("Best AUROC at uniform noise 0.2: **")[1].split("**")[0]
     assert best in {"good", "oracle", "dp[variant=a]", "dp[variant=b]"}

@@ -307,6 +307,10 @@ def test_a_packed_sweep_keeps_one_run_per_config_and_resumes_without_redoing(tmp
     assert {r.data.tags["raydiff.pack_size"] for r in by_stage["identify"]} == {"2"}
     assert len({r.data.tags["raydiff.pack"] for r in by_stage["identify"]}) == 2
     assert {r.data.tags["raydiff.pack_size"] for r in by_stage["imbalance"]} == {"8"}
+    # a packed config's cost is its share of the pack, the pack's wall time beside it
+    for run in by_stage["identify"]:
+        m = run.data.metrics
+        assert m["trial_seconds"] == pytest.approx(m["pack_seconds"] / 2)
     names = [r.info.run_name for r in every]
     assert len(set(names)) == len(names) and all(n.split()[0] in ("identify", "imbalance")
                                                  for n in names)

@@ -146,12 +146,14 @@ def run_pack(configs, reports, data):
                           momentum=[c.momentum for c in cfgs],
                           weight_decay=[c.weight_decay for c in cfgs], generators=generators,
                           subsets=train_pos, on_epoch=on_epoch, lr_schedule=rates)
+    # each fold's seconds: its share of the pack's training, as one of len(ok) trials
+    share = (time.monotonic() - started) / len(ok)
     for j, i in enumerate(ok):
         if j in result.diverged:
             outcomes[i] = _packs.diverged_error(result.diverged[j])
             continue
         outcomes[i] = _packs.guarded(_finish_fold, cfgs[j], reports[i], tensors[j], held_pos[j],
-                                     len(train_pos[j]), history[j], started)
+                                     len(train_pos[j]), history[j], time.monotonic() - share)
     return outcomes
 
 

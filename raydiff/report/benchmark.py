@@ -13,8 +13,10 @@ runs from before ``noise_kind`` existed count as uniform) and ratio.
 Written, when at least one such table holds injected noise:
 
 - ``benchmark_per_run.csv``: method, setting, AUROC, average precision, precision at
-  k = noise ratio, and the seconds of the trial that produced it (plus the upstream trials'
-  seconds it reports as ``upstream_seconds``, e.g. the crossval folds of confident learning);
+  k = noise ratio, and the seconds of the trial that produced it (a config trained in a
+  pack: its share of the pack, the pack's seconds over its configs), plus the upstream
+  trials' seconds it reports as ``upstream_seconds`` (e.g. the crossval folds of confident
+  learning);
   ``same_labels`` is False where a run's observed labels differ from those of the largest
   table of its setting (a method that drew its noise over another pool);
 - ``benchmark_detection.csv``: mean and std (over seeds, ddof 1) per method, noise kind and
@@ -206,7 +208,7 @@ def results_markdown(summary, order):
     lines = []
     for (dataset, kind), part in summary.groupby(["dataset", "noise_kind"], sort=True):
         ratios = sorted(part["noise_ratio"].unique())
-        head = ["method"] + [f"{m} @ {r:g}" for r in ratios for m in ("AUROC", "AP")] + ["trial s"]
+        head = ["method"] + [f"{m} @ {r:g}" for r in ratios for m in ("AUROC", "AP")] + ["s / config"]
         lines += [f"Noisy-label detection on {dataset or 'the dataset'}, {kind} noise (mean ± "
                   f"std over {int(part['seeds'].max())} seeds)", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -316,7 +316,9 @@ def run_pack_trial(param, *, datasets, context):
                 continue
             metrics = outcome or {}
             unlogged = {k: v for k, v in metrics.items() if k not in report.last and _is_number(v)}
-            report({**unlogged, "trial_seconds": seconds})
+            # a config's cost is its share of the pack (what it would have cost as one of
+            # len(todo) trials run back to back); the pack's wall time is kept beside it
+            report({**unlogged, "trial_seconds": seconds / len(todo), "pack_seconds": seconds})
             report.flush()
             tracker.end(run_id, "FINISHED")
             finals[i] = {**report.last, **metrics}
