@@ -273,3 +273,23 @@ def test_a_resumed_pack_continues_exactly(data):
     state.load_state_dict(saved_state)
     train_packed(resumed, data.x, data.y, epochs=3, start_epoch=2, state=state, **kw)
     assert all(torch.equal(a, b) for a, b in zip(resumed.params, straight.params))
+
+
+def test_small_subsets_train_gathered_and_equal_the_single_engine(data):
+    """Full batch on subsets well under N (imbalance's hard-only and reduced cells): each
+    model's rows are gathered (K x n_max rows a step, not K x N masked) and the models
+    still equal the single engine on their subsets."""
+    from raydiff.engine import packed
+
+    labels, subsets, lrs, wds = configs(data.y)
+    small = [np.sort(np.random.default_rng(1).choice(N, 200, replace=False)), *subsets[1:]]
+    sizes = np.array([len(s) for s in small])
+    assert packed._gathered_batch(small, sizes, labels, "cpu", N) is not None   # the path taken
+    pack = Pack.init(SEEDS, input_shape=data.x.shape[1:], num_classes=10)
+    got = train_packed(pack, data.x, labels, epochs=20, lr=lrs, weight_decay=wds, subsets=small)
+    for k, seed in enumerate(SEEDS):
+        model, want, _ = alone(data.x, labels[k], small[k], seed=seed, gen_seed=0, epochs=20,
+                               lr=lrs[k], weight_decay=wds[k])
+        np.testing.assert_allclose(got.losses[:, k], want.losses, atol=1e-5)
+        torch.testing.assert_close(pack.model(k)(data.x), predict(model, data.x),
+                                   atol=1e-4, rtol=0)

@@ -26,14 +26,14 @@ def one_thread():
 
 # -- grouping -----------------------------------------------------------------------------
 
-def _groups(raw, size=None):
+def _groups(raw, size=None, slots=1):
     sweep = sweeps.validate(raw)
     stage = sweep.stages[0]
     own, _ = sweeps.expand_own(stage)
     specs = sweeps.join(stage, own, {})
     configs = [sweeps.resolved(stage, s["config"]) for s in specs]
     groups = packs.make_packs(specs, stage.module, configs, size or stage.pack,
-                              resources=stage.resources)
+                              resources=stage.resources, slots=slots)
     return [[configs[i] for i in g] for g in groups]
 
 
@@ -69,6 +69,17 @@ def test_auto_packs_to_the_model_cap_counting_each_configs_models():
     # confidence under noise trains two models per config: half as many configs fit
     raw["config"].update(noise_ratio=0.1, strategy="confidence")
     assert max(len(g) for g in _groups(raw)) == packs.CPU_MAX_MODELS // 2
+
+
+def test_auto_packs_leave_no_slot_of_the_cluster_idle():
+    # 12 configs in two packs of 6 would run two at a time: on 4 slots, four packs of 3
+    assert sorted(len(g) for g in _groups(IDENTIFY, slots=4)) == [3, 3, 3, 3]
+    five = [len(g) for g in _groups(IDENTIFY, slots=5)]
+    assert len(five) == 5 and max(five) == 3 and sum(five) == 12
+    # never below one config a pack; an explicit size is taken as it is
+    assert len(_groups(IDENTIFY, slots=50)) == 12
+    assert sorted(len(g) for g in _groups({**IDENTIFY, "pack": 6}, slots=4)) == [6, 6]
+    assert packs.spread([[0, 1, 2, 3, 4]], 2) == [[0, 1, 2], [3, 4]]
 
 
 def test_unpackable_configs_get_a_trial_of_their_own():
@@ -306,7 +317,8 @@ def test_a_packed_sweep_keeps_one_run_per_config_and_resumes_without_redoing(tmp
     assert all(r.info.status == "FINISHED" for r in every if r not in failed)
     assert {r.data.tags["raydiff.pack_size"] for r in by_stage["identify"]} == {"2"}
     assert len({r.data.tags["raydiff.pack"] for r in by_stage["identify"]}) == 2
-    assert {r.data.tags["raydiff.pack_size"] for r in by_stage["imbalance"]} == {"8"}
+    # the two remaining ratios (two split sizes) are two packs of 4
+    assert {r.data.tags["raydiff.pack_size"] for r in by_stage["imbalance"]} == {"4"}
     # a packed config's cost is its share of the pack, the pack's wall time beside it
     for run in by_stage["identify"]:
         m = run.data.metrics

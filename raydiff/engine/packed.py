@@ -380,6 +380,12 @@ def train_packed(pack, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0,
     everyone = weights is None and all(m is None for m in members)
     # every model on every sample: no weights to multiply by (the single engine's step)
     full_w, full_den = (None, n) if everyone else (mask, totals)
+    gathered = None
+    if full_batch and not everyone and weights is None and not record_every:
+        # small subsets: each model's own rows, gathered and padded to the largest subset,
+        # cost K x n_max rows a step instead of K x N masked ones (the rows outside a
+        # model's subset would only be multiplied by 0)
+        gathered = _gathered_batch(members, sizes, y, device, n)
 
     record_epochs = [e for e in range(start_epoch + 1, epochs + 1)
                      if record_every and e % record_every == 0]
@@ -400,7 +406,9 @@ def train_packed(pack, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0,
                                                            "lr_schedule", device)
         hyper = _Hyper(rates, wds, moms, device)
         total = torch.zeros(k, device=device)
-        if full_batch:
+        if gathered is not None:
+            steps = [gathered]
+        elif full_batch:
             steps = [(None, None, y, full_w, full_den)]
         else:
             steps = _minibatches(members, sizes, state.generators, batch_size, y, weights,
@@ -464,6 +472,28 @@ def _members(subsets, k, n):
             raise ValueError(f"subsets: every entry must be None or 1-d indices in [0, {n})")
         out.append(s)
     return out
+
+
+GATHER_BELOW = 0.75     # gather the subsets when the largest is under this share of N
+
+
+def _gathered_batch(members, sizes, y, device, n):
+    """The full-batch step of models on subsets as one per-model batch (idx (K, n_max),
+    valid (K, n_max), labels, weights = valid, denominators = subset sizes), in each
+    subset's own order (the order :func:`raydiff.engine.train` sees ``x[subset]`` in);
+    None when the largest subset is too close to N for gathering to pay."""
+    width = int(sizes.max())
+    if width > GATHER_BELOW * n or width == 0:
+        return None
+    k = len(members)
+    order = torch.zeros(k, width, dtype=torch.long)
+    valid = torch.zeros(k, width)
+    for i, m in enumerate(members):
+        rows = torch.arange(n) if m is None else torch.as_tensor(m, dtype=torch.long)
+        order[i, :len(rows)] = rows
+        valid[i, :len(rows)] = 1
+    order, valid = order.to(device), valid.to(device)
+    return order, valid, y.gather(1, order), valid, valid.sum(1)
 
 
 def _minibatches(members, sizes, generators, batch_size, y, weights, device):

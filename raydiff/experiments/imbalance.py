@@ -138,10 +138,11 @@ def _score(config, report, tensors, hard, train_idx, tests, true, all_logits, lo
 
 # -- packs (raydiff.experiments._packs has the contract) --------------------------------
 
-# each cell's split, reduction, seed and rate; identify's labels and hard set come per
-# config from its own upstream run
-PACK_KEYS = ("seed", "noise_ratio", "noise_kind", "train_ratio", "remaining_train_ratio",
-             "reduce_hard", "models_per_cell", "lr")
+# seed and rate; identify's labels and hard set come per config from its own upstream
+# run. The split keys (train_ratio, remaining_train_ratio, reduce_hard) stay out: a pack
+# of one split trains subsets of one size, which the engine gathers (a hard-only cell
+# costs its own rows, not N masked ones)
+PACK_KEYS = ("seed", "noise_ratio", "noise_kind", "models_per_cell", "lr")
 
 
 def packable(config):

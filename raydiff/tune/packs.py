@@ -90,11 +90,27 @@ def _cuda_free():
     return None
 
 
-def make_packs(specs, module, configs, size, *, resources=None, shape=None):
+def spread(groups, slots):
+    """Split the largest packs in halves until there are ``slots`` of them (or every pack
+    is one config): ``auto`` packing must not leave slots of the cluster idle that one
+    trial per config would have used."""
+    groups = [list(g) for g in groups]
+    while len(groups) < slots:
+        largest = max(range(len(groups)), key=lambda i: len(groups[i]), default=None)
+        if largest is None or len(groups[largest]) < 2:
+            break
+        g = groups.pop(largest)
+        groups[largest:largest] = [g[:len(g) // 2 + len(g) % 2], g[len(g) // 2 + len(g) % 2:]]
+    return groups
+
+
+def make_packs(specs, module, configs, size, *, resources=None, shape=None, slots=1):
     """Group ``specs`` (with their resolved ``configs``, same order) into packs.
 
     size : int >= 1 or "auto"; shape : (n_samples, n_features, num_classes) of the stage's
-    data for the ``auto`` budget (None: every config counts as one model of 1 MiB).
+    data for the ``auto`` budget (None: every config counts as one model of 1 MiB);
+    slots : how many of the stage's trials the cluster runs at once (``auto`` makes at
+    least that many packs, :func:`spread`).
     Returns a list of lists of spec positions, in the order of the specs' first members;
     a position not packable is a list of its own.
     """
@@ -136,6 +152,11 @@ def make_packs(specs, module, configs, size, *, resources=None, shape=None):
             used_models += models
         if current:
             out.append(current)
+    if size == AUTO:
+        packed = [g for g in out if len(g) > 1 or packable(configs[g[0]])]
+        alone = [g for g in out if g not in packed]
+        out = spread(packed, slots - len(alone)) + alone
+        out.sort(key=lambda g: g[0])
     return out
 
 

@@ -273,12 +273,21 @@ def _packed_specs(stage, specs, keys, datasets):
                 d *= int(size)
             shape = (n, d, int(ds.num_classes))
     groups = packs.make_packs(specs, module, configs, stage.pack,
-                              resources=stage.resources, shape=shape)
+                              resources=stage.resources, shape=shape, slots=_slots(stage))
     short = describe.short_names(keys)
     label = describe.stage_label(stage)
     return [specs[g[0]] if len(g) == 1 else
             packs.pack_spec(label, [specs[i] for i in g], {k: short[k] for k in keys})
             for g in groups]
+
+
+def _slots(stage):
+    """How many trials of ``stage`` the cluster runs at once, by its resources."""
+    have = ray.cluster_resources()
+    need_gpu, need_cpu = stage.resources.get("gpu") or 0, stage.resources.get("cpu") or 1
+    if need_gpu:
+        return max(1, int(have.get("GPU", 0) / need_gpu))
+    return max(1, int(have.get("CPU", 1) / need_cpu))
 
 
 def _pack_results(stage, result):
