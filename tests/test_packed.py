@@ -281,8 +281,11 @@ def test_small_subsets_train_gathered_and_equal_the_single_engine(data):
     still equal the single engine on their subsets."""
     from raydiff.engine import packed
 
-    labels, subsets, lrs, wds = configs(data.y)
-    small = [np.sort(np.random.default_rng(1).choice(N, 200, replace=False)), *subsets[1:]]
+    labels, _, lrs, wds = configs(data.y)
+    rng = np.random.default_rng(1)
+    width = int(packed.GATHER_BELOW * N)
+    small = [np.sort(rng.choice(N, width, replace=False)), rng.permutation(N)[:width - 10],
+             np.sort(rng.choice(N, width - 30, replace=False)), rng.permutation(N)[:40]]
     sizes = np.array([len(s) for s in small])
     assert packed._gathered_batch(small, sizes, labels, "cpu", N) is not None   # the path taken
     pack = Pack.init(SEEDS, input_shape=data.x.shape[1:], num_classes=10)
