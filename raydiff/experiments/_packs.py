@@ -67,6 +67,23 @@ def diverged_error(epoch):
                     f"the model was masked out of its pack (lower lr?)")
 
 
+def start(configs, reports, data, *, packable, run, prepare_one):
+    """The opening every ``run_pack`` shares: the configs that cannot pack run alone
+    (their outcomes filled in); the rest come back with their device and tensors.
+
+    Returns (outcomes, ok, cfgs, device, tensors): ``ok`` the positions of the packable
+    configs, ``cfgs`` / ``tensors`` theirs in that order (empty when none packs)."""
+    outcomes = [None] * len(configs)
+    ok, rest = split(configs, packable)
+    for i in rest:
+        outcomes[i] = alone(run, configs[i], reports[i], data)
+    if not ok:
+        return outcomes, ok, [], None, []
+    cfgs = [configs[i] for i in ok]
+    device = reports[ok[0]].device
+    return outcomes, ok, cfgs, device, [prepare_one(c, device, data) for c in cfgs]
+
+
 def fit_inversion_packed(configs, tensors, reports, *, track_learning=False):
     """:func:`raydiff.experiments.identify.fit` for many configs at once.
 
@@ -130,17 +147,12 @@ def run_inversion_pack(configs, reports, data, *, packable, prepare_one, track_l
     clean_tensors(config, data, device) -> tensors or None: the clean-label training a
     config needs besides its own (identify's confidence / energy under noise); one per
     (seed, lr, max_retries), trained as a second pack and passed to ``score`` last."""
-    outcomes = [None] * len(configs)
-    ok, rest = split(configs, packable)
-    for i in rest:
-        outcomes[i] = alone(run, configs[i], reports[i], data)
+    outcomes, ok, cfgs, device, tensors = start(configs, reports, data, packable=packable,
+                                                run=run, prepare_one=prepare_one)
     if not ok:
         return outcomes
-    device = reports[ok[0]].device
-    tensors = [prepare_one(configs[i], device, data) for i in ok]
-    fitted = fit_inversion_packed([configs[i] for i in ok], tensors,
-                                         [reports[i] for i in ok],
-                                         track_learning=track_learning)
+    fitted = fit_inversion_packed(cfgs, tensors, [reports[i] for i in ok],
+                                  track_learning=track_learning)
     cleans = {}
     if clean_tensors is not None:
         # one clean-label training per (seed, rate, retries): strategy and level do not

@@ -108,16 +108,11 @@ def run_pack(configs, reports, data):
     held-out predictions of every epoch come from one no-grad pass of the pack over the
     subset, each config keeping its own held-out rows."""
     started = time.monotonic()
-    outcomes = [None] * len(configs)
-    ok, rest = _packs.split(configs, packable)
-    for i in rest:
-        outcomes[i] = _packs.alone(run, configs[i], reports[i], data)
+    outcomes, ok, cfgs, device, tensors = _packs.start(
+        configs, reports, data, packable=packable, run=run, prepare_one=_tensors)
     if not ok:
         return outcomes
-    cfgs = [configs[i] for i in ok]
     first = cfgs[0]
-    device = reports[ok[0]].device
-    tensors = [_tensors(c, device, data) for c in cfgs]
     folds = [fold_assignment(t.observed_label, folds=c.folds, seed=c.seed)
              for c, t in zip(cfgs, tensors)]
     train_pos = [np.flatnonzero(f != c.fold) for f, c in zip(folds, cfgs)]

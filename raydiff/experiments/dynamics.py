@@ -147,16 +147,11 @@ def run_pack(configs, reports, data):
     """:func:`run` for many configs: the main models in one pack (their training-pass
     logits recorded every epoch), the EL2N runs' extra models (``el2n_runs - 1`` per
     config, trained to ``el2n_epoch``) in a second."""
-    outcomes = [None] * len(configs)
-    ok, rest = _packs.split(configs, packable)
-    for i in rest:
-        outcomes[i] = _packs.alone(run, configs[i], reports[i], data)
+    outcomes, ok, cfgs, device, tensors = _packs.start(
+        configs, reports, data, packable=packable, run=run, prepare_one=_tensors)
     if not ok:
         return outcomes
-    cfgs = [configs[i] for i in ok]
     first = cfgs[0]
-    device = reports[ok[0]].device
-    tensors = [_tensors(c, device, data) for c in cfgs]
     x, c_out = tensors[0].x, tensors[0].num_classes
     y = torch.stack([t.y for t in tensors])
     epoch = min(first.el2n_epoch, first.last_epoch)

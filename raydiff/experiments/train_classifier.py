@@ -119,16 +119,11 @@ def run_pack(configs, reports, data):
     """:func:`run` for many configs in one pack: each model its own labels, init, shuffles
     (its own generator, drawn as ``run`` draws it), rate, momentum and decay. A pack does
     not checkpoint mid-training (a restarted pack trains its unfinished configs again)."""
-    outcomes = [None] * len(configs)
-    ok, rest = _packs.split(configs, packable)
-    for i in rest:
-        outcomes[i] = _packs.alone(run, configs[i], reports[i], data)
+    outcomes, ok, cfgs, device, tensors = _packs.start(
+        configs, reports, data, packable=packable, run=run, prepare_one=_tensors)
     if not ok:
         return outcomes
-    cfgs = [configs[i] for i in ok]
     first = cfgs[0]
-    device = reports[ok[0]].device
-    tensors = [_tensors(c, device, data) for c in cfgs]
     x = tensors[0].x
     pack = Pack.init([derived_seed(c.seed, INIT_STREAM) for c in cfgs], input_shape=x.shape[1:],
                      num_classes=tensors[0].num_classes, hidden=first.hidden, device=device)
