@@ -324,16 +324,25 @@ class InversionMonitor:
         ``final_model=True`` judges every class by the model at the end of training,
         the behaviour of the original code, which kept a reference instead of a copy.
         """
-        y = self.y.cpu().numpy()
-        final = predict(self.model, self.x).cpu().numpy()
-        score = margin(final, labels=y)
-        judged = np.zeros(len(y), dtype=bool)
-        if not final_model:
-            for c, logits in self.snapshot_logits.items():
-                members = y == c
-                score[members] = margin(logits.cpu().numpy(), labels=y[members])
-                judged[members] = True
-        return score, judged
+        return judged_margins(self.model, self.x, self.y, self.snapshot_logits,
+                              final_model=final_model)
+
+
+def judged_margins(model, x, y, snapshot_logits, *, final_model=False):
+    """The straggler margins of :meth:`InversionMonitor.straggler_margin`: ``model``'s
+    (the final one) for every sample of ``x`` (N, ...) with labels ``y`` (N,), replaced
+    for the members of each class c in ``snapshot_logits`` ({c: (N_c, C) logits of the
+    snapshot at c's inversion}) unless ``final_model``. Returns (margin (N,), judged (N,)).
+    """
+    y = y.cpu().numpy()
+    score = margin(predict(model, x).cpu().numpy(), labels=y)
+    judged = np.zeros(len(y), dtype=bool)
+    if not final_model:
+        for c, logits in snapshot_logits.items():
+            members = y == c
+            score[members] = margin(logits.cpu().numpy(), labels=y[members])
+            judged[members] = True
+    return score, judged
 
 
 @dataclass

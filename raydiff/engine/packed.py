@@ -40,10 +40,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from raydiff.engine.inversion import RULES, check_rule, smooth
+from raydiff.engine.inversion import RULES, check_rule, judged_margins, smooth
 from raydiff.engine.train import Dynamics, predict
 from raydiff.models import SimpleNN, get_model
-from raydiff.scores import margin
 
 
 class Pack:
@@ -845,15 +844,8 @@ class _ModelView:
         return self._m.learned_epoch(self.k)
 
     def straggler_margin(self, *, final_model=False):
-        y = self.y.cpu().numpy()
-        score = margin(predict(self.model, self.x).cpu().numpy(), labels=y)
-        judged = np.zeros(len(y), dtype=bool)
-        if not final_model:
-            for c, logits in self.snapshot_logits.items():
-                members = y == c
-                score[members] = margin(logits.cpu().numpy(), labels=y[members])
-                judged[members] = True
-        return score, judged
+        return judged_margins(self.model, self.x, self.y, self.snapshot_logits,
+                              final_model=final_model)
 
 
 __all__ = ["Pack", "PackDynamics", "PackOptimizerState", "PackResult",

@@ -141,13 +141,7 @@ def run_trial(param, *, datasets, context):
         return
     work = Path(tempfile.mkdtemp(prefix=f"raydiff-{trial_id}-"))
     try:
-        upstream = {}
-        for experiment, run_ids in spec["upstream"].items():
-            group = run_ids if isinstance(run_ids, list) else [run_ids]
-            found = [Upstream(work / "upstream" / r, _params(tracker, r), r,
-                              fetch=functools.partial(_fetch, tracker, r, work / "upstream" / r))
-                     for r in group]
-            upstream[experiment] = found if isinstance(run_ids, list) else found[0]
+        upstream = _upstreams(tracker, spec["upstream"], work)
         # where this attempt runs (a retried trial may land on another node)
         extra_tags = {"raydiff.node": ray.util.get_node_ip_address(),
                       "raydiff.node_id": ray.get_runtime_context().get_node_id(),
@@ -222,13 +216,7 @@ def _open_member(member, index, *, pack_id, pack_size, trial_id, tracker, contex
     if status == "FINISHED":
         return config, params, run_id, status, None
     folder = work / f"member{index}"
-    upstream = {}
-    for experiment, run_ids in member["upstream"].items():
-        group = run_ids if isinstance(run_ids, list) else [run_ids]
-        found = [Upstream(folder / "upstream" / r, _params(tracker, r), r,
-                          fetch=functools.partial(_fetch, tracker, r, folder / "upstream" / r))
-                 for r in group]
-        upstream[experiment] = found if isinstance(run_ids, list) else found[0]
+    upstream = _upstreams(tracker, member["upstream"], folder)
     report = PackMemberReport(folder / "artifacts", tracker=tracker, run_id=run_id,
                               config=params, upstream=upstream, resume_state=None, device=device)
     extra = dict(node_tags)
@@ -357,6 +345,20 @@ def _fetch(tracker, run_id, folder, name):
         have = sorted(a.path for a in tracking.retrying(tracker.client.list_artifacts, run_id))
         raise FileNotFoundError(f"upstream run {run_id} has no artifact {name!r} "
                                 f"({type(exc).__name__}); it has: {have}") from None
+
+
+def _upstreams(tracker, runs, folder):
+    """{experiment: Upstream or [Upstream]} for a trial's upstream run ids ({experiment:
+    run id or [run ids]}); each fetches its artifacts under ``folder/upstream`` on first
+    read."""
+    upstream = {}
+    for experiment, run_ids in runs.items():
+        group = run_ids if isinstance(run_ids, list) else [run_ids]
+        found = [Upstream(folder / "upstream" / r, _params(tracker, r), r,
+                          fetch=functools.partial(_fetch, tracker, r, folder / "upstream" / r))
+                 for r in group]
+        upstream[experiment] = found if isinstance(run_ids, list) else found[0]
+    return upstream
 
 
 def _params(tracker, run_id):
