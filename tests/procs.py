@@ -97,6 +97,15 @@ class Proc:
         """Signal this process and everything it started, at once."""
         signal_all(descendants(self.pid), sig)
 
+    def finish(self, timeout=600):
+        """Wait up to ``timeout`` seconds for the process to end, then stop whatever of its
+        tree is left (also when the wait raised); returns its exit code."""
+        try:
+            self.popen.wait(timeout=timeout)
+        finally:
+            self.stop()
+        return self.popen.returncode
+
     def stop(self, grace=10.0):
         """SIGTERM the whole tree, SIGKILL what is left after ``grace`` seconds."""
         pids = descendants(self.pid)

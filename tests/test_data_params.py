@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from threadpoolctl import threadpool_limits
 
 from raydiff.data import Dataset, prepare
 from raydiff.engine import crop_flip, step_schedule, train
@@ -21,14 +20,7 @@ from raydiff.models import get_model
 from raydiff.scores.data_params import enrichment_labels
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models run faster on one thread than fighting over a shared CPU
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):        # t-SNE's OpenMP threads too
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy_dataset(n=600, classes=4, dim=8, spread=1.6, seed=0):

@@ -112,14 +112,6 @@ def _driver(tmp_path, *extra, env=None):
                 log=tmp_path / "driver.log", cwd=tmp_path, env=env)
 
 
-def _finish(proc, timeout=600):
-    try:
-        proc.popen.wait(timeout=timeout)
-    finally:
-        proc.stop()
-    return proc.popen.returncode
-
-
 def _checkpoints(tmp_path, trial_id):
     return sorted(p for p in (tmp_path / "ray_results").rglob("checkpoint_*/state.pt")
                   if trial_id in str(p))
@@ -147,7 +139,7 @@ def test_killed_worker_resumes_from_checkpoint_corrupt_checkpoint_restarts(tmp_p
         client = tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}").client
         struck = _strike(client, "faults", {0, 1}, EVERY + 2, driver, corrupt_and_kill)
         plain, corrupt = struck[0], struck[1]
-        code = _finish(driver)
+        code = driver.finish()
     finally:
         driver.stop()
     log = driver.output()
@@ -194,7 +186,7 @@ def test_tracking_server_away_mid_sweep_loses_nothing(tmp_path):
         time.sleep(10)
         server.start()
         outage = time.monotonic() - away
-        code = _finish(driver)
+        code = driver.finish()
     finally:
         driver.stop()
         server.stop()

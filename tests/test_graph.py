@@ -154,10 +154,7 @@ def test_independent_stages_run_side_by_side_and_resume_after_the_driver_dies(tm
     assert not any(r.data.tags["raydiff.stage"] == "c" for r in before.values())
 
     resumed = Proc(args + ["--resume"], log=tmp_path / "resume.log", cwd=tmp_path)
-    try:
-        resumed.popen.wait(timeout=500)
-    finally:
-        resumed.stop()
+    resumed.finish(timeout=500)
     log = resumed.output()
     assert resumed.popen.returncode == 0, log[-4000:]
     assert "resuming session" in log

@@ -23,12 +23,7 @@ from raydiff.report.inversion import stability
 from raydiff.scores import jaccard, overlap_zscore
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

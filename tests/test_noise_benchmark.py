@@ -8,8 +8,6 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from threadpoolctl import threadpool_limits
 
 from raydiff.data import Dataset, prepare
 from raydiff.experiments import (confident_learning, crossval, data_params, dynamics, identify,
@@ -22,13 +20,7 @@ from raydiff.scores.dynamics import aum, el2n
 from raydiff.tune import sweep as sweeps
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_dynamics_aum_stops_at_the_first_milestone_and_el2n_is_an_eval_pass(tmp_path,

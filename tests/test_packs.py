@@ -4,7 +4,6 @@ gives alone (per experiment), fails alone, and keeps its own MLflow run."""
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from raydiff.data import load_dataset
 from raydiff.experiments import (crossval, dynamics, identify, imbalance, inversion,
@@ -16,12 +15,7 @@ from raydiff.tune import packs
 from raydiff.tune import sweep as sweeps
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- grouping -----------------------------------------------------------------------------
@@ -298,10 +292,7 @@ def test_a_packed_sweep_keeps_one_run_per_config_and_resumes_without_redoing(tmp
     assert len(done_before) < 4 + 4, "the sweep ended before the driver was killed"
 
     resumed = Proc(args + ["--resume"], log=tmp_path / "resume.log", cwd=tmp_path)
-    try:
-        resumed.popen.wait(timeout=500)
-    finally:
-        resumed.stop()
+    resumed.finish(timeout=500)
     log = resumed.output()
     assert "resuming session" in log, log[-3000:]
     every = runs()

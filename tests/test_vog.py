@@ -32,10 +32,7 @@ def torch_threads(n):
         torch.set_num_threads(before)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- the score ----------------------------------------------------------------------------

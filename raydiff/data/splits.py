@@ -11,6 +11,16 @@ from raydiff.data import clean_positions, prepare, rng_for
 from raydiff.data.streams import FOLD_STREAM, SPLIT_STREAM
 
 
+def config_tensors(config, device, data):
+    """``data`` prepared as ``config`` asks: its subset, its label noise (seeded by
+    ``config.seed``) and its normalisation (scalar when it has no ``normalize``), on
+    ``device``. The argument order is ``run_pack``'s ``prepare_one``."""
+    return prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
+                   noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
+                   noise_seed=config.seed, normalize=getattr(config, "normalize", "scalar"),
+                   device=device)
+
+
 def split_positions(data, sample_id, *, test_fraction, val_fraction, seed):
     """Positions (into the prepared subset) of the train, validation and test samples.
 
@@ -41,9 +51,7 @@ def noisy_splits(config, data, device):
     their true labels back; the validation samples keep theirs, as a real validation set
     would.
     """
-    tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                      noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
-                      noise_seed=config.seed, normalize=config.normalize, device=device)
+    tensors = config_tensors(config, device, data)
     train_pos, val_pos, test_pos = split_positions(
         data, tensors.sample_id, test_fraction=config.test_fraction,
         val_fraction=config.val_fraction, seed=config.seed)

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from raydiff.data import BATCH_STREAM, INIT_STREAM, derived_seed, prepare
-from raydiff.data.splits import fold_assignment
+from raydiff.data import BATCH_STREAM, INIT_STREAM, derived_seed
+from raydiff.data.splits import config_tensors, fold_assignment
 from raydiff.engine.packed import Pack, predict_packed, train_packed
 from raydiff.engine.supervised import fit
 from raydiff.experiments import _packs
@@ -51,7 +51,7 @@ class Config(TrainConfig):
 
 def run(config, report, data):
     started = time.monotonic()
-    tensors = _tensors(config, report.device, data)
+    tensors = config_tensors(config, report.device, data)
     observed = tensors.observed_label
     fold = fold_assignment(observed, folds=config.folds, seed=config.seed)
     tr = tensors.take(np.flatnonzero(fold != config.fold))
@@ -65,11 +65,6 @@ def run(config, report, data):
     epoch = best if config.oof_epoch == "best" and best else logits.shape[1]
     return _score(config, report, tensors, held, len(tr), logits, epoch, started)
 
-
-def _tensors(config, device, data):
-    return prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                   noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
-                   noise_seed=config.seed, normalize=config.normalize, device=device)
 
 
 def _score(config, report, tensors, held, n_train, logits, epoch, started):
@@ -109,7 +104,7 @@ def run_pack(configs, reports, data):
     subset, each config keeping its own held-out rows."""
     started = time.monotonic()
     outcomes, ok, cfgs, device, tensors = _packs.start(
-        configs, reports, data, packable=packable, run=run, prepare_one=_tensors)
+        configs, reports, data, packable=packable, run=run, prepare_one=config_tensors)
     if not ok:
         return outcomes
     first = cfgs[0]

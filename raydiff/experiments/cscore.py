@@ -46,7 +46,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from raydiff.data import BATCH_STREAM, INIT_STREAM, derived_seed, prepare
+from raydiff.data import BATCH_STREAM, INIT_STREAM, derived_seed
+from raydiff.data.splits import config_tensors
 from raydiff.data.streams import CSCORE_SUBSET_STREAM
 from raydiff import plots
 from raydiff.engine.packed import Pack, predict_packed, train_packed
@@ -140,9 +141,7 @@ def train_models(config, tensors, plan, *, on_pack=None):
 
 def run(config, report, data):
     started = time.monotonic()
-    tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                      noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
-                      noise_seed=config.seed, normalize=config.normalize, device=report.device)
+    tensors = config_tensors(config, report.device, data)
     n = len(tensors)
     plan = model_plan(config, n)
     trained = time.monotonic()

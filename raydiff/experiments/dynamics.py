@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from raydiff.data import BATCH_STREAM, INIT_STREAM, derived_seed, prepare
+from raydiff.data import BATCH_STREAM, INIT_STREAM, derived_seed
+from raydiff.data.splits import config_tensors
 from raydiff.engine import crop_flip, predict, train
 from raydiff.engine.packed import Pack, predict_packed, train_packed
 from raydiff.engine.supervised import fit, make_model, schedule
@@ -84,9 +85,7 @@ def dynamics_scores(logits, labels, *, early, aum_until=None):
 
 
 def run(config, report, data):
-    tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                      noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
-                      noise_seed=config.seed, normalize=config.normalize, device=report.device)
+    tensors = config_tensors(config, report.device, data)
     epoch = min(config.el2n_epoch, config.last_epoch)
     traj = fit(config, report, tensors.x, tensors.y, num_classes=tensors.num_classes,
                eval_sets={}, record_logits=True, eval_logits_at=[epoch]).trajectories
@@ -95,11 +94,6 @@ def run(config, report, data):
                                            for r in range(1, config.el2n_runs)]
     return _score(config, report, tensors, logits, early, epoch)
 
-
-def _tensors(config, device, data):
-    return prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                   noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
-                   noise_seed=config.seed, normalize=config.normalize, device=device)
 
 
 def _score(config, report, tensors, logits, early, epoch):
@@ -148,7 +142,7 @@ def run_pack(configs, reports, data):
     logits recorded every epoch), the EL2N runs' extra models (``el2n_runs - 1`` per
     config, trained to ``el2n_epoch``) in a second."""
     outcomes, ok, cfgs, device, tensors = _packs.start(
-        configs, reports, data, packable=packable, run=run, prepare_one=_tensors)
+        configs, reports, data, packable=packable, run=run, prepare_one=config_tensors)
     if not ok:
         return outcomes
     first = cfgs[0]

@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 
 from raydiff.data import prepare
+from raydiff.data.splits import config_tensors
 from raydiff.engine import accuracy, predict
 from raydiff import plots
 from raydiff.experiments import _packs
@@ -109,9 +110,7 @@ def clean_straggler_counts(config, data, device, fitted=None):
 
 def run(config, report, data):
     device = report.device
-    tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                      noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
-                      noise_seed=config.seed, device=device)
+    tensors = config_tensors(config, device, data)
     fitted = fit_watched(config, tensors, report)
     return _score(config, report, data, tensors, fitted)
 
@@ -231,7 +230,7 @@ def run_pack(configs, reports, data):
     clean-label trainings confidence / energy need under noise in a second one (one per
     distinct seed / rate: configs that differ only in strategy or level share it)."""
     return _packs.run_inversion_pack(configs, reports, data, packable=packable,
-                                     prepare_one=_tensors, track_learning=False, score=_score,
+                                     prepare_one=config_tensors, track_learning=False, score=_score,
                                      run=run, clean_tensors=_clean_for_pack)
 
 
@@ -242,8 +241,3 @@ def _clean_for_pack(config, data, device):
         return clean_tensors(config, data, device)
     return None
 
-
-def _tensors(config, device, data):
-    return prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                   noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
-                   noise_seed=config.seed, device=device)

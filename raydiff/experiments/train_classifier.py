@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from raydiff.data import INIT_STREAM, SMALL_LOSS_BATCH_STREAM, derived_seed, prepare
+from raydiff.data import INIT_STREAM, SMALL_LOSS_BATCH_STREAM, derived_seed
+from raydiff.data.splits import config_tensors
 from raydiff.engine import accuracy, predict
 from raydiff.engine.packed import Pack, predict_packed, train_packed
 from raydiff.engine.supervised import fit
@@ -57,9 +58,7 @@ class Config(TrainConfig):
 
 
 def run(config, report, data):
-    tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                      noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
-                      noise_seed=config.seed, normalize=config.normalize, device=report.device)
+    tensors = config_tensors(config, report.device, data)
     began = time.monotonic()
 
     def pace(epoch, start):
@@ -74,11 +73,6 @@ def run(config, report, data):
     return _score(config, report, tensors, logits, start=start,
                   epochs_run=fitted.epochs_run - start)
 
-
-def _tensors(config, device, data):
-    return prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                   noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
-                   noise_seed=config.seed, normalize=config.normalize, device=device)
 
 
 def _score(config, report, tensors, logits, *, start, epochs_run):
@@ -120,7 +114,7 @@ def run_pack(configs, reports, data):
     (its own generator, drawn as ``run`` draws it), rate, momentum and decay. A pack does
     not checkpoint mid-training (a restarted pack trains its unfinished configs again)."""
     outcomes, ok, cfgs, device, tensors = _packs.start(
-        configs, reports, data, packable=packable, run=run, prepare_one=_tensors)
+        configs, reports, data, packable=packable, run=run, prepare_one=config_tensors)
     if not ok:
         return outcomes
     first = cfgs[0]
