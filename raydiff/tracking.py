@@ -214,12 +214,16 @@ class Tracker:
     def trial_run(self, experiment_id, *, trial_id, run_name, params, tags, parent=None):
         """The run of Tune trial ``trial_id``: ``(run_id, status)``.
 
-        A trial that is retried or resumed finds its earlier run: a FINISHED one is
+        A trial that is retried or resumed finds its earlier run (same trial id, session
+        and stage): a FINISHED one is
         returned as it is (the caller skips the work), any other is set RUNNING again.
         Otherwise a new run is created with ``params`` and ``tags``, nested under the
         run ``parent`` when given; status "NEW".
         """
-        query = f"tags.`{TAG_TRIAL}` = '{trial_id}' and tags.`{TAG_SESSION}` = '{tags[TAG_SESSION]}'"
+        # Tune's trial ids are only unique within one Tuner: two stages started in the
+        # same instant draw the same prefix, so the stage is part of the key
+        query = (f"tags.`{TAG_TRIAL}` = '{trial_id}' and tags.`{TAG_SESSION}` = '{tags[TAG_SESSION]}'"
+                 f" and tags.`{TAG_STAGE}` = '{tags[TAG_STAGE]}'")
         found = retrying(self.client.search_runs, [experiment_id], query, max_results=1)
         if found:
             run = found[0]

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import RAYDIFF, REPO
-from procs import Proc, wait_until
+from procs import Proc, base_env, wait_until
 from raydiff import tracking
 from raydiff.experiments.config import ConfigError
 from raydiff.tune import graph
@@ -133,7 +133,10 @@ def test_independent_stages_run_side_by_side_and_resume_after_the_driver_dies(tm
     args = RAYDIFF + ["run", "g.yaml", "--num-cpus", "2", "--no-dashboard"]
     # the store made before the driver starts, so the two never race to create its tables
     client = tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}").client
-    driver = Proc(args, log=tmp_path / "driver.log", cwd=tmp_path)
+    # every Tuner draws the same trial-id prefix, as two stages started in the same
+    # instant do by chance: a stage must still find its own runs, never another's
+    env = base_env(_TEST_TUNE_TRIAL_UUID="same")
+    driver = Proc(args, log=tmp_path / "driver.log", cwd=tmp_path, env=env)
     seen = {}
     try:
 
@@ -153,7 +156,7 @@ def test_independent_stages_run_side_by_side_and_resume_after_the_driver_dies(tm
     before = {r.info.run_id: r for r in _runs(client)}
     assert not any(r.data.tags["raydiff.stage"] == "c" for r in before.values())
 
-    resumed = Proc(args + ["--resume"], log=tmp_path / "resume.log", cwd=tmp_path)
+    resumed = Proc(args + ["--resume"], log=tmp_path / "resume.log", cwd=tmp_path, env=env)
     resumed.finish(timeout=500)
     log = resumed.output()
     assert resumed.popen.returncode == 0, log[-4000:]
@@ -165,7 +168,8 @@ def test_independent_stages_run_side_by_side_and_resume_after_the_driver_dies(tm
         by_stage.setdefault(run.data.tags["raydiff.stage"], []).append(run)
     assert {k: len(v) for k, v in by_stage.items()} == {"a": 2, "b": 2, "c": 1}
     assert {r.info.status for r in runs} == {"FINISHED"}       # one FINISHED run per trial
-    assert len({r.data.tags["raydiff.trial_id"] for r in runs}) == 5
+    assert {r.data.tags["raydiff.trial_id"] for r in by_stage["a"]} == {"same_00000", "same_00001"}
+    assert {r.data.tags["raydiff.trial_id"] for r in by_stage["b"]} == {"same_00000", "same_00001"}
     assert set(before) <= {r.info.run_id for r in runs}         # resumed runs were re-opened
     a_end = max(r.info.end_time for r in by_stage["a"])
     b_start = min(r.info.start_time for r in by_stage["b"])
