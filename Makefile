@@ -23,7 +23,7 @@ demo: $(STAMP)
 	echo "MLflow UI:          $(VENV)/bin/raydiff ui demo   (prints the URL of the runs table)"
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # CPU benchmarks, each printing ratios measured in its own run (docs/performance.md);
 # BENCH_ARGS=--smoke runs them at tiny sizes. wrn_epoch.py and data_params_demo.py take
