@@ -270,12 +270,14 @@ def test_a_resumed_pack_continues_exactly(data):
     assert all(torch.equal(a, b) for a, b in zip(resumed.params, straight.params))
 
 
-def test_small_subsets_train_gathered_and_equal_the_single_engine(data):
+def test_small_subsets_train_gathered_and_equal_the_single_engine(data, monkeypatch):
     """Full batch on subsets well under N (imbalance's hard-only and reduced cells): each
     model's rows are gathered (K x n_max rows a step, not K x N masked) and the models
-    still equal the single engine on their subsets."""
+    still equal the single engine on their subsets. (On a GPU; on the CPU such packs train
+    one by one, see the next test, so that path is switched off here.)"""
     from raydiff.engine import packed
 
+    monkeypatch.setattr(packed, "ONE_BY_ONE_BELOW", 0.0)
     labels, _, lrs, wds = configs(data.y)
     rng = np.random.default_rng(1)
     width = int(packed.GATHER_BELOW * N)
@@ -290,4 +292,50 @@ def test_small_subsets_train_gathered_and_equal_the_single_engine(data):
                                lr=lrs[k], weight_decay=wds[k])
         np.testing.assert_allclose(got.losses[:, k], want.losses, atol=1e-5)
         torch.testing.assert_close(pack.model(k)(data.x), predict(model, data.x),
+                                   atol=1e-4, rtol=0)
+
+
+def test_small_subsets_on_the_cpu_train_one_by_one_exactly_as_alone(data, monkeypatch):
+    """Full batch on the CPU, subsets averaging under ONE_BY_ONE_BELOW of N: every model is
+    exactly (bit for bit) the single engine's model on its rows, whatever labels, rate,
+    decay and schedule it has; an empty subset leaves its model untouched; a diverging
+    model is reported as the stacked path reports it, and the others are unaffected."""
+    from raydiff.engine import packed
+
+    labels, _, lrs, wds = configs(data.y)
+    rng = np.random.default_rng(2)
+    subsets = [np.sort(rng.choice(N, N // 2, replace=False)), rng.permutation(N)[:N // 3],
+               np.array([], dtype=np.int64), rng.permutation(N)[:N // 4]]
+    lrs = [lrs[0], 1e37, lrs[2], lrs[3]]           # model 1 overflows within a few steps
+
+    def schedule(epoch):
+        return [r * (0.1 if epoch > 5 else 1.0) for r in lrs]
+
+    pack = Pack.init(SEEDS, input_shape=data.x.shape[1:], num_classes=10)
+    start = pack.flat().clone()
+    calls = []
+    real = packed._train_one_by_one
+    monkeypatch.setattr(packed, "_train_one_by_one",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    got = train_packed(pack, data.x, labels, epochs=8, lr=lrs, weight_decay=wds,
+                       subsets=subsets, lr_schedule=schedule)
+    assert calls                                                    # the path taken
+    for k in (0, 3):
+        model, want, _ = alone(data.x, labels[k], subsets[k], seed=SEEDS[k], gen_seed=0,
+                               epochs=8, weight_decay=wds[k],
+                               lr_schedule=lambda e, k=k: schedule(e)[k])
+        assert got.losses[:, k].tolist() == want.losses
+        assert all(torch.equal(a, b) for a, b in zip(pack.state_of(k).values(),
+                                                     model.state_dict().values()))
+    assert torch.equal(pack.flat()[2], start[2]) and np.isnan(got.losses[:, 2]).all()
+    assert set(got.diverged) == {1} and np.isnan(got.losses[got.diverged[1] - 1:, 1]).all()
+    assert not bool(got.state.live[1]) and bool(got.state.live[0])
+    # the stacked path on the same pack gives the same models up to float rounding
+    monkeypatch.setattr(packed, "ONE_BY_ONE_BELOW", 0.0)
+    stacked = Pack.init(SEEDS, input_shape=data.x.shape[1:], num_classes=10)
+    again = train_packed(stacked, data.x, labels, epochs=8, lr=lrs, weight_decay=wds,
+                         subsets=subsets, lr_schedule=schedule)
+    assert len(calls) == 1 and set(again.diverged) == {1}
+    for k in (0, 3):
+        torch.testing.assert_close(stacked.model(k)(data.x), pack.model(k)(data.x),
                                    atol=1e-4, rtol=0)

@@ -33,6 +33,7 @@ per epoch, never per batch.
 (:func:`class_radii_packed`), with the rules of :mod:`raydiff.engine.inversion`.
 """
 
+import functools
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -191,7 +192,9 @@ class Pack:
             n, h1 = len(x), w1.shape[1]
             # one GEMM for all K: (N x D) @ (D x H1*K), then the per-model slices
             a = torch.addmm(b1.reshape(-1), x, w1.reshape(k * h1, -1).t())
-            h = torch.tanh(a).view(n, k, h1).transpose(0, 1)
+            # per-model rows made contiguous once: the layers above and the backward pass
+            # read them several times, and strided reads cost more than this copy
+            h = torch.tanh(a).view(n, k, h1).transpose(0, 1).contiguous()
         acts = [h]
         for w, b in zip(self.weights[1:-1], self.biases[1:-1]):
             acts.append(torch.tanh(torch.baddbmm(b[:, None], acts[-1], w.transpose(1, 2))))
@@ -366,6 +369,12 @@ def train_packed(pack, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0,
     if use_momentum and state.buffers is None:
         state.buffers = [torch.zeros_like(p) for p in pack.params]
 
+    if (device.type == "cpu" and full_batch and weights is None and not record_every
+            and on_epoch is None and start_epoch == 0 and not use_momentum
+            and any(m is not None for m in members) and sizes.mean() < ONE_BY_ONE_BELOW * n):
+        return _train_one_by_one(pack, x, y, members, epochs=epochs, lrs=lrs, wds=wds,
+                                 lr_schedule=lr_schedule, state=state)
+
     # full batch: the per-sample weight of every (model, sample); 0 outside the subset
     mask = torch.zeros(k, n, device=device)
     for i, m in enumerate(members):
@@ -462,6 +471,56 @@ def train_packed(pack, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0,
             np.array(kept),
             record[:len(kept), :k * n].view(len(kept), k, n, -1).float().cpu().numpy())
     return result
+
+
+# On the CPU, full-batch models on subsets averaging under this share of N train faster one
+# after another with the single engine (each product over its own rows only) than stacked
+# (every model's product over all N rows, masked; or narrow per-model products over
+# gathered rows): one thread, 18 SimpleNNs on mnist5k, per model-epoch, single vs masked
+# pack 0.92 vs 3.05 ms at 20 % of N, 2.02 vs 3.32 ms at 50 %, 3.49 vs 3.18 ms at 90 %
+# (benchmarks/pack_throughput.py, "subsets"). The pack still saves what a trial per
+# config costs; on a GPU the stacked step always wins.
+ONE_BY_ONE_BELOW = 0.75
+
+
+def _train_one_by_one(pack, x, y, members, *, epochs, lrs, wds, lr_schedule, state):
+    """:func:`train_packed` on the CPU for models on small subsets: each model trained by
+    :func:`raydiff.engine.train` on ``x[subset]`` (exactly what it would train alone) and
+    written back into the pack."""
+    from raydiff.engine.train import train
+
+    k = pack.k
+    state = state if state is not None else PackOptimizerState(pack)
+    losses = np.full((epochs, k), np.nan)
+    for i, rows in enumerate(members):
+        if rows is not None and len(rows) == 0:
+            continue                          # no sample: the model stays as it started
+        model = pack.model(i)
+        xi = x if rows is None else x.index_select(0, rows)
+        yi = y[i] if rows is None else y[i].index_select(0, rows)
+        schedule = None if lr_schedule is None else functools.partial(
+            _rate_of, lr_schedule, k, i)
+        run = train(model, xi, yi, epochs=epochs, lr=float(lrs[i]),
+                    weight_decay=float(wds[i]), lr_schedule=schedule)
+        model_losses = np.asarray(run.losses, dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(model_losses))
+        if len(bad):                          # out from the epoch its loss went non-finite
+            state.diverged[i] = int(bad[0]) + 1
+            state.live[i] = False
+            model_losses[bad[0]:] = np.nan
+        losses[:len(model_losses), i] = model_losses
+        with torch.no_grad():
+            layers = [*model.hidden, model.out]
+            for layer, (w, b) in enumerate(zip(pack.weights, pack.biases)):
+                w[i].copy_(layers[layer].weight)
+                b[i].copy_(layers[layer].bias)
+    result = PackResult(epochs_run=epochs, losses=losses, state=state)
+    result.diverged, result.stopped = state.diverged, state.stopped
+    return result
+
+
+def _rate_of(lr_schedule, k, i, epoch):
+    return float(_per_model(lr_schedule(epoch), k, "lr_schedule")[i])
 
 
 def _members(subsets, k, n):
@@ -569,20 +628,23 @@ def _step(pack, x, y, w, den, hyper, state, use_momentum, *, per_model):
     (all rows weigh 1); den : (K,) tensor or int, the loss denominators."""
     shared = not per_model
     acts, logits = pack.activations(x, per_model=per_model)
-    logp = torch.log_softmax(logits, 2)
-    target = y[..., None]
-    nll = logp.gather(2, target).squeeze(2).neg_()
+    # the loss in class-major layout (K, C, B): CPU log_softmax over a last dimension of
+    # 10 classes runs ~20x slower than over a middle one
+    logp = torch.log_softmax(logits.transpose(1, 2).contiguous(), 1)
+    target = y[:, None, :]
+    nll = logp.gather(1, target).squeeze(1).neg_()
     loss_sum = (nll * w).sum(1) if w is not None else nll.sum(1)
     # a model whose loss is not finite is out from this step on; one with no sample in
     # this batch (uneven subsets) skips the step
     finite = torch.isfinite(loss_sum)
     state.live &= finite
     step = state.live if w is None else state.live & (den > 0)
-    grad = logp.exp_().scatter_add_(2, target, torch.full_like(target, -1, dtype=logp.dtype))
+    grad_t = logp.exp_().scatter_add_(1, target, torch.full_like(target, -1, dtype=logp.dtype))
     if w is not None:
-        grad = grad * w[..., None]
-    grads = [grad.transpose(1, 2).bmm(acts[-1]), grad.sum(1)]      # out weight, bias
+        grad_t = grad_t * w[:, None, :]
+    grads = [grad_t.bmm(acts[-1]), grad_t.sum(2)]                     # out weight, bias
     inputs = [None, *acts[:-1]]                                      # input of hidden layer l
+    grad = grad_t.transpose(1, 2)                                    # (K, B, C)
     for layer in range(len(acts) - 1, -1, -1):
         w_above = pack.weights[layer + 1]
         grad = torch.ops.aten.tanh_backward(grad.bmm(w_above), acts[layer])
