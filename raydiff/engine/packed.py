@@ -662,12 +662,19 @@ def _step(pack, x, y, w, den, hyper, state, use_momentum, *, per_model):
     den_t = den if torch.is_tensor(den) else torch.full_like(hyper.lr, float(den))
     scale = hyper.lr / den_t.clamp_min(1e-30)
     params = pack.params
+    # on the CPU, reading the mask costs nothing and skips a copy of every gradient while
+    # all models step (the usual case); a GPU selects without waiting
+    everyone_steps = logits.device.type == "cpu" and bool(step.all())
     if use_momentum:
         for p, g, buf in zip(params, grads, state.buffers):
             on = _bshape(step, p)
             d = g * _bshape(1.0 / den_t.clamp_min(1e-30), p)
             if hyper.any_decay:
                 d = d.add(p * _bshape(hyper.wd, p))
+            if everyone_steps:
+                buf.mul_(_bshape(hyper.momentum, p)).add_(d)
+                p.addcmul_(buf, _bshape(hyper.lr, p), value=-1.0)
+                continue
             new_buf = buf * _bshape(hyper.momentum, p) + d
             buf.copy_(torch.where(on, new_buf, buf))
             p.copy_(torch.where(on, p - _bshape(hyper.lr, p) * buf, p))
@@ -675,8 +682,9 @@ def _step(pack, x, y, w, den, hyper, state, use_momentum, *, per_model):
         zero = torch.zeros((), device=logits.device)
         for p, g in zip(params, grads):
             on = _bshape(step, p)
-            # selection, not arithmetic: a masked model's NaN gradient becomes exactly 0
-            g = torch.where(on, g, zero)
+            if not everyone_steps:
+                # selection, not arithmetic: a masked model's NaN gradient becomes exactly 0
+                g = torch.where(on, g, zero)
             if hyper.any_decay:
                 p.mul_(torch.where(on, _bshape(hyper.decay, p), 1.0))
             p.addcmul_(g, _bshape(scale, p), value=-1.0)
