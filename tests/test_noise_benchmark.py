@@ -367,3 +367,25 @@ def test_benchmark_report_writes_nothing_without_injected_noise(tmp_path):
     ctx = FolderContext(runs, tmp_path / "out", tmp_path / "runs")
     benchmark.build(ctx, runs)
     assert ctx.written == []
+
+
+def test_reports_keep_noise_kinds_apart_and_count_older_runs_as_uniform(tmp_path):
+    """Pair and uniform noise at one ratio are different settings in every report (here
+    identify's summary); a run logged before noise_kind existed drew uniform noise."""
+    rows = []
+    for i, (kind, n_hard) in enumerate([("pair", 10), ("pair", 12), ("uniform", 30),
+                                        (None, 34)]):
+        run_id = f"r{i}"
+        (tmp_path / "runs" / run_id).mkdir(parents=True)
+        hard = np.zeros(100, dtype=bool)
+        hard[:n_hard] = True
+        pd.DataFrame({"sample_id": np.arange(100), "observed_label": np.arange(100) % 10,
+                      "hard": hard}).to_parquet(tmp_path / "runs" / run_id / "per_sample.parquet")
+        rows.append({"run_id": run_id, "experiment": "identify", "stage": "identify",
+                     "strategy": "stragglers", "level": "class", "noise_ratio": 0.2,
+                     "noise_kind": kind, "seed": i, "m.n_hard": n_hard, "trial_seconds": 1.0})
+    build_report(FolderContext(pd.DataFrame(rows), tmp_path / "out", tmp_path / "runs"))
+    summary = pd.read_csv(tmp_path / "out" / "identify_summary.csv").set_index("noise_kind")
+    assert summary.loc["pair", "n_hard_mean"] == 11 and summary.loc["pair", "n_hard_count"] == 2
+    assert summary.loc["uniform", "n_hard_mean"] == 32
+    assert summary.loc["uniform", "n_hard_count"] == 2

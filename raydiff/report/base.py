@@ -16,6 +16,9 @@ def figures_key(row, key, default=None):
     return default if value is None or (isinstance(value, float) and np.isnan(value)) else value
 
 
+DEFAULT_NOISE_KIND = "uniform"
+
+
 class ReportContext:
     """Base of report contexts.
 
@@ -27,6 +30,11 @@ class ReportContext:
     """
 
     def __init__(self, runs, out):
+        if "noise_ratio" in runs.columns:
+            # reports group by noise kind and ratio; runs logged before noise_kind existed
+            # drew uniform noise
+            runs = runs.assign(noise_kind=runs["noise_kind"].fillna(DEFAULT_NOISE_KIND)
+                               if "noise_kind" in runs.columns else DEFAULT_NOISE_KIND)
         self.runs = runs
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from raydiff.report.base import DEFAULT_NOISE_KIND
 from raydiff.scores.metrics import DETECTION, detection
 
 NAME = "*"
@@ -46,7 +47,6 @@ SETTING = ["dataset", *NOISE, "seed"]
 RUN_COLUMNS = {"run_id", "status", "stage", "experiment", "session", "trial_seconds"}
 NOT_VARIANTS = {"seed", "noise_ratio", "noise_kind", "fold", "subset_seed", "data_root",
                 "download"}
-DEFAULT_KIND = "uniform"        # runs logged before noise_kind existed
 QUALITY = list(DETECTION)
 TOP_K_WITHOUT_NOISE = 0.1
 
@@ -115,7 +115,7 @@ def _noise_kind(run, table):
     kind = run.get("noise_kind")
     if (kind is None or pd.isna(kind)) and "noise_kind" in table.columns and len(table):
         kind = table["noise_kind"].iloc[0]
-    return DEFAULT_KIND if kind is None or pd.isna(kind) else str(kind)
+    return DEFAULT_NOISE_KIND if kind is None or pd.isna(kind) else str(kind)
 
 
 def same_labels(frame, scores):

@@ -18,7 +18,7 @@ from raydiff.report.base import figures_key
 
 NAME = "data_params"
 DETECTION = ("final_detect_precision_at_k", "final_detect_auroc", "final_detect_ap")
-SETTING = ("dataset", "noise_ratio")
+SETTING = ("dataset", "noise_kind", "noise_ratio")
 
 
 def _setting(runs):

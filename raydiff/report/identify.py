@@ -4,7 +4,7 @@ the injected noise lands among them."""
 import pandas as pd
 
 NAME = "identify"
-KEYS = ["strategy", "level", "noise_ratio"]
+KEYS = ["strategy", "level", "noise_kind", "noise_ratio"]
 METRICS = ["m.n_hard", "m.n_stragglers", "m.hard_fraction", "m.noisy_in_hard",
            "m.hard_precision_noisy", "m.noise_auroc", "m.straggler_error_at_inversion",
            "m.classes_never_inverted", "trial_seconds"]

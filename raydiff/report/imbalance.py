@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 NAME = "imbalance"
-GROUP = ["identify.strategy", "identify.level", "noise_ratio", "reduce_hard"]
+GROUP = ["identify.strategy", "identify.level", "noise_kind", "noise_ratio", "reduce_hard"]
 CELL = ["train_ratio", "remaining_train_ratio"]
 TEST_SETS = {"full": "Full", "hard": "Hard", "easy": "Easy"}
 

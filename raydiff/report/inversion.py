@@ -30,7 +30,7 @@ from raydiff.scores import jaccard, overlap_zscore  # noqa: E402
 
 NAME = "inversion"
 SETTING = ["dataset", "subset_size", "parity", "judge_by_final_model", "inversion_rule",
-           "noise_ratio"]
+           "noise_kind", "noise_ratio"]
 
 
 def stability(sets, *, classes=None):

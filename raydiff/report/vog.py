@@ -16,7 +16,7 @@ from raydiff.plots.vog import decile_figure
 from raydiff.report.base import figures_key
 
 NAME = "vog"
-SETTING = ("dataset", "model", "noise_ratio")
+SETTING = ("dataset", "model", "noise_kind", "noise_ratio")
 
 
 def summarise(deciles):
