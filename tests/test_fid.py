@@ -29,13 +29,19 @@ def tf_weights(tmp_path_factory):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = 1.0                            # running stats := this batch's
     with torch.no_grad():
-        net.train()(torch.rand(4, 3, 299, 299) * 2 - 1)
+        net.train()(torch.rand(2, 3, 299, 299) * 2 - 1)
     path = tmp_path_factory.mktemp("tffid") / "pt_inception-2015-12-05-random.pth"
     torch.save(net.eval().state_dict(), path)
     return path
 
 
-def test_the_tf_fid_layout_loads_strictly_and_is_named_fid_inception(tf_weights, tmp_path):
+@pytest.fixture(scope="module")
+def tf_net(tf_weights):
+    return InceptionFeatures(tf_weights)
+
+
+def test_the_tf_fid_layout_loads_strictly_and_is_named_fid_inception(tf_weights, tf_net,
+                                                                     tmp_path):
     from torchvision.models import inception_v3
 
     from raydiff.experiments._gasten import load_feature_net
@@ -44,8 +50,7 @@ def test_the_tf_fid_layout_loads_strictly_and_is_named_fid_inception(tf_weights,
     assert state["fc.weight"].shape == (1008, 2048)
     assert not any(k.startswith("AuxLogits") for k in state)         # no aux classifier
     assert inception_name(tf_weights) == "inception" == INCEPTION_NAMES["tf_fid"]
-    net = InceptionFeatures(tf_weights)
-    assert net.name == "inception" and not net.net.transform_input
+    assert tf_net.name == "inception" and not tf_net.net.transform_input
     fn, name = load_feature_net({"name": "inception", "weights_path": str(tf_weights)})
     assert f"fid_{name}" == "fid_inception"          # the step-2 stage's metric name
 
@@ -59,9 +64,8 @@ def test_the_tf_fid_layout_loads_strictly_and_is_named_fid_inception(tf_weights,
     # torchvision's layout (1000-way, aux classifier) still gives its own network and name
     tv = tmp_path / "inception_v3_google.pth"
     torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), tv)
-    assert InceptionFeatures(tv).name == "inception_tv" == inception_name(tv)
     _, name = load_feature_net({"name": "inception", "weights_path": str(tv)})
-    assert name == "inception_tv"
+    assert name == "inception_tv" == inception_name(tv)
 
 
 def test_the_tf_blocks_sit_where_the_tf_graph_has_them():
@@ -129,13 +133,13 @@ def test_the_last_block_max_pools():
     assert (gap[near] > 1e-4 * m.abs().max()).all() and (gap[~near] == 0).all()
 
 
-def test_features_are_pool3_of_the_image_scaled_to_minus_one_one(tf_weights):
+def test_features_are_pool3_of_the_image_scaled_to_minus_one_one(tf_net):
     torch.manual_seed(3)
-    net = InceptionFeatures(tf_weights)
-    grey = torch.rand(4, 1, 28, 28) * 2 - 1                 # GAN output in [-1, 1]
+    net = tf_net
+    grey = torch.rand(2, 1, 28, 28) * 2 - 1                 # GAN output in [-1, 1]
     with torch.no_grad():
         feats = net(grey)
-        assert feats.shape == (4, 2048)
+        assert feats.shape == (2, 2048)
         # grey repeated to 3 channels; TF-FID's input is the [0, 1] image resized to 299
         # and scaled to [-1, 1], i.e. here the [-1, 1] image resized (no ImageNet mean/std)
         rgb = grey.repeat(1, 3, 1, 1)
@@ -149,16 +153,16 @@ def test_features_are_pool3_of_the_image_scaled_to_minus_one_one(tf_weights):
     assert feats.std(0).mean() > 1e-3 * feats.abs().mean()    # images told apart
 
 
-def test_fid_through_the_network_is_zero_for_a_set_with_itself(tf_weights):
+def test_fid_through_the_network_is_zero_for_a_set_with_itself(tf_net):
     # eval mode throughout (batch-norm running statistics, no dropout): the same images
     # give the same features whatever the batching, so FID(set, set) = 0; other images
     # do not. FID on 128 of the 2048 features: a 2048x2048 sqrtm takes ~12 s on this CPU
     torch.manual_seed(4)
-    net = InceptionFeatures(tf_weights)
-    x = torch.rand(4, 1, 28, 28) * 2 - 1
-    y = torch.rand(4, 1, 28, 28) * 2 - 1
-    one, two, other = embed(net, x, batch_size=4), embed(net, x, batch_size=1), embed(net, y)
-    assert one.shape == (4, 2048)
+    net = tf_net
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    y = torch.rand(3, 1, 28, 28) * 2 - 1
+    one, two, other = embed(net, x, batch_size=3), embed(net, x, batch_size=1), embed(net, y)
+    assert one.shape == (3, 2048)
     np.testing.assert_allclose(one, two, rtol=1e-4, atol=1e-6)
     k = slice(0, 128)
     assert fid(one[:, k], two[:, k]) == pytest.approx(0.0, abs=1e-6 * fid(one[:, k], other[:, k]))
