@@ -339,12 +339,12 @@ def test_inception_features_come_from_local_weights_only(tmp_path, monkeypatch, 
         assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 2048)
     fn, name = load_feature_net({"name": "inception", "weights_path": str(path)})   # old artifact
     assert name == "inception_tv"
-    # a TF-FID state dict (1008-way classifier) is named fid_inception, and refused by the
-    # torchvision network rather than loaded into the wrong architecture
+    # a 1008-way classifier says TF-FID (fid_inception); the TF-FID network loads strictly,
+    # so a file with nothing else in it is refused (tests/test_fid.py loads a whole one)
     tf = tmp_path / "pt_inception-2015-12-05.pth"
     torch.save({"fc.weight": torch.zeros(1008, 2048), "fc.bias": torch.zeros(1008)}, tf)
     assert inception_name(tf) == "inception"
-    with pytest.raises(NotImplementedError, match="TF-FID"):
+    with pytest.raises(RuntimeError, match="Missing key"):
         InceptionFeatures(tf)
     bad = tmp_path / "other.pth"
     torch.save({"fc.weight": torch.zeros(10, 2048)}, bad)

@@ -8,14 +8,15 @@ FID compares the Gaussian statistics (mean, covariance) of two sets of features:
   when its weights are on this machine (a path, or torchvision's cache) and otherwise a
   small CNN it trains on the dataset itself (:class:`raydiff.models.gasten.FeatureCNN`).
   The metric is named for the network and its weights, so numbers of different extractors
-  never mix: ``fid_inception_tv`` is InceptionV3 with torchvision's ImageNet weights, which
-  is *not* the TF-FID Inception of the papers (``fid_inception``, pytorch-fid's
-  ``pt_inception-2015-12-05`` weights with its modified blocks: not ported yet, such a
-  file is refused rather than loaded into the wrong network), ``fid_smallcnn`` the CNN.
+  never mix: ``fid_inception`` is the TF-FID Inception of the papers (pytorch-fid's
+  ``pt_inception-2015-12-05`` weights in :func:`tf_fid_inception_v3`, the network with
+  TensorFlow's pooling), ``fid_inception_tv`` InceptionV3 with torchvision's ImageNet
+  weights (a different network and different numbers), ``fid_smallcnn`` the CNN.
 - ``focd``: the same distance in the classifier's flatten features;
 - ``acd``: not a distance between sets, the mean |0.5 - C(G(z))| (lower = more ambiguous).
 """
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -86,7 +87,9 @@ def find_inception_weights(path=None):
     if path:
         if not Path(path).is_file():
             raise FileNotFoundError(f"inception_weights={path!r} is not a file; give the path of "
-                                    f"torchvision's inception_v3 state dict, or leave it unset "
+                                    f"an InceptionV3 state dict (pytorch-fid's TF-FID "
+                                    f"pt_inception-2015-12-05 file, or torchvision's "
+                                    f"inception_v3 weights), or leave it unset "
                                     f"to use the feature network raydiff trains")
         return Path(path)
     env = os.environ.get(INCEPTION_ENV)
@@ -99,15 +102,16 @@ def find_inception_weights(path=None):
     return cached if cached.is_file() else None
 
 
+
 # feature-net name (and so FID metric name) per InceptionV3 weights source
 INCEPTION_NAMES = {"torchvision": "inception_tv", "tf_fid": "inception"}
 
 
-def inception_source(weights_path):
-    """"torchvision" or "tf_fid" for an InceptionV3 state dict: the TF-FID weights
-    (pytorch-fid's ``pt_inception-2015-12-05``) end in a 1008-way classifier, torchvision's
-    ImageNet weights in a 1000-way one."""
-    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+def _load_state(weights_path):
+    return torch.load(weights_path, map_location="cpu", weights_only=True)
+
+
+def _source_of(state, weights_path):
     rows = state["fc.weight"].shape[0] if "fc.weight" in state else None
     if rows == 1008:
         return "tf_fid"
@@ -117,33 +121,142 @@ def inception_source(weights_path):
                      f"{rows} rows; torchvision's has 1000, TF-FID's 1008)")
 
 
+def inception_source(weights_path):
+    """"torchvision" or "tf_fid" for an InceptionV3 state dict: the TF-FID weights
+    (pytorch-fid's ``pt_inception-2015-12-05``) end in a 1008-way classifier, torchvision's
+    ImageNet weights in a 1000-way one."""
+    return _source_of(_load_state(weights_path), weights_path)
+
+
 def inception_name(weights_path):
     """The feature-net name of these weights: ``inception_tv`` or ``inception`` (TF-FID)."""
     return INCEPTION_NAMES[inception_source(weights_path)]
 
 
+# -- the TF-FID Inception ----------------------------------------------------------------
+# The graph of TensorFlow's 2015-12-05 Inception (the one TF-FID measures in) is
+# torchvision's Inception3 but for the pool branch of nine mixed blocks (Mixed_5b..5d,
+# 6b..6e, 7b): TF's SAME-padded average pool divides by the pixels inside the image, not
+# by 9, and the last block (Mixed_7c) max-pools there. Same submodule names, so the same
+# state-dict keys.
+
+def _tf_avg_pool(x):
+    return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+
+
+def _tf_max_pool(x):
+    return F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
+
+
+_TF_BLOCKS = ("TFInceptionA", "TFInceptionC", "TFInceptionE")
+
+
+def __getattr__(name):
+    # The TF blocks subclass torchvision's, which takes ~2 s to import: they are made on
+    # first use, and reachable as module attributes (so they pickle and can be imported).
+    if name in _TF_BLOCKS:
+        return dict(zip(_TF_BLOCKS, _tf_blocks()))[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _tf_blocks():
+    from torchvision.models.inception import InceptionA, InceptionC, InceptionE
+
+    class TFInceptionA(InceptionA):
+        """Mixed_5b/5c/5d: the average pool leaves the zero padding out of its mean."""
+
+        def _forward(self, x):
+            b5x5 = self.branch5x5_2(self.branch5x5_1(x))
+            b3x3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+            return [self.branch1x1(x), b5x5, b3x3, self.branch_pool(_tf_avg_pool(x))]
+
+    class TFInceptionC(InceptionC):
+        """Mixed_6b..6e: the average pool leaves the zero padding out of its mean."""
+
+        def _forward(self, x):
+            b7x7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+            dbl = x
+            for conv in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3,
+                         self.branch7x7dbl_4, self.branch7x7dbl_5):
+                dbl = conv(dbl)
+            return [self.branch1x1(x), b7x7, dbl, self.branch_pool(_tf_avg_pool(x))]
+
+    class TFInceptionE(InceptionE):
+        """Mixed_7b (``max_pool=False``: average pool without the padding) and Mixed_7c
+        (``max_pool=True``: a 3x3 stride-1 max pool, as TF's graph has it)."""
+
+        def __init__(self, in_channels, conv_block=None, *, max_pool=False):
+            super().__init__(in_channels, conv_block)
+            self.max_pool = bool(max_pool)
+
+        def extra_repr(self):
+            return f"max_pool={self.max_pool}"
+
+        def _forward(self, x):
+            b3x3 = self.branch3x3_1(x)
+            b3x3 = torch.cat([self.branch3x3_2a(b3x3), self.branch3x3_2b(b3x3)], 1)
+            dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+            dbl = torch.cat([self.branch3x3dbl_3a(dbl), self.branch3x3dbl_3b(dbl)], 1)
+            pool = _tf_max_pool(x) if self.max_pool else _tf_avg_pool(x)
+            return [self.branch1x1(x), b3x3, dbl, self.branch_pool(pool)]
+
+    blocks = TFInceptionA, TFInceptionC, TFInceptionE
+    for cls in blocks:
+        cls.__qualname__ = cls.__name__       # found by pickle through __getattr__ above
+    return blocks
+
+
+def tf_fid_inception_v3():
+    """The TF-FID InceptionV3, randomly initialised: torchvision's ``Inception3`` with a
+    1008-way classifier, no aux classifier, no input transform and TensorFlow's pooling in
+    the mixed blocks (see above). Its state-dict keys are those of pytorch-fid's
+    ``pt_inception-2015-12-05`` file, so that file loads into it strictly."""
+    from torchvision.models.inception import (BasicConv2d, Inception3, InceptionAux,
+                                              InceptionB, InceptionD)
+
+    tf_a, tf_c, tf_e = _tf_blocks()
+    net = Inception3(num_classes=1008, aux_logits=False, transform_input=False,
+                     init_weights=False,
+                     inception_blocks=[BasicConv2d, tf_a, InceptionB, tf_c, InceptionD, tf_e,
+                                       InceptionAux])
+    net.Mixed_7c.max_pool = True          # Mixed_7b keeps the padding-free average pool
+    return net
+
+
 class InceptionFeatures(torch.nn.Module):
-    """InceptionV3's 2048-d pool features of images in [-1, 1] (grey -> 3 channels,
-    resized to 299), from a local torchvision state dict. TF-FID weights are refused:
-    their network differs (pytorch-fid's FIDInceptionA/C/E blocks), not ported here."""
+    """InceptionV3's 2048-d pool features (the global average pool, "pool3"; the
+    classifier is not used) of images in [-1, 1], as the GAN makes them, from a local
+    state dict: the TF-FID network for pytorch-fid's TF-FID weights (``name`` "inception"),
+    torchvision's for its ImageNet weights ("inception_tv").
+
+    Input handling, both nets: images mapped to [0, 1], grey repeated to 3 channels,
+    resized bilinearly to 299x299; then TF-FID scales to [-1, 1] (as TF's graph expects),
+    torchvision normalises with the ImageNet mean and std.
+    """
 
     def __init__(self, weights_path):
         super().__init__()
-        from torchvision.models import inception_v3
+        state = _load_state(weights_path)
+        self.source = _source_of(state, weights_path)
+        self.name = INCEPTION_NAMES[self.source]
+        if self.source == "tf_fid":
+            net = tf_fid_inception_v3()
+            # 2x - 1 on [0, 1] images: written as a mean / std so both nets share a forward
+            mean, std = [0.5] * 3, [0.5] * 3
+        else:
+            from torchvision.models import inception_v3
 
-        if inception_source(weights_path) == "tf_fid":
-            raise NotImplementedError(
-                f"{weights_path} holds the TF-FID Inception weights; raydiff does not port "
-                f"that network yet: give torchvision's inception_v3 weights (metric "
-                f"fid_inception_tv) or use feature_net: smallcnn")
-        net = inception_v3(weights=None, aux_logits=True, init_weights=False)
-        net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-        net.fc = torch.nn.Identity()
+            net = inception_v3(weights=None, aux_logits=True, init_weights=False)
+            mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+        net.load_state_dict(state)          # strict: a wrong layout fails here, not silently
+        net.fc = torch.nn.Identity()        # eval-mode output is then the pool3 features
         self.net = net.eval()
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
 
     def forward(self, x):
+        """Images (N, 1 or 3, H, W) in [-1, 1] -> features (N, 2048)."""
         x = (x + 1) / 2
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)

@@ -105,12 +105,13 @@ def load_classifier(state, device="cpu"):
 def load_feature_net(state, device="cpu"):
     """(images -> features function, name) from the ``gasten_featnet`` stage's artifact."""
     if state["name"].startswith("inception"):
-        from raydiff.engine.fid import InceptionFeatures, find_inception_weights, inception_name
+        from raydiff.engine.fid import InceptionFeatures, find_inception_weights
 
         path = find_inception_weights(state["weights_path"])
         net = InceptionFeatures(path).to(device).eval()
-        # an artifact written before the names told weights apart says "inception"
-        state = {**state, "name": inception_name(path)}
+        # named by the weights it loaded: an artifact written before the names told weights
+        # apart says "inception" whatever they were
+        state = {**state, "name": net.name}
     else:
         net = FeatureCNN(int(state["num_classes"]))
         net.load_state_dict(state["state_dict"])

@@ -5,9 +5,10 @@
 worker needs them), ``smallcnn`` trains :class:`raydiff.models.gasten.FeatureCNN` on every
 class of the dataset's training part (images in [-1, 1], as the GAN makes them), and
 ``auto`` takes InceptionV3 when its weights are there, else trains the small CNN.
-Artifact ``featnet.pt``; the step-2 stage names its FID metric after it (``fid_inception_tv``
-for torchvision's weights, ``fid_inception`` reserved for the TF-FID ones,
-``fid_smallcnn``), so numbers of different extractors never mix.
+Artifact ``featnet.pt``; the step-2 stage names its FID metric after it (``fid_inception``
+for pytorch-fid's TF-FID weights, the papers' network; ``fid_inception_tv`` for
+torchvision's ImageNet weights; ``fid_smallcnn``), so numbers of different extractors never
+mix.
 """
 
 from dataclasses import dataclass
@@ -42,7 +43,8 @@ def run(config, report, data):
     if config.feature_net == "inception" and weights is None:
         raise FileNotFoundError("feature_net=inception but no InceptionV3 weights are on this "
                                 "machine: set inception_weights (or $RAYDIFF_INCEPTION_WEIGHTS) "
-                                "to torchvision's inception_v3 state dict, or use feature_net: auto")
+                                "to pytorch-fid's TF-FID pt_inception-2015-12-05 file (or "
+                                "torchvision's inception_v3 weights), or use feature_net: auto")
     if weights is not None:
         # named for its weights: torchvision's are not the papers' TF-FID Inception
         name = inception_name(weights)
