@@ -1,6 +1,7 @@
 """GASTeN: the confusion term, the min-norm solver, FID, the Pareto front, clustering and
 prototypes on planted data, resumption, and the four stages chained in plain Python."""
 
+from pathlib import Path
 import numpy as np
 import pytest
 import torch
@@ -350,6 +351,18 @@ def test_inception_features_come_from_local_weights_only(tmp_path, monkeypatch, 
     torch.save({"fc.weight": torch.zeros(10, 2048)}, bad)
     with pytest.raises(ValueError, match="not an InceptionV3"):
         inception_name(bad)
+    # cached downloads in torch hub's folder: pytorch-fid's TF-FID file before torchvision's
+    from torchvision.models import Inception_V3_Weights
+
+    from raydiff.engine.fid import TF_FID_FILE
+    monkeypatch.delenv(INCEPTION_ENV)
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    tv_cached = cache / Path(Inception_V3_Weights.IMAGENET1K_V1.url).name
+    tv_cached.write_bytes(path.read_bytes())
+    assert find_inception_weights() == tv_cached
+    (cache / TF_FID_FILE).write_bytes(tf.read_bytes())
+    assert find_inception_weights() == cache / TF_FID_FILE
 
 
 @pytest.mark.slow

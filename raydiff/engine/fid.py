@@ -83,7 +83,9 @@ INCEPTION_ENV = "RAYDIFF_INCEPTION_WEIGHTS"
 
 def find_inception_weights(path=None):
     """Path of InceptionV3 weights on this machine, or None: ``path`` if given (it must
-    exist), else ``$RAYDIFF_INCEPTION_WEIGHTS``, else torchvision's cached download."""
+    exist), else ``$RAYDIFF_INCEPTION_WEIGHTS``, else a cached download in torch hub's
+    checkpoints folder: pytorch-fid's TF-FID file first (the papers' metric), then
+    torchvision's."""
     if path:
         if not Path(path).is_file():
             raise FileNotFoundError(f"inception_weights={path!r} is not a file; give the path of "
@@ -97,9 +99,15 @@ def find_inception_weights(path=None):
         return Path(env)
     from torchvision.models import Inception_V3_Weights
 
-    name = Path(Inception_V3_Weights.IMAGENET1K_V1.url).name
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / name
-    return cached if cached.is_file() else None
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    for name in (TF_FID_FILE, Path(Inception_V3_Weights.IMAGENET1K_V1.url).name):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+# the name pytorch-fid caches its TF-FID Inception weights under
+TF_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
 
 
 
