@@ -2,6 +2,7 @@
 prototypes on planted data, resumption, and the four stages chained in plain Python."""
 
 from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
