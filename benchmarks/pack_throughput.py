@@ -15,13 +15,19 @@ growth of this process's ``ru_maxrss`` (resident peak, monotone) over the peak b
 pack's first run; packs run in increasing K, so each growth is what the larger pack
 needed beyond the smaller ones. On CUDA: ``torch.cuda.max_memory_allocated`` of the run.
 
+Mode ``subsets`` (full batch, K = 18 models as in an imbalance pack, each on its own random
+subset of a share f = 0.2, 0.5, 0.9 of N): the pack as :func:`train_packed` runs it (on the
+CPU, one model after another where ``one_by_one_pays``), the stacked step forced
+(every model's products over all N rows, masked, or over gathered rows for small subsets),
+and the single engine on each subset in turn.
+
 CPU: mnist5k (5000 x 784), one thread by default. ``--device cuda``: synthetic inputs of
 full MNIST size (60000 x 784, random labels) and K up to 4096; without a CUDA device the
 script says so and exits 0. A pack that does not fit in the GPU's memory is reported, not
 fatal.
 
     python benchmarks/pack_throughput.py [--smoke] [--device cpu|cuda] [--ks 1 4 16 64 256]
-        [--modes full mini] [--epochs-full 5] [--epochs-mini 1] [--batch-size 64] [--repeats 3]
+        [--modes full mini subsets] [--epochs-full 5] [--epochs-mini 1] [--batch-size 64] [--repeats 3]
 """
 
 import resource
@@ -92,6 +98,43 @@ def cases_for(k, x, y, *, batch_size, epochs, device):
     return {"pack": pack, "single": single, "floor": floor}
 
 
+SUBSET_MODELS = 18
+SUBSET_SHARES = (0.2, 0.5, 0.9)
+
+
+def subset_cases(share, x, y, *, epochs, device):
+    """Pack (as run), stacked (one-by-one off) and single, K models on subsets of ``share``."""
+    import numpy as np
+
+    from raydiff.engine import packed
+
+    n, k = len(x), SUBSET_MODELS
+    rng = np.random.default_rng(0)
+    subsets = [np.sort(rng.choice(n, int(n * share), replace=False)) for _ in range(k)]
+    base = Pack.init(range(k), input_shape=x.shape[1:], num_classes=10, device=device)
+
+    def run_pack(one_by_one):
+        def fn():
+            saved = packed.one_by_one_pays
+            if not one_by_one:
+                packed.one_by_one_pays = lambda rows, n: False
+            try:
+                train_packed(base.clone(), x, y, epochs=epochs, lr=LR, subsets=subsets)
+            finally:
+                packed.one_by_one_pays = saved
+            sync(device)
+        return fn
+
+    def single():
+        for i, rows in enumerate(subsets):
+            model = base.model(i)
+            idx = torch.as_tensor(rows, device=device)
+            train(model, x[idx], y[idx], epochs=epochs, lr=LR)
+        sync(device)
+
+    return {"pack": run_pack(True), "stacked": run_pack(False), "single": single}
+
+
 def peak_of(fn, device):
     """Run ``fn`` once (it is also the warm-up) and return its peak memory in bytes."""
     if device == "cuda":
@@ -108,7 +151,8 @@ def main():
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--ks", type=int, nargs="+", default=None,
                    help="pack sizes (default 1 4 16 64 256; cuda 1 16 256 1024 4096)")
-    p.add_argument("--modes", nargs="+", default=["full", "mini"], choices=["full", "mini"])
+    p.add_argument("--modes", nargs="+", default=["full", "mini", "subsets"],
+                   choices=["full", "mini", "subsets"])
     p.add_argument("--epochs-full", type=int, default=5)
     p.add_argument("--epochs-mini", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)
@@ -137,6 +181,22 @@ def main():
           f"repeats, best run; times per model-epoch in ms; peak memory: {mem}")
     summary = {}
     for mode in args.modes:
+        if mode == "subsets":
+            epochs = args.epochs_full
+            print(f"-- full-batch on subsets, {SUBSET_MODELS} models, {epochs} epoch(s) per run")
+            for share in SUBSET_SHARES:
+                cases = subset_cases(share, x, y, epochs=epochs, device=args.device)
+                wall, cpu = _common.interleaved(cases, args.repeats, clock="both")
+                clock = wall if args.device == "cuda" else cpu
+                per = {name: _common.best(t) / (epochs * SUBSET_MODELS) * 1e3
+                       for name, t in clock.items()}
+                summary.setdefault("subsets", []).append(
+                    (f"{share:.0%}", per["single"] / per["pack"]))
+                print(f"   subsets of {share:.0%} of N: pack {per['pack']:.3f} ms, stacked "
+                      f"{per['stacked']:.3f} ms, single {per['single']:.3f} ms per model-epoch "
+                      f"| single/pack {per['single'] / per['pack']:.2f}x, single/stacked "
+                      f"{per['single'] / per['stacked']:.2f}x")
+            continue
         batch_size = None if mode == "full" else args.batch_size
         epochs = args.epochs_full if mode == "full" else args.epochs_mini
         label = "full-batch" if mode == "full" else f"mini-batch {args.batch_size}"
@@ -167,7 +227,8 @@ def main():
                   f"model-epochs/s {1e3 / per_wall['pack']:.0f} (wall) | "
                   f"peak {peak / 2**20:.1f} MiB")
     clock_name = "wall" if args.device == "cuda" else "CPU time"
-    parts = [f"{label}: " + ", ".join(f"K={k} {s:.2f}x" for k, s in rows)
+    parts = [f"{label}: " + ", ".join(f"{k if label == 'subsets' else f'K={k}'} {s:.2f}x"
+                                      for k, s in rows)
              for label, rows in summary.items()]
     print(f"summary: pack over single engine ({clock_name}, per model-epoch) | "
           + " | ".join(parts))

@@ -277,7 +277,7 @@ def test_small_subsets_train_gathered_and_equal_the_single_engine(data, monkeypa
     one by one, see the next test, so that path is switched off here.)"""
     from raydiff.engine import packed
 
-    monkeypatch.setattr(packed, "ONE_BY_ONE_BELOW", 0.0)
+    monkeypatch.setattr(packed, "one_by_one_pays", lambda rows, n: False)
     labels, _, lrs, wds = configs(data.y)
     rng = np.random.default_rng(1)
     width = int(packed.GATHER_BELOW * N)
@@ -296,7 +296,7 @@ def test_small_subsets_train_gathered_and_equal_the_single_engine(data, monkeypa
 
 
 def test_small_subsets_on_the_cpu_train_one_by_one_exactly_as_alone(data, monkeypatch):
-    """Full batch on the CPU, subsets averaging under ONE_BY_ONE_BELOW of N: every model is
+    """Full batch on the CPU, subsets small enough for one-by-one to pay: every model is
     exactly (bit for bit) the single engine's model on its rows, whatever labels, rate,
     decay and schedule it has; an empty subset leaves its model untouched; a diverging
     model is reported as the stacked path reports it, and the others are unaffected."""
@@ -311,6 +311,11 @@ def test_small_subsets_on_the_cpu_train_one_by_one_exactly_as_alone(data, monkey
     def schedule(epoch):
         return [r * (0.1 if epoch > 5 else 1.0) for r in lrs]
 
+    # the cost model: on mnist5k's 5000 rows small subsets pay, near-whole ones do not;
+    # on 500 rows fixed costs make stacking pay at every share
+    assert packed.one_by_one_pays(1000, 5000) and packed.one_by_one_pays(2500, 5000)
+    assert not packed.one_by_one_pays(4500, 5000) and not packed.one_by_one_pays(100, 500)
+    monkeypatch.setattr(packed, "one_by_one_pays", lambda rows, n: True)
     pack = Pack.init(SEEDS, input_shape=data.x.shape[1:], num_classes=10)
     start = pack.flat().clone()
     calls = []
@@ -331,7 +336,7 @@ def test_small_subsets_on_the_cpu_train_one_by_one_exactly_as_alone(data, monkey
     assert set(got.diverged) == {1} and np.isnan(got.losses[got.diverged[1] - 1:, 1]).all()
     assert not bool(got.state.live[1]) and bool(got.state.live[0])
     # the stacked path on the same pack gives the same models up to float rounding
-    monkeypatch.setattr(packed, "ONE_BY_ONE_BELOW", 0.0)
+    monkeypatch.setattr(packed, "one_by_one_pays", lambda rows, n: False)
     stacked = Pack.init(SEEDS, input_shape=data.x.shape[1:], num_classes=10)
     again = train_packed(stacked, data.x, labels, epochs=8, lr=lrs, weight_decay=wds,
                          subsets=subsets, lr_schedule=schedule)

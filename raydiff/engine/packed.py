@@ -371,7 +371,7 @@ def train_packed(pack, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0,
 
     if (device.type == "cpu" and full_batch and weights is None and not record_every
             and on_epoch is None and start_epoch == 0 and not use_momentum
-            and any(m is not None for m in members) and sizes.mean() < ONE_BY_ONE_BELOW * n):
+            and any(m is not None for m in members) and one_by_one_pays(sizes.mean(), n)):
         return _train_one_by_one(pack, x, y, members, epochs=epochs, lrs=lrs, wds=wds,
                                  lr_schedule=lr_schedule, state=state)
 
@@ -473,14 +473,21 @@ def train_packed(pack, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0,
     return result
 
 
-# On the CPU, full-batch models on subsets averaging under this share of N train faster one
-# after another with the single engine (each product over its own rows only) than stacked
-# (every model's product over all N rows, masked; or narrow per-model products over
-# gathered rows): one thread, 18 SimpleNNs on mnist5k, per model-epoch, single vs masked
-# pack 0.92 vs 3.05 ms at 20 % of N, 2.02 vs 3.32 ms at 50 %, 3.49 vs 3.18 ms at 90 %
-# (benchmarks/pack_throughput.py, "subsets"). The pack still saves what a trial per
-# config costs; on a GPU the stacked step always wins.
-ONE_BY_ONE_BELOW = 0.75
+# On the CPU, full-batch models on subsets can train faster one after another with the
+# single engine (each product over its own rows only) than stacked (every model's products
+# over all N rows, masked, or narrow per-model products over gathered rows). A cost model
+# of one model-epoch on one thread (SimpleNN 784-20-20-10, benchmarks/pack_throughput.py
+# "subsets", 18 models): alone ALONE_FIXED_MS + ALONE_PER_ROW_US x its rows, stacked
+# STACKED_PER_ROW_US x N. Measured on mnist5k (N = 5000): alone 0.92 / 2.02 / 3.49 ms,
+# stacked 3.05 / 3.32 / 3.18 ms at 20 / 50 / 90 % of N; at N = 500 stacked wins at every
+# share (fixed costs dominate alone). The pack still saves what a trial per config costs;
+# on a GPU the stacked step always wins.
+ALONE_FIXED_MS, ALONE_PER_ROW_US, STACKED_PER_ROW_US = 0.3, 0.74, 0.64
+
+
+def one_by_one_pays(mean_rows, n):
+    """Whether models averaging ``mean_rows`` rows of ``n`` train faster one by one (CPU)."""
+    return ALONE_FIXED_MS * 1e3 + ALONE_PER_ROW_US * mean_rows < STACKED_PER_ROW_US * n
 
 
 def _train_one_by_one(pack, x, y, members, *, epochs, lrs, wds, lr_schedule, state):
