@@ -411,6 +411,7 @@ def train_packed(pack, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0,
     model_offset = torch.arange(k, device=device)[:, None] * n
 
     losses = []
+    batch_rows = None
     result = PackResult(epochs_run=start_epoch, losses=np.zeros((0, k)), state=state)
     # models already out when resuming stay out, reported as when they left
     result.diverged, result.stopped = state.diverged, state.stopped
@@ -429,8 +430,17 @@ def train_packed(pack, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0,
         for idx, valid, yb, wb, den in steps:
             if gathered is not None:
                 xb = gathered_x
+            elif idx is None:
+                xb = x
             else:
-                xb = x if idx is None else x.index_select(0, idx.reshape(-1)).view(*idx.shape, -1)
+                # the batch's rows into one reused buffer: a fresh (K x B x D) tensor per
+                # step costs as much again in allocation as the gather itself (CPU)
+                rows = idx.numel()
+                if batch_rows is None or batch_rows.numel() < rows * x.shape[1]:
+                    batch_rows = torch.empty(rows * x.shape[1], dtype=x.dtype, device=device)
+                xb = torch.index_select(x, 0, idx.reshape(-1),
+                                        out=batch_rows[:rows * x.shape[1]].view(rows, -1))
+                xb = xb.view(*idx.shape, -1)
             logits, loss_sum = _step(pack, xb, yb, wb, den, hyper, state, use_momentum,
                                      per_model=idx is not None)
             total += loss_sum
