@@ -254,6 +254,7 @@ class PackResult:
     diverged : {k: epoch} of models masked out because their loss became NaN / infinite
     stopped : {k: epoch} of models ``on_epoch`` stopped
     state : the :class:`PackOptimizerState` to resume from (with ``start_epoch``)
+    start_epoch : the epoch training (re)started from (0 for a fresh run)
     """
 
     epochs_run: int
@@ -262,6 +263,7 @@ class PackResult:
     diverged: dict = field(default_factory=dict)
     stopped: dict = field(default_factory=dict)
     state: "PackOptimizerState | None" = None
+    start_epoch: int = 0
 
 
 class PackOptimizerState:
@@ -283,8 +285,11 @@ class PackOptimizerState:
                 else [g.get_state() for g in self.generators]}
 
     def load_state_dict(self, state):
-        self.buffers = state["buffers"]
-        self.live = state["live"].clone()
+        # a checkpoint is read onto the CPU: its tensors go back to the pack's device
+        device = self.live.device
+        self.buffers = (None if state["buffers"] is None
+                        else [b.to(device).clone() for b in state["buffers"]])
+        self.live = state["live"].to(device).clone()
         self.diverged, self.stopped = dict(state["diverged"]), dict(state["stopped"])
         if state["generators"] is not None:
             for g, s in zip(self.generators, state["generators"]):
@@ -402,7 +407,8 @@ def train_packed(pack, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0,
     model_offset = torch.arange(k, device=device)[:, None] * n
 
     losses = []
-    result = PackResult(epochs_run=start_epoch, losses=np.zeros((0, k)), state=state)
+    result = PackResult(epochs_run=start_epoch, losses=np.zeros((0, k)), state=state,
+                        start_epoch=start_epoch)
     # models already out when resuming stay out, reported as when they left
     result.diverged, result.stopped = state.diverged, state.stopped
     for epoch in range(start_epoch + 1, epochs + 1):
