@@ -121,7 +121,7 @@ def _checkpoints(tmp_path, trial_id, stage=None):
 
 # the killed-worker sweep: PACED's two trials as one stage, and beside it a pack of two
 # unpaced configs (a few seconds of full-batch MNIST) whose worker is killed too
-PACK_EPOCHS = 300
+PACK_EPOCHS = 200
 KILLED = {"name": "faults", "resources": {"cpu": 1}, "max_failures": 2,
           "config": {"noise_ratio": 0.2, "hidden": [16], "checkpoint_every": EVERY},
           "stages": {
