@@ -182,3 +182,38 @@ def test_benchmark_report_takes_the_cscore_runs(tmp_path):
     assert summary.loc["cscore", "auroc_mean"] > 0.9 > summary.loc["random", "auroc_mean"]
     agree = pd.read_csv(tmp_path / "out" / "benchmark_agreement.csv")
     assert {"cscore", "random"} <= set(agree["method_a"])
+
+
+class _Killed(Exception):
+    pass
+
+
+class _DiesAtPack(Report):
+    """A report whose process "dies" when pack ``die_at`` reports it is done."""
+
+    def __call__(self, metrics, *, step=None, checkpoint=None):
+        if metrics.get("packs_done") == 4:
+            raise _Killed(step)
+        super().__call__(metrics, step=step, checkpoint=checkpoint)
+
+
+def test_a_killed_trial_resumes_at_its_first_unfinished_pack(tmp_path):
+    """Killed after 3 of its 8 packs: the restarted trial trains only packs 4..8 and its
+    table equals an uninterrupted run's."""
+    import torch
+
+    values = {"dataset": "blobs", "noise_ratio": 0.2, "seed": 1, "ratios": [0.3, 0.6],
+              "models_per_ratio": 10, "hidden": [8], "epochs": 20, "batch_size": 32,
+              "lr": 0.1, "models_per_pack": 3}
+    config = build_config(exp.Config, values)
+    data = _clusters()
+    exp.run(config, Report(tmp_path / "a"), data)
+    with pytest.raises(_Killed):
+        exp.run(config, _DiesAtPack(tmp_path / "killed"), data)
+    state = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
+    resumed = Report(tmp_path / "p", resume_state=state)
+    exp.run(config, resumed, data)
+    assert resumed.tags["raydiff.resumed_from_pack"] == "3"
+    assert [m["packs_done"] for _, m in resumed.history if "packs_done" in m] == [4, 5, 6, 7, 8]
+    a, p = (pd.read_parquet(tmp_path / t / "per_sample.parquet") for t in "ap")
+    pd.testing.assert_frame_equal(a, p)

@@ -112,23 +112,41 @@ def _driver(tmp_path, *extra, env=None):
                 log=tmp_path / "driver.log", cwd=tmp_path, env=env)
 
 
-def _checkpoints(tmp_path, trial_id):
+def _checkpoints(tmp_path, trial_id, stage=None):
+    # Tune's trial ids may repeat across stages started in the same instant: the stage's
+    # folder tells them apart
     return sorted(p for p in (tmp_path / "ray_results").rglob("checkpoint_*/state.pt")
-                  if trial_id in str(p))
+                  if trial_id in str(p) and (stage is None or f"/{stage}/" in str(p)))
+
+
+# the killed-worker sweep: PACED's two trials as one stage, and beside it a pack of two
+# unpaced configs (a few seconds of full-batch MNIST) whose worker is killed too
+PACK_EPOCHS = 200
+KILLED = {"name": "faults", "resources": {"cpu": 1}, "max_failures": 2,
+          "config": {"noise_ratio": 0.2, "hidden": [16], "checkpoint_every": EVERY},
+          "stages": {
+              "paced": {"experiment": "train_classifier",
+                        "config": {"dataset": "blobs", "epochs": EPOCHS, "epoch_seconds": 0.5,
+                                   "seed": {"grid": [0, 1]}}},
+              "packed": {"experiment": "train_classifier", "pack": 2,
+                         "config": {"dataset": "mnist5k", "epochs": PACK_EPOCHS,
+                                    "seed": {"grid": [2, 3]}}}}}
 
 
 @pytest.mark.slow
 def test_killed_worker_resumes_from_checkpoint_corrupt_checkpoint_restarts(tmp_path):
     """Two trials, each's worker process SIGKILLed past its first checkpoint; the second's
     checkpoints are truncated first. Both are retried: the first from its checkpoint, the
-    second from scratch, saying why; one FINISHED run per trial, none left RUNNING."""
-    (tmp_path / "s.yaml").write_text(yaml.safe_dump(PACED))
-    driver = _driver(tmp_path)
+    second from scratch, saying why; one FINISHED run per trial, none left RUNNING.
+    Beside them a pack of two configs, its worker killed past its first checkpoint too:
+    retried, it resumes both configs from the pack's checkpoint, not from epoch 0."""
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(KILLED))
+    driver = _driver(tmp_path, "--num-cpus", "3")
     killed_at = {}
 
     def corrupt_and_kill(run):
         if run.data.params["seed"] == "1":     # this one's checkpoints are cut in half first
-            files = _checkpoints(tmp_path, run.data.tags["raydiff.trial_id"])
+            files = _checkpoints(tmp_path, run.data.tags["raydiff.trial_id"], "paced")
             assert files, "no checkpoint on the storage path"
             for path in files:
                 path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
@@ -137,14 +155,36 @@ def test_killed_worker_resumes_from_checkpoint_corrupt_checkpoint_restarts(tmp_p
 
     try:
         client = tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}").client
-        struck = _strike(client, "faults", {0, 1}, EVERY + 2, driver, corrupt_and_kill)
+        # seed 2 is the pack's first member: killing its worker kills the whole pack
+        struck = _strike(client, "faults", {0, 1, 2}, EVERY + 2, driver, corrupt_and_kill)
         plain, corrupt = struck[0], struck[1]
         code = driver.finish()
     finally:
         driver.stop()
     log = driver.output()
     assert code == 0, log[-4000:]
-    runs = {r.info.run_id: r for r in _trial_runs(client, "faults")}
+    every = _trial_runs(client, "faults")
+    packed = [r for r in every if r.data.tags["raydiff.stage"] == "packed"]
+    assert len(packed) == 2 and {r.info.status for r in packed} == {"FINISHED"}
+    assert {r.data.tags["raydiff.pack_size"] for r in packed} == {"2"}
+    starts = {int(r.data.tags["raydiff.resumed_from_epoch"]) for r in packed}
+    assert len(starts) == 1, starts                # one checkpoint for the whole pack
+    start = starts.pop()
+    assert EVERY <= start < PACK_EPOCHS and start % EVERY == 0
+    for run in packed:
+        tags, metrics = run.data.tags, run.data.metrics
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+        assert tags["raydiff.retried"] == "true" and "raydiff.checkpoint_error" not in tags
+        assert sorted(set(steps)) == list(range(1, PACK_EPOCHS + 1))    # no epoch missing
+        assert metrics["start_epoch"] == start
+        assert metrics["epochs_run"] == PACK_EPOCHS - start
+        # the worker's peak resident memory while the pack ran: torch and MNIST at least
+        assert 50 < metrics["pack_peak_rss_mib"] < 64 * 1024
+        print(f"pack seed {run.data.params['seed']}: killed at epoch "
+              f"{killed_at[struck[2].info.run_id]}, resumed at {start}, "
+              f"{len(steps) - PACK_EPOCHS} epochs redone, "
+              f"peak RSS {metrics['pack_peak_rss_mib']:.0f} MiB")
+    runs = {r.info.run_id: r for r in every if r.data.tags["raydiff.stage"] == "paced"}
     assert len(runs) == 2 and {r.info.status for r in runs.values()} == {"FINISHED"}
     assert len({r.data.tags["raydiff.trial_id"] for r in runs.values()}) == 2
 

@@ -333,6 +333,18 @@ def test_small_subsets_on_the_cpu_train_one_by_one_exactly_as_alone(data, monkey
         assert all(torch.equal(a, b) for a, b in zip(pack.state_of(k).values(),
                                                      model.state_dict().values()))
     assert torch.equal(pack.flat()[2], start[2]) and np.isnan(got.losses[:, 2]).all()
+    # in two chunks (as a checkpointed pack trains): the same models, bit for bit
+    chunked = Pack.init(SEEDS, input_shape=data.x.shape[1:], num_classes=10)
+    first = train_packed(chunked, data.x, labels, epochs=4, lr=lrs, weight_decay=wds,
+                         subsets=subsets, lr_schedule=schedule)
+    rest = train_packed(chunked, data.x, labels, epochs=8, start_epoch=4, lr=lrs,
+                        weight_decay=wds, subsets=subsets, lr_schedule=schedule,
+                        state=first.state)
+    assert rest.losses.shape == (4, len(SEEDS))
+    for k in (0, 3):
+        assert torch.equal(chunked.flat()[k], pack.flat()[k])
+        assert np.concatenate([first.losses[:, k], rest.losses[:, k]]).tolist() == \
+            got.losses[:, k].tolist()
     assert set(got.diverged) == {1} and np.isnan(got.losses[got.diverged[1] - 1:, 1]).all()
     assert not bool(got.state.live[1]) and bool(got.state.live[0])
     # the stacked path on the same pack gives the same models up to float rounding
@@ -340,7 +352,89 @@ def test_small_subsets_on_the_cpu_train_one_by_one_exactly_as_alone(data, monkey
     stacked = Pack.init(SEEDS, input_shape=data.x.shape[1:], num_classes=10)
     again = train_packed(stacked, data.x, labels, epochs=8, lr=lrs, weight_decay=wds,
                          subsets=subsets, lr_schedule=schedule)
-    assert len(calls) == 1 and set(again.diverged) == {1}
+    assert len(calls) == 3 and set(again.diverged) == {1}     # not the stacked run
     for k in (0, 3):
         torch.testing.assert_close(stacked.model(k)(data.x), pack.model(k)(data.x),
                                    atol=1e-4, rtol=0)
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("batch_size, momentum", [(None, 0.0), (64, 0.9)])
+def test_a_checkpointed_pack_killed_and_restored_ends_where_one_straight_run_ends(
+        data, tmp_path, batch_size, momentum):
+    """2N epochs in one go = N epochs, the pack's checkpoint saved and the process "killed",
+    fresh objects restored from it and N more: parameters, losses, recorded logits and the
+    experiment's kept state all equal (mini-batch with momentum: the buffers and each
+    model's shuffle generator carry over). The resumed members are tagged."""
+    from raydiff.experiments._packs import train_checkpointed
+    from raydiff.experiments.base import PackCheckpoint, Report
+
+    labels, subsets, lrs, wds = configs(data.y)
+    half = 3 if batch_size else 6
+    kw = dict(epochs=2 * half, lr=lrs, weight_decay=wds, momentum=momentum,
+              batch_size=batch_size, subsets=subsets, record_every=1)
+
+    def fresh(folder, resume_state=None, die_at=None):
+        pack = Pack.init(SEEDS, input_shape=data.x.shape[1:], num_classes=10)
+        gens = [torch.Generator().manual_seed(1000 + s) for s in SEEDS]
+        reports = [Report(tmp_path / folder / f"r{k}") for k in range(len(SEEDS))]
+        ckpt = PackCheckpoint(tmp_path / folder, resume_state=resume_state)
+        for r in reports:
+            r.pack_checkpoint = ckpt
+        kept = {"seen": []}
+
+        def on_epoch(epoch, losses):
+            if epoch == die_at:
+                raise _Killed(epoch)
+            kept["seen"].append(torch.as_tensor(losses))
+        return pack, gens, reports, ckpt, kept, on_epoch
+
+    one_go, gens, reports, ckpt, kept, hook = fresh("straight")
+    straight = train_checkpointed(one_go, data.x, labels, reports=reports, every=half,
+                                  generators=gens, kept=kept, on_epoch=hook, **kw)
+    assert ckpt.saved == [half, 2 * half] and straight.start_epoch == 0
+
+    pack, gens, reports, ckpt, kept_killed, hook = fresh("killed", die_at=half + 1)
+    with pytest.raises(_Killed):
+        train_checkpointed(pack, data.x, labels, reports=reports, every=half,
+                           generators=gens, kept=kept_killed, on_epoch=hook, **kw)
+    assert ckpt.saved == [half]
+    again, gens, reports, _, kept_again, hook = fresh("resumed", resume_state=ckpt.load())
+    resumed = train_checkpointed(again, data.x, labels, reports=reports, every=half,
+                                 generators=gens, kept=kept_again, on_epoch=hook, **kw)
+    assert resumed.start_epoch == half and resumed.epochs_run == 2 * half
+    assert all(r.tags["raydiff.resumed_from_epoch"] == str(half) for r in reports)
+    assert all(torch.equal(a, b) for a, b in zip(again.params, one_go.params))
+    np.testing.assert_array_equal(resumed.losses, straight.losses)
+    np.testing.assert_array_equal(resumed.dynamics.epochs, np.arange(1, 2 * half + 1))
+    np.testing.assert_array_equal(resumed.dynamics.logits, straight.dynamics.logits)
+    assert len(kept_again["seen"]) == 2 * half
+    assert all(torch.equal(a, b) for a, b in zip(kept_again["seen"], kept["seen"]))
+    # the restored state is what made them equal: the killed pack had moved on from its
+    # start, and a pack restored without its optimizer state would not match
+    assert not torch.equal(again.params[0], Pack.init(SEEDS, input_shape=data.x.shape[1:],
+                                                      num_classes=10).params[0])
+
+
+def test_a_pack_checkpoint_of_another_pack_is_not_loaded(data, tmp_path):
+    """A checkpoint saved for another number of models starts the pack over, saying why."""
+    from raydiff.experiments._packs import train_checkpointed
+    from raydiff.experiments.base import PackCheckpoint, Report
+
+    def run(k, folder, resume_state=None):
+        pack = Pack.init(SEEDS[:k], input_shape=data.x.shape[1:], num_classes=10)
+        report = Report(tmp_path / folder / "r")
+        report.pack_checkpoint = PackCheckpoint(tmp_path / folder, resume_state=resume_state)
+        return pack, report, train_checkpointed(pack, data.x, data.y, epochs=4, lr=0.1,
+                                                reports=[report], every=2)
+
+    _, first, _ = run(3, "three")
+    pack, report, result = run(2, "two", resume_state=first.pack_checkpoint.load())
+    assert result.start_epoch == 0 and "raydiff.resumed_from_epoch" not in report.tags
+    assert "saved for 3 models, this pack has 2" in report.tags["raydiff.checkpoint_error"]
+    plain = Pack.init(SEEDS[:2], input_shape=data.x.shape[1:], num_classes=10)
+    train_packed(plain, data.x, data.y, epochs=4, lr=0.1)
+    assert all(torch.equal(a, b) for a, b in zip(pack.params, plain.params))

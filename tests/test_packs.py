@@ -222,6 +222,75 @@ def test_dynamics_packed_equals_alone(data, tmp_path):
         _same_table(tmp_path, i)
 
 
+# -- a pack checkpoints as one unit ------------------------------------------------------------
+
+class _Killed(Exception):
+    pass
+
+
+class _Dying(Report):
+    """A report whose process "dies" when epoch ``die_at`` reports its loss."""
+
+    die_at = None
+
+    def __call__(self, metrics, *, step=None, checkpoint=None):
+        if step is not None and step == self.die_at:
+            raise _Killed(step)
+        super().__call__(metrics, step=step, checkpoint=checkpoint)
+
+
+RESUMABLE = [
+    (train_classifier, train_classifier.Config, {}, "per_sample.parquet", None),
+    (crossval, crossval.Config, {"model": "simple_nn", "folds": 2, "fold": 1}, "oof.parquet",
+     [f"p_{c}" for c in range(10)]),
+    (dynamics, dynamics.Config, {"model": "simple_nn", "el2n_epoch": 1, "el2n_runs": 2},
+     "per_sample.parquet", None),
+]
+
+
+@pytest.mark.parametrize("module, cls, extra, table, columns", RESUMABLE,
+                         ids=[m[0].NAME for m in RESUMABLE])
+def test_a_killed_pack_resumes_from_its_checkpoint_and_ends_as_an_unkilled_one(
+        data, tmp_path, module, cls, extra, table, columns):
+    from raydiff.experiments.base import PackCheckpoint
+
+    values = {**MINI, "epochs": 5, "checkpoint_every": 2, **extra}
+    configs = [build_config(cls, {**values, "seed": s, "noise_ratio": nr})
+               for s, nr in [(0, 0.2), (1, 0.1)]]
+
+    def reports(tag, resume_state=None, die_at=None):
+        ckpt = PackCheckpoint(tmp_path / f"{tag}-pack", resume_state=resume_state)
+        out = [_Dying(tmp_path / f"{tag}{i}") for i in range(len(configs))]
+        for r in out:
+            r.pack_checkpoint, r.die_at = ckpt, die_at
+        return out
+
+    straight = module.run_pack(configs, reports("a"), data)
+    killed = reports("k", die_at=4)
+    with pytest.raises(_Killed):
+        module.run_pack(configs, killed, data)
+    assert killed[0].pack_checkpoint.saved == [2]
+    resumed = reports("p", resume_state=killed[0].pack_checkpoint.load())
+    again = module.run_pack(configs, resumed, data)
+    for i in range(len(configs)):
+        assert resumed[i].tags["raydiff.resumed_from_epoch"] == "2"
+        assert [s for s, m in resumed[i].history if "loss" in m] == [3, 4, 5]
+        _same_table(tmp_path, i, table, columns=columns, tol=1e-6)
+        if module is train_classifier:      # as run's: the epochs this attempt trained
+            assert (again[i]["start_epoch"], again[i]["epochs_run"]) == (2, 3)
+        else:
+            assert again[i]["epochs_run"] == straight[i]["epochs_run"] == 5
+
+
+def test_a_pack_checkpoint_is_used_only_for_the_members_it_was_saved_for():
+    from raydiff.tune.trainable import _pack_resume_state
+    saved = {"pack_members": [0, 2, 3], "pack": {"epoch": 4}}
+    assert _pack_resume_state(saved, [0, 2, 3]) == ({"epoch": 4}, None)
+    state, why = _pack_resume_state(saved, [2, 3])         # member 0 finished since
+    assert state is None and "restarting those from scratch" in why
+    assert _pack_resume_state(None, [0]) == (None, None)
+
+
 # -- isolation --------------------------------------------------------------------------------
 
 def test_a_diverging_config_fails_alone_and_the_others_keep_their_numbers(data, tmp_path):

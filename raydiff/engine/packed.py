@@ -257,6 +257,7 @@ class PackResult:
     diverged : {k: epoch} of models masked out because their loss became NaN / infinite
     stopped : {k: epoch} of models ``on_epoch`` stopped
     state : the :class:`PackOptimizerState` to resume from (with ``start_epoch``)
+    start_epoch : the epoch training (re)started from (0 for a fresh run)
     """
 
     epochs_run: int
@@ -265,6 +266,7 @@ class PackResult:
     diverged: dict = field(default_factory=dict)
     stopped: dict = field(default_factory=dict)
     state: "PackOptimizerState | None" = None
+    start_epoch: int = 0
 
 
 class PackOptimizerState:
@@ -286,8 +288,11 @@ class PackOptimizerState:
                 else [g.get_state() for g in self.generators]}
 
     def load_state_dict(self, state):
-        self.buffers = state["buffers"]
-        self.live = state["live"].clone()
+        # a checkpoint is read onto the CPU: its tensors go back to the pack's device
+        device = self.live.device
+        self.buffers = (None if state["buffers"] is None
+                        else [b.to(device).clone() for b in state["buffers"]])
+        self.live = state["live"].to(device).clone()
         self.diverged, self.stopped = dict(state["diverged"]), dict(state["stopped"])
         if state["generators"] is not None:
             for g, s in zip(self.generators, state["generators"]):
@@ -370,10 +375,10 @@ def train_packed(pack, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0,
         state.buffers = [torch.zeros_like(p) for p in pack.params]
 
     if (device.type == "cpu" and full_batch and weights is None and not record_every
-            and on_epoch is None and start_epoch == 0 and not use_momentum
+            and on_epoch is None and not use_momentum
             and any(m is not None for m in members) and one_by_one_pays(sizes.mean(), n)):
-        return _train_one_by_one(pack, x, y, members, epochs=epochs, lrs=lrs, wds=wds,
-                                 lr_schedule=lr_schedule, state=state)
+        return _train_one_by_one(pack, x, y, members, epochs=epochs, start_epoch=start_epoch,
+                                 lrs=lrs, wds=wds, lr_schedule=lr_schedule, state=state)
 
     # full batch: the per-sample weight of every (model, sample); 0 outside the subset
     mask = torch.zeros(k, n, device=device)
@@ -412,7 +417,8 @@ def train_packed(pack, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0,
 
     losses = []
     batch_rows = None
-    result = PackResult(epochs_run=start_epoch, losses=np.zeros((0, k)), state=state)
+    result = PackResult(epochs_run=start_epoch, losses=np.zeros((0, k)), state=state,
+                        start_epoch=start_epoch)
     # models already out when resuming stay out, reported as when they left
     result.diverged, result.stopped = state.diverged, state.stopped
     for epoch in range(start_epoch + 1, epochs + 1):
@@ -500,29 +506,31 @@ def one_by_one_pays(mean_rows, n):
     return ALONE_FIXED_MS * 1e3 + ALONE_PER_ROW_US * mean_rows < STACKED_PER_ROW_US * n
 
 
-def _train_one_by_one(pack, x, y, members, *, epochs, lrs, wds, lr_schedule, state):
+def _train_one_by_one(pack, x, y, members, *, epochs, start_epoch, lrs, wds, lr_schedule,
+                      state):
     """:func:`train_packed` on the CPU for models on small subsets: each model trained by
     :func:`raydiff.engine.train` on ``x[subset]`` (exactly what it would train alone) and
-    written back into the pack."""
+    written back into the pack. A diverged model is reported as the stacked step reports
+    it, but its weights are the single engine's (no longer finite), not frozen."""
     from raydiff.engine.train import train
 
     k = pack.k
     state = state if state is not None else PackOptimizerState(pack)
-    losses = np.full((epochs, k), np.nan)
+    losses = np.full((epochs - start_epoch, k), np.nan)
     for i, rows in enumerate(members):
-        if rows is not None and len(rows) == 0:
-            continue                          # no sample: the model stays as it started
+        if (rows is not None and len(rows) == 0) or not bool(state.live[i]):
+            continue                          # no sample, or out already: left as it is
         model = pack.model(i)
         xi = x if rows is None else x.index_select(0, rows)
         yi = y[i] if rows is None else y[i].index_select(0, rows)
         schedule = None if lr_schedule is None else functools.partial(
             _rate_of, lr_schedule, k, i)
-        run = train(model, xi, yi, epochs=epochs, lr=float(lrs[i]),
+        run = train(model, xi, yi, epochs=epochs, start_epoch=start_epoch, lr=float(lrs[i]),
                     weight_decay=float(wds[i]), lr_schedule=schedule)
         model_losses = np.asarray(run.losses, dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(model_losses))
         if len(bad):                          # out from the epoch its loss went non-finite
-            state.diverged[i] = int(bad[0]) + 1
+            state.diverged[i] = start_epoch + int(bad[0]) + 1
             state.live[i] = False
             model_losses[bad[0]:] = np.nan
         losses[:len(model_losses), i] = model_losses
@@ -531,7 +539,7 @@ def _train_one_by_one(pack, x, y, members, *, epochs, lrs, wds, lr_schedule, sta
             for layer, (w, b) in enumerate(zip(pack.weights, pack.biases)):
                 w[i].copy_(layers[layer].weight)
                 b[i].copy_(layers[layer].bias)
-    result = PackResult(epochs_run=epochs, losses=losses, state=state)
+    result = PackResult(epochs_run=epochs, losses=losses, state=state, start_epoch=start_epoch)
     result.diverged, result.stopped = state.diverged, state.stopped
     return result
 

@@ -11,6 +11,27 @@ packs defines
   config's final metrics (a dict, as ``run`` returns) or the exception it failed with.
   Each ``reports[i]`` is the config's own Report; a config must give the numbers it gives
   through ``run`` up to float rounding.
+
+Checkpoints: a pack checkpoints as one unit. The trainable puts one
+:class:`~raydiff.experiments.base.PackCheckpoint` on every member's report
+(``reports[i].pack_checkpoint``, the same object; None outside a trainable that
+checkpoints packs), with ``resume_state`` set when it restarts the pack from a checkpoint
+saved for exactly the configs it now trains (when the set of unfinished configs changed,
+e.g. some finished after the last checkpoint, those left start over from epoch 0). A
+``run_pack`` that checkpoints trains through :func:`train_checkpointed` instead of
+:func:`~raydiff.engine.packed.train_packed`: every ``checkpoint_every`` epochs (the
+smallest of its configs', :func:`checkpoint_every`) and at the last it saves the stacked
+parameters, the :class:`~raydiff.engine.packed.PackOptimizerState` (momentum buffers, live
+mask, each model's shuffle generator, diverged / stopped models), the epoch, the losses
+and recorded logits so far and the experiment's own ``kept`` state; given a
+``resume_state`` it loads all of it into the freshly built pack and goes on from that
+epoch, so the pack ends where an uninterrupted one ends (tests/test_packed.py). Resumed
+members are tagged ``raydiff.resumed_from_epoch``, as single trials are.
+Which stages resume mid-training: ``train_classifier``, ``crossval``, ``dynamics`` (its
+main pack; the short EL2N pack after it trains again) and ``cscore`` (a single trial that
+checkpoints after each of its packs). ``identify``, ``inversion`` (the inversion monitor's
+snapshots and radii history) and ``imbalance`` (retrains per split) restart a pack from
+epoch 0.
 """
 
 import traceback
@@ -20,7 +41,8 @@ import torch
 
 from raydiff.data import INIT_STREAM, derived_seed
 from raydiff.engine.inversion import InversionRun
-from raydiff.engine.packed import Pack, PackedInversionMonitor, train_packed
+from raydiff.engine.packed import (Pack, PackDynamics, PackedInversionMonitor,
+                                   PackOptimizerState, PackResult, train_packed)
 from raydiff.engine.train import TrainResult
 
 
@@ -82,6 +104,115 @@ def start(configs, reports, data, *, packable, run, prepare_one):
     cfgs = [configs[i] for i in ok]
     device = reports[ok[0]].device
     return outcomes, ok, cfgs, device, [prepare_one(c, device, data) for c in cfgs]
+
+
+def checkpoint_every(configs):
+    """Epochs between a pack's checkpoints: the smallest ``checkpoint_every`` of its
+    configs (0: the configs have no such key, the pack does not checkpoint)."""
+    return min(int(value(c, "checkpoint_every", 0) or 0) for c in configs)
+
+
+def train_checkpointed(pack, x, y, *, epochs, reports, every, generators=None, kept=None,
+                       on_epoch=None, record_every=0, record_dtype=torch.float32, **kwargs):
+    """:func:`~raydiff.engine.packed.train_packed` of ``pack`` to ``epochs``, saving the
+    pack's checkpoint every ``every`` epochs and at the last, and resuming from the one
+    the reports carry (the module docstring has the contract).
+
+    reports : the Reports of the pack's configs (model k's at position k); the checkpoint
+        is their shared ``pack_checkpoint``: without one (or with ``every`` 0) this is one
+        plain ``train_packed`` call
+    kept : dict, optional: the experiment's own state that must survive a restart (e.g. the
+        held-out logits of every epoch so far): saved with each checkpoint, and on resume
+        updated in place from it before training goes on (read it as ``kept[key]``, never
+        through a reference taken before this call)
+    generators, on_epoch, record_every, record_dtype, **kwargs : as ``train_packed``
+
+    Training runs in chunks that end at the checkpoint epochs; each chunk continues the
+    same :class:`PackOptimizerState`, so the chunks compute exactly what one call would.
+    Returns a :class:`PackResult` over every epoch since 0 (``start_epoch``: the epoch
+    resumed from), recorded logits included.
+    """
+    checkpoint = next((r.pack_checkpoint for r in reports
+                       if r is not None and r.pack_checkpoint is not None), None)
+    if checkpoint is None or not every:
+        return train_packed(pack, x, y, epochs=epochs, generators=generators,
+                            on_epoch=on_epoch, record_every=record_every,
+                            record_dtype=record_dtype, **kwargs)
+    kept = {} if kept is None else kept
+    state = PackOptimizerState(pack, generators)
+    start, done, losses, rec_epochs, rec_logits = 0, False, [], [], []
+    saved = checkpoint.resume_state
+    problem = None if saved is None else _checkpoint_mismatch(saved, pack, epochs, kept)
+    if problem:
+        reason = f"pack checkpoint not used, restarting from scratch: {problem}"
+        print(f"raydiff: {reason}", flush=True)
+        for r in reports:
+            if r is not None:
+                r.tag("raydiff.checkpoint_error", reason[:500])
+    elif saved is not None:
+        pack.load_state_dict(saved["pack"])
+        state.load_state_dict(saved["optimizer"])
+        start, done = int(saved["epoch"]), bool(saved["done"])
+        losses = [saved["losses"].numpy()]
+        rec_epochs = list(saved["record_epochs"])
+        rec_logits = [t.to(record_dtype) for t in saved["record_logits"]]
+        kept.update(saved["kept"])
+        for r in reports:
+            if r is not None:
+                r.tag("raydiff.resumed_from_epoch", start)
+    halted = {"all": False}
+
+    def hook(epoch, epoch_losses):
+        verdict = None if on_epoch is None else on_epoch(epoch, epoch_losses)
+        halted["all"] = halted["all"] or verdict is True
+        return verdict
+
+    epoch = start
+    while epoch < epochs and not done:
+        end = min(epochs, (epoch // every + 1) * every)
+        part = train_packed(pack, x, y, epochs=end, start_epoch=epoch, state=state,
+                            generators=generators, on_epoch=hook, record_every=record_every,
+                            record_dtype=record_dtype, **kwargs)
+        losses.append(part.losses)
+        if part.dynamics is not None and len(part.dynamics.epochs):
+            rec_epochs += [int(e) for e in part.dynamics.epochs]
+            # exact: the recorded values were of record_dtype before train_packed widened them
+            rec_logits.append(torch.from_numpy(part.dynamics.logits).to(record_dtype))
+        # stopped early (every model out, or on_epoch said stop): the run is over as it is
+        done = part.epochs_run < end or halted["all"] or not bool(state.live.any())
+        epoch = part.epochs_run
+        checkpoint({"epoch": epoch, "done": done, "k": pack.k, "epochs": int(epochs),
+                    "pack": pack.state_dict(), "optimizer": state.state_dict(),
+                    "losses": torch.from_numpy(np.concatenate(losses) if losses
+                                               else np.zeros((0, pack.k))),
+                    "record_epochs": list(rec_epochs), "record_logits": list(rec_logits),
+                    "kept": dict(kept)}, epoch=epoch)
+    result = PackResult(epochs_run=epoch,
+                        losses=np.concatenate(losses) if losses else np.zeros((0, pack.k)),
+                        diverged=state.diverged, stopped=state.stopped, state=state,
+                        start_epoch=start)
+    if record_every and rec_logits:
+        result.dynamics = PackDynamics(np.array(rec_epochs),
+                                       torch.cat(rec_logits).float().numpy())
+    return result
+
+
+def _checkpoint_mismatch(saved, pack, epochs, kept):
+    """Why ``saved`` cannot resume this pack (another size, architecture, length or kept
+    state: a checkpoint of another setup must not half-load), or None."""
+    try:
+        if int(saved["k"]) != pack.k:
+            return f"saved for {saved['k']} models, this pack has {pack.k}"
+        shapes = [tuple(t.shape) for t in (*saved["pack"]["weights"], *saved["pack"]["biases"])]
+        if shapes != [tuple(t.shape) for t in (*pack.weights, *pack.biases)]:
+            return "saved for another architecture"
+        if int(saved["epochs"]) != int(epochs) or int(saved["epoch"]) > int(epochs):
+            return f"saved for {saved['epochs']} epochs, this pack trains {epochs}"
+        if set(saved["kept"]) != set(kept):
+            return f"saved state {sorted(saved['kept'])}, this run keeps {sorted(kept)}"
+    except (KeyError, TypeError) as exc:
+        return f"not a pack checkpoint ({type(exc).__name__}: {exc})"
+    return None
 
 
 def fit_inversion_packed(configs, tensors, reports, *, track_learning=False):

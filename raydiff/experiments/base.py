@@ -82,13 +82,50 @@ class Upstream:
         return torch.load(self.path(name), map_location="cpu", weights_only=True)
 
 
+class PackCheckpoint:
+    """The one checkpoint of a pack: every config a pack trains shares it, since the pack's
+    models train as one computation and can only resume together.
+
+    Call it as ``checkpoint(state, epoch=e)`` (a dict of tensors and plain values, what
+    :func:`raydiff.experiments._packs.train_checkpointed` saves); ``resume_state`` holds
+    the state of the pack's last checkpoint when the pack is a resumed one, else None.
+    This one keeps the latest state in ``folder/pack_checkpoint.pt`` (a plain process,
+    tests); the Tune trainable subclasses it to hand the state to Tune.
+    """
+
+    def __init__(self, folder, *, resume_state=None):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.resume_state = resume_state
+        self.saved = []            # the epochs saved, in order
+
+    def __call__(self, state, *, epoch):
+        self._save(state, epoch)
+        self.saved.append(int(epoch))
+
+    def _save(self, state, epoch):
+        import torch
+        torch.save(state, self.folder / "pack_checkpoint.pt")
+
+    def load(self):
+        """The state last saved here (what a restarted pack gets as ``resume_state``)."""
+        import torch
+        return torch.load(self.folder / "pack_checkpoint.pt", map_location="cpu",
+                          weights_only=True)
+
+
 class Report:
     """Collects metrics, artifacts and checkpoints of one experiment run in ``folder``.
 
     Call it as ``report({"loss": 0.3}, step=epoch)``; pass ``checkpoint=state`` (a dict of
     tensors and plain values) to make the run resumable from there. ``resume_state`` holds
     the state of the last checkpoint when the run is a resumed one, else None.
+    ``pack_checkpoint``: the :class:`PackCheckpoint` of the pack this config trains in
+    (the same object on every member's report), or None (not in a pack, or a pack that
+    does not checkpoint).
     """
+
+    pack_checkpoint = None
 
     def __init__(self, folder, *, upstream=None, resume_state=None, device="cpu"):
         self.folder = Path(folder)

@@ -28,7 +28,7 @@ import torch
 
 from raydiff.data import BATCH_STREAM, INIT_STREAM, derived_seed
 from raydiff.data.splits import config_tensors, fold_assignment
-from raydiff.engine.packed import Pack, predict_packed, train_packed
+from raydiff.engine.packed import Pack, predict_packed
 from raydiff.engine.supervised import fit
 from raydiff.experiments import _packs
 from raydiff.experiments.common import TrainConfig
@@ -101,7 +101,9 @@ def run_pack(configs, reports, data):
     """:func:`run` for many folds / settings in one pack: model k trains on its fold's
     training part (a per-model subset, in ``run``'s order) with its setting's labels; the
     held-out predictions of every epoch come from one no-grad pass of the pack over the
-    subset, each config keeping its own held-out rows."""
+    subset, each config keeping its own held-out rows. The pack checkpoints as one unit
+    every ``checkpoint_every`` epochs and at the last (the held-out logits so far with it)
+    and resumes from there (:func:`raydiff.experiments._packs.train_checkpointed`)."""
     started = time.monotonic()
     outcomes, ok, cfgs, device, tensors = _packs.start(
         configs, reports, data, packable=packable, run=run, prepare_one=config_tensors)
@@ -119,23 +121,25 @@ def run_pack(configs, reports, data):
     generators = [torch.Generator().manual_seed(derived_seed(c.seed, BATCH_STREAM)) for c in cfgs]
     rates = _packs.schedule([c.lr for c in cfgs], first.lr_milestones, first.lr_gamma)
     held_idx = [torch.as_tensor(h, device=device) for h in held_pos]
-    history = [[] for _ in cfgs]           # per config: (M, C) held-out logits per epoch
+    # per config: (M, C) held-out logits per epoch; kept with the pack's checkpoint
+    kept = {"history": [[] for _ in cfgs]}
 
     def on_epoch(epoch, losses):
         logits = predict_packed(pack, x, batch_size=first.eval_batch_size)
         lr = rates(epoch)
         for j, i in enumerate(ok):
             held = logits[j].index_select(0, held_idx[j])
-            history[j].append(held.float().cpu())
+            kept["history"][j].append(held.float().cpu())
             if np.isfinite(losses[j]):
                 acc = 100 * (held.argmax(1) == y[j].index_select(0, held_idx[j])).float().mean().item()
                 reports[i]({"loss": float(losses[j]), "lr": float(lr[j]),
                             "heldout_accuracy": acc}, step=epoch)
 
-    result = train_packed(pack, x, y, epochs=first.last_epoch, batch_size=first.batch_size,
-                          momentum=[c.momentum for c in cfgs],
-                          weight_decay=[c.weight_decay for c in cfgs], generators=generators,
-                          subsets=train_pos, on_epoch=on_epoch, lr_schedule=rates)
+    result = _packs.train_checkpointed(
+        pack, x, y, epochs=first.last_epoch, reports=[reports[i] for i in ok],
+        every=_packs.checkpoint_every(cfgs), kept=kept, batch_size=first.batch_size,
+        momentum=[c.momentum for c in cfgs], weight_decay=[c.weight_decay for c in cfgs],
+        generators=generators, subsets=train_pos, on_epoch=on_epoch, lr_schedule=rates)
     # each fold's seconds: its share of the pack's training, as one of len(ok) trials
     share = (time.monotonic() - started) / len(ok)
     for j, i in enumerate(ok):
@@ -143,7 +147,8 @@ def run_pack(configs, reports, data):
             outcomes[i] = _packs.diverged_error(result.diverged[j])
             continue
         outcomes[i] = _packs.guarded(_finish_fold, cfgs[j], reports[i], tensors[j], held_pos[j],
-                                     len(train_pos[j]), history[j], time.monotonic() - share)
+                                     len(train_pos[j]), kept["history"][j],
+                                     time.monotonic() - share)
     return outcomes
 
 

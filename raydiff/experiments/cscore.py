@@ -36,8 +36,12 @@ Metrics: ``models_trained``, ``train_seconds``, ``seconds``, ``held_out_min``, m
 held-out accuracy per ratio, and with noise ``noise_auroc``, ``noise_ap``,
 ``noise_precision_at_k`` (and ``noise_auroc_soft``).
 
-Not done: no checkpoint inside a trial (a killed trial retrains all its packs; 540 models
-are about a minute of CPU); lr milestones (``lr_milestones`` is not a key here).
+Checkpoints: the trial checkpoints after each pack it finishes (the predictions of every
+model trained so far and how many packs are done), so a killed trial resumes at the first
+pack it had not finished (tagged ``raydiff.resumed_from_pack``) and ends with what an
+uninterrupted one ends with; the pack it was killed in trains again from its start (one
+pack is ten short mini-batch epochs). Not done: lr milestones (``lr_milestones`` is not a
+key here).
 """
 
 import time
@@ -101,13 +105,22 @@ def model_plan(config, n):
     return plan
 
 
-def train_models(config, tensors, plan, *, on_pack=None):
+def train_models(config, tensors, plan, *, on_pack=None, resume=None):
     """Train the models of ``plan`` in packs of ``models_per_pack`` (one ratio per pack, so
     no pack pads short subsets) and return (correct (M, N) bool, prob (M, N) float32:
-    softmax probability of the observed label), rows in ``plan`` order."""
+    softmax probability of the observed label), rows in ``plan`` order.
+
+    on_pack : callable(done, total, correct, prob), optional, after each pack (the arrays
+        filled up to that pack's models)
+    resume : (packs done, correct, prob) of an earlier call of the same plan, optional: the
+        first ``packs done`` packs are not trained again
+    """
     n = len(tensors)
     correct = np.zeros((len(plan), n), dtype=bool)
     prob = np.zeros((len(plan), n), dtype=np.float32)
+    skip = 0
+    if resume is not None:
+        skip, correct[:], prob[:] = resume
     y = tensors.y
     rows = list(range(len(plan)))
     packs = []
@@ -116,6 +129,8 @@ def train_models(config, tensors, plan, *, on_pack=None):
         packs += [members[a:a + config.models_per_pack]
                   for a in range(0, len(members), config.models_per_pack)]
     for done, members in enumerate(packs):
+        if done < skip:
+            continue
         seeds = [derived_seed(config.seed, INIT_STREAM, plan[m][0], plan[m][1]) for m in members]
         pack = Pack.init(seeds, input_shape=tensors.x.shape[1:],
                          num_classes=tensors.num_classes, hidden=config.hidden,
@@ -135,8 +150,23 @@ def train_models(config, tensors, plan, *, on_pack=None):
         p = torch.softmax(logits.float(), 2).gather(2, y[None, :, None].expand(len(members), n, 1))
         prob[members] = p[..., 0].cpu().numpy()
         if on_pack is not None:
-            on_pack(done + 1, len(packs))
+            on_pack(done + 1, len(packs), correct, prob)
     return correct, prob
+
+
+def _resume(report, shape):
+    """(packs done, correct, prob) of the trial's last checkpoint, or None (none, or one
+    of another plan: then every pack trains)."""
+    state = report.resume_state
+    if state is None:
+        return None
+    if list(state.get("shape", [])) != list(shape):
+        report.tag("raydiff.checkpoint_error", f"checkpoint of {state.get('shape')} models x "
+                   f"samples, this plan has {list(shape)}: restarting from scratch")
+        return None
+    report.tag("raydiff.resumed_from_pack", int(state["packs_done"]))
+    return (int(state["packs_done"]), state["correct"].numpy().astype(bool),
+            state["prob"].numpy().astype(np.float32))
 
 
 def run(config, report, data):
@@ -145,9 +175,14 @@ def run(config, report, data):
     n = len(tensors)
     plan = model_plan(config, n)
     trained = time.monotonic()
-    correct, prob = train_models(
-        config, tensors, plan,
-        on_pack=lambda done, total: report({"packs_done": done, "packs": total}, step=done))
+
+    def on_pack(done, total, correct, prob):
+        report({"packs_done": done, "packs": total}, step=done, checkpoint={
+            "packs_done": done, "shape": [len(plan), n],
+            "correct": torch.from_numpy(correct.copy()), "prob": torch.from_numpy(prob.copy())})
+
+    correct, prob = train_models(config, tensors, plan, on_pack=on_pack,
+                                 resume=_resume(report, (len(plan), n)))
     train_seconds = time.monotonic() - trained
 
     held_out = np.ones((len(plan), n), dtype=bool)

@@ -152,21 +152,24 @@ def run_pack(configs, reports, data):
     rates = _packs.schedule([c.lr for c in cfgs], first.lr_milestones, first.lr_gamma)
     pack = Pack.init([derived_seed(c.seed, INIT_STREAM) for c in cfgs], input_shape=x.shape[1:],
                      num_classes=c_out, hidden=first.hidden, device=device)
-    early_main = {}
+    kept = {"early": []}              # the main models' eval-mode logits after ``epoch``
 
     def on_epoch(e, losses):
         if e == epoch:
-            early_main["logits"] = predict_packed(pack, x, batch_size=first.eval_batch_size)
+            kept["early"] = [predict_packed(pack, x, batch_size=first.eval_batch_size).cpu()]
         lr = rates(e)
         for j, i in enumerate(ok):
             if np.isfinite(losses[j]):
                 reports[i]({"loss": float(losses[j]), "lr": float(lr[j])}, step=e)
 
-    result = train_packed(
-        pack, x, y, epochs=first.last_epoch, batch_size=first.batch_size,
+    # recorded as float16, as run's trajectory is stored (and half the checkpoint)
+    result = _packs.train_checkpointed(
+        pack, x, y, epochs=first.last_epoch, reports=[reports[i] for i in ok],
+        every=_packs.checkpoint_every(cfgs), kept=kept, batch_size=first.batch_size,
         momentum=[c.momentum for c in cfgs], weight_decay=[c.weight_decay for c in cfgs],
         generators=[torch.Generator().manual_seed(derived_seed(c.seed, BATCH_STREAM)) for c in cfgs],
-        record_every=1, on_epoch=on_epoch, lr_schedule=rates)
+        record_every=1, record_dtype=torch.float16, on_epoch=on_epoch, lr_schedule=rates)
+    early_main = kept["early"][0] if kept["early"] else None   # None: all diverged before
     # the EL2N runs: run r of config j seeded as early_logits seeds it
     extra = [(j, r) for j, c in enumerate(cfgs) for r in range(1, c.el2n_runs)]
     early_extra = None
@@ -188,7 +191,7 @@ def run_pack(configs, reports, data):
             continue
         # stored as run's trajectory is: float16
         logits = result.dynamics.logits[:, j].astype(np.float16).astype(np.float32)
-        early = [early_main["logits"][j].float().cpu().numpy()] + [
+        early = [early_main[j].float().numpy()] + [
             early_extra[t].float().cpu().numpy() for t, (jj, _) in enumerate(extra) if jj == j]
         outcomes[i] = _packs.guarded(_score, cfgs[j], reports[i], tensors[j], logits, early,
                                      epoch)

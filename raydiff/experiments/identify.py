@@ -228,7 +228,9 @@ def run_pack(configs, reports, data):
     """:func:`run` for many configs, trained as packs: the noisy-label trainings of every
     config in one pack (retries: a pack of the configs that need another attempt), the
     clean-label trainings confidence / energy need under noise in a second one (one per
-    distinct seed / rate: configs that differ only in strategy or level share it)."""
+    distinct seed / rate: configs that differ only in strategy or level share it).
+    Not checkpointed: the inversion monitor's snapshots and radii history would have to
+    travel with the pack's state, so a restarted pack trains again from epoch 0."""
     return _packs.run_inversion_pack(configs, reports, data, packable=packable,
                                      prepare_one=config_tensors, track_learning=False, score=_score,
                                      run=run, clean_tensors=_clean_for_pack)

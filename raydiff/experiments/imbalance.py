@@ -156,7 +156,8 @@ def PACK_MODELS(config):
 def run_pack(configs, reports, data):
     """:func:`run` for many cells: the ``models_per_cell`` models of every cell in one
     pack, each on its cell's training positions (a per-model subset) with its cell's
-    observed labels."""
+    observed labels. Not checkpointed (imbalance has no ``checkpoint_every``; its
+    trainings are short full-batch runs): a restarted pack trains again from epoch 0."""
     outcomes = [None] * len(configs)
     ok, rest = _packs.split(configs, packable)
     for i in rest:

@@ -186,7 +186,8 @@ def packable(config):
 
 def run_pack(configs, reports, data):
     """:func:`run` for many configs: every training (and retry) of the pack as one
-    computation, the radii of all models watched at once."""
+    computation, the radii of all models watched at once. Not checkpointed (the
+    monitor's snapshots and radii history): a restarted pack trains again from epoch 0."""
     return _packs.run_inversion_pack(configs, reports, data, packable=packable,
                                      prepare_one=_tensors, track_learning=True, score=_score,
                                      run=run)

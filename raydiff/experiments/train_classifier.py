@@ -28,7 +28,7 @@ import torch
 from raydiff.data import INIT_STREAM, SMALL_LOSS_BATCH_STREAM, derived_seed
 from raydiff.data.splits import config_tensors
 from raydiff.engine import accuracy, predict
-from raydiff.engine.packed import Pack, predict_packed, train_packed
+from raydiff.engine.packed import Pack, predict_packed
 from raydiff.engine.supervised import fit
 from raydiff.experiments import _packs
 from raydiff.experiments.base import per_sample_table
@@ -111,8 +111,10 @@ def packable(config):
 
 def run_pack(configs, reports, data):
     """:func:`run` for many configs in one pack: each model its own labels, init, shuffles
-    (its own generator, drawn as ``run`` draws it), rate, momentum and decay. A pack does
-    not checkpoint mid-training (a restarted pack trains its unfinished configs again)."""
+    (its own generator, drawn as ``run`` draws it), rate, momentum and decay. The pack
+    checkpoints as one unit every ``checkpoint_every`` epochs and at the last
+    (:func:`raydiff.experiments._packs.train_checkpointed`) and resumes from there, its
+    ``start_epoch`` metric the epoch resumed from, as ``run``'s."""
     outcomes, ok, cfgs, device, tensors = _packs.start(
         configs, reports, data, packable=packable, run=run, prepare_one=config_tensors)
     if not ok:
@@ -128,17 +130,18 @@ def run_pack(configs, reports, data):
             if np.isfinite(losses[j]):
                 reports[i]({"loss": float(losses[j])}, step=epoch)
 
-    result = train_packed(pack, x, torch.stack([t.y for t in tensors]), epochs=first.last_epoch,
-                          batch_size=first.batch_size, momentum=[c.momentum for c in cfgs],
-                          weight_decay=[c.weight_decay for c in cfgs], generators=generators,
-                          on_epoch=on_epoch,
-                          lr_schedule=_packs.schedule([c.lr for c in cfgs], first.lr_milestones,
-                                                      first.lr_gamma))
+    result = _packs.train_checkpointed(
+        pack, x, torch.stack([t.y for t in tensors]), epochs=first.last_epoch,
+        reports=[reports[i] for i in ok], every=_packs.checkpoint_every(cfgs),
+        batch_size=first.batch_size, momentum=[c.momentum for c in cfgs],
+        weight_decay=[c.weight_decay for c in cfgs], generators=generators, on_epoch=on_epoch,
+        lr_schedule=_packs.schedule([c.lr for c in cfgs], first.lr_milestones, first.lr_gamma))
     logits = predict_packed(pack, x, batch_size=first.eval_batch_size)
+    start = result.start_epoch
     for j, i in enumerate(ok):
         if j in result.diverged:
             outcomes[i] = _packs.diverged_error(result.diverged[j])
             continue
         outcomes[i] = _packs.guarded(_score, configs[i], reports[i], tensors[j], logits[j],
-                                     start=0, epochs_run=result.epochs_run)
+                                     start=start, epochs_run=result.epochs_run - start)
     return outcomes

@@ -18,7 +18,7 @@ from pathlib import Path
 from ray import tune
 
 from raydiff.experiments import get_experiment
-from raydiff.experiments.base import Report, Upstream
+from raydiff.experiments.base import PackCheckpoint, Report, Upstream
 from raydiff.experiments.config import build_config
 from raydiff import tracking
 from raydiff.tune import describe, packs
@@ -182,8 +182,9 @@ def run_trial(param, *, datasets, context):
 class PackMemberReport(TuneReport):
     """The report of one config inside a pack: metrics and artifacts go to the config's own
     MLflow run; Tune hears from the pack trial as a whole (:func:`run_pack_trial`), so a
-    member never calls ``tune.report``. Packs do not checkpoint mid-training (see
-    :func:`run_pack_trial`): a checkpoint a member asks for is dropped."""
+    member never calls ``tune.report``. A pack checkpoints as one unit, through the
+    :class:`TunePackCheckpoint` its members' reports share (``pack_checkpoint``); a
+    checkpoint one member asks for on its own is dropped."""
 
     def _emit(self, metrics, step, checkpoint):
         now_ms = int(time.time() * 1000)
@@ -194,6 +195,65 @@ class PackMemberReport(TuneReport):
 
     def _save_checkpoint(self, state, step):
         pass
+
+
+class TunePackCheckpoint(PackCheckpoint):
+    """A pack trial's one checkpoint, saved as a single trial's is (:class:`TuneReport`): a
+    directory handed to ``tune.report``, which Tune gives back through
+    ``tune.get_checkpoint`` when it retries the trial or resumes the sweep. It records the
+    pack members (positions in the pack spec) it was saved for; the members' metrics are
+    flushed first, so MLflow holds every epoch the checkpoint covers."""
+
+    def __init__(self, folder, *, members, reports, run_id, resume_state=None):
+        super().__init__(folder, resume_state=resume_state)
+        self.members, self.reports, self.run_id = list(members), list(reports), run_id
+
+    def _save(self, state, epoch):
+        import torch
+        for report in self.reports:
+            report.flush()
+        ckpt_dir = self.folder / "checkpoint"
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        ckpt_dir.mkdir()
+        torch.save({"pack_members": self.members, "pack": state}, ckpt_dir / "state.pt")
+        tune.report({"pack_epoch": int(epoch), "mlflow_run_id": self.run_id},
+                    checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
+
+
+def _pack_resume_state(saved, members):
+    """(the pack state to resume from, or None; why not, or None) of the state restored
+    from a pack trial's checkpoint, for the members it trains now."""
+    if saved is None:
+        return None, None
+    found = saved.get("pack_members") if isinstance(saved, dict) else None
+    if found != list(members):
+        return None, (f"pack checkpoint saved for members {found}, unfinished now "
+                      f"{list(members)}: restarting those from scratch")
+    return saved["pack"], None
+
+
+def _peak_memory(device):
+    """The worker's peak memory while the pack ran (since :func:`_reset_peak_memory`)."""
+    import resource
+    import torch
+    peak = {"pack_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device == "cuda":
+        peak["pack_peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    return peak
+
+
+def _reset_peak_memory(device):
+    """Reset the peak counters, so a reused worker reports this pack's peak, not its
+    lifetime's: Linux resets the resident high-water mark (and ``ru_maxrss``) on writing
+    5 to /proc/self/clear_refs; elsewhere the peak is the process's."""
+    import torch
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
 
 
 def _open_member(member, index, *, pack_id, pack_size, trial_id, tracker, context, work,
@@ -248,9 +308,19 @@ def run_pack_trial(param, *, datasets, context):
     others carry on. The trial errors only when ``run_pack`` itself raises (every run it
     was training is then FAILED and Tune retries the pack) or no config finished.
 
-    Checkpoints: a pack does not checkpoint mid-training; the experiments that pack are
-    full-batch runs of seconds or short mini-batch runs, and a pack restarted by Tune
-    (or ``--resume``) trains its unfinished configs again from their start.
+    Checkpoints: a pack checkpoints as one unit (:class:`TunePackCheckpoint`, shared by
+    its members' reports as ``pack_checkpoint``; the contract is in
+    :mod:`raydiff.experiments._packs`). When Tune retries the trial (a killed worker) or
+    ``--resume`` restarts it, the pack resumes from its last checkpoint if that was saved
+    for exactly the configs still unfinished; otherwise (some finished since, or the
+    checkpoint is unreadable: tag ``raydiff.checkpoint_error``) those configs train again
+    from epoch 0. Stages whose ``run_pack`` does not checkpoint (identify, inversion,
+    imbalance) always train their unfinished configs again from the start.
+
+    Every member run gets the pack's wall time (``pack_seconds``), its share of it
+    (``trial_seconds``) and the worker's peak memory while the pack ran:
+    ``pack_peak_rss_mib`` (resident, ``ru_maxrss``) and on CUDA ``pack_peak_cuda_mib``
+    (``torch.cuda.max_memory_allocated``).
     """
     import ray
     import torch
@@ -290,9 +360,24 @@ def run_pack_trial(param, *, datasets, context):
             data = None
             if getattr(module, "NEEDS_DATA", True):
                 data = datasets[data_key(dataclasses.asdict(todo[0][1]))]
+            members_now = [t[0] for t in todo]
+            restore_tags = {}
+            resume, why = _pack_resume_state(_restore_state(restore_tags), members_now)
+            if why:
+                print(f"raydiff: {why}", flush=True)
+                restore_tags["raydiff.checkpoint_error"] = why[:500]
+            checkpoint = TunePackCheckpoint(work / "pack", members=members_now,
+                                            reports=[t[3] for t in todo],
+                                            run_id=todo[0][2], resume_state=resume)
+            for _, _, run_id, report in todo:
+                report.pack_checkpoint = checkpoint
+                if restore_tags:
+                    report.tag("raydiff.checkpoint_error", restore_tags["raydiff.checkpoint_error"])
+            _reset_peak_memory(device)
             started = time.monotonic()
             outcomes = module.run_pack([t[1] for t in todo], [t[3] for t in todo], data)
             seconds = time.monotonic() - started
+            peak = _peak_memory(device)
             if len(outcomes) != len(todo):
                 raise RuntimeError(f"{module.NAME}.run_pack returned {len(outcomes)} results "
                                    f"for {len(todo)} configs")
@@ -306,7 +391,8 @@ def run_pack_trial(param, *, datasets, context):
             unlogged = {k: v for k, v in metrics.items() if k not in report.last and _is_number(v)}
             # a config's cost is its share of the pack (what it would have cost as one of
             # len(todo) trials run back to back); the pack's wall time is kept beside it
-            report({**unlogged, "trial_seconds": seconds / len(todo), "pack_seconds": seconds})
+            report({**unlogged, "trial_seconds": seconds / len(todo), "pack_seconds": seconds,
+                    **peak})
             report.flush()
             tracker.end(run_id, "FINISHED")
             finals[i] = {**report.last, **metrics}
