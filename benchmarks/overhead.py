@@ -70,7 +70,8 @@ def mlflow_share(tracker, n, folder):
     times = []
     for i in range(n):
         start = time.perf_counter()
-        run_id, _ = tracker.trial_run(exp, trial_id=f"t{i}", run_name=f"t{i}", params=params,
+        run_id, _ = tracker.trial_run(exp, stage="main", trial_id=f"t{i}", run_name=f"t{i}",
+                                      params=params,
                                       tags={tracking.TAG_SESSION: "s", tracking.TAG_SWEEP: "x"})
         tracker.log_metrics(run_id, [("loss", 0.5, e, int(time.time() * 1000)) for e in range(2)])
         tracker.log_artifact(run_id, path)

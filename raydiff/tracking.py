@@ -211,8 +211,8 @@ class Tracker:
                  what="logging the dataset input")
 
     # -- trial runs ----------------------------------------------------------------------
-    def trial_run(self, experiment_id, *, trial_id, run_name, params, tags, parent=None):
-        """The run of Tune trial ``trial_id``: ``(run_id, status)``.
+    def trial_run(self, experiment_id, *, stage, trial_id, run_name, params, tags, parent=None):
+        """The run of Tune trial ``trial_id`` of stage ``stage``: ``(run_id, status)``.
 
         A trial that is retried or resumed finds its earlier run (same trial id, session
         and stage): a FINISHED one is
@@ -222,8 +222,9 @@ class Tracker:
         """
         # Tune's trial ids are only unique within one Tuner: two stages started in the
         # same instant draw the same prefix, so the stage is part of the key
+        tags = {**tags, TAG_STAGE: stage}
         query = (f"tags.`{TAG_TRIAL}` = '{trial_id}' and tags.`{TAG_SESSION}` = '{tags[TAG_SESSION]}'"
-                 f" and tags.`{TAG_STAGE}` = '{tags[TAG_STAGE]}'")
+                 f" and tags.`{TAG_STAGE}` = '{stage}'")
         found = retrying(self.client.search_runs, [experiment_id], query, max_results=1)
         if found:
             run = found[0]

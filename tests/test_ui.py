@@ -155,17 +155,18 @@ def test_experiments_are_model_training_and_parent_runs_are_made_once(workdir):
                               name="a")
     assert other != stage
     assert tracker.client.get_run(stage).data.tags[tracking.TAG_PARENT] == session
-    tags = {tracking.TAG_SESSION: "s1", tracking.TAG_KIND: "trial", tracking.TAG_STAGE: "a"}
-    run_id, _ = tracker.trial_run(exp, trial_id="t1", run_name="a x=1", params={"x": 1},
-                                  tags=tags, parent=stage)
+    tags = {tracking.TAG_SESSION: "s1", tracking.TAG_KIND: "trial"}
+    run_id, _ = tracker.trial_run(exp, stage="a", trial_id="t1", run_name="a x=1",
+                                  params={"x": 1}, tags=tags, parent=stage)
     tracker.end(run_id)
     # Tune's trial ids repeat across stages: stage b's trial t1 is a run of its own, and
     # stage a's trial t1, retried, finds its finished run again
-    run_b, status_b = tracker.trial_run(exp, trial_id="t1", run_name="b x=1", params={"x": 1},
-                                        tags={**tags, tracking.TAG_STAGE: "b"})
+    run_b, status_b = tracker.trial_run(exp, stage="b", trial_id="t1", run_name="b x=1",
+                                        params={"x": 1}, tags=tags)
     assert status_b == "NEW" and run_b != run_id
-    assert tracker.trial_run(exp, trial_id="t1", run_name="a x=1", params={"x": 1},
+    assert tracker.trial_run(exp, stage="a", trial_id="t1", run_name="a x=1", params={"x": 1},
                              tags=tags, parent=stage) == (run_id, "FINISHED")
+    assert tracker.client.get_run(run_id).data.tags[tracking.TAG_STAGE] == "a"
     tracker.client.delete_run(run_b)
     assert tracker.client.get_run(run_id).data.tags[tracking.TAG_PARENT] == stage
     # trial-run listings (reports, stale-run cleanup) see trials only, not the parents

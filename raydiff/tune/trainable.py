@@ -131,7 +131,8 @@ def run_trial(param, *, datasets, context):
     tags = {tracking.TAG_SWEEP: context["sweep"], tracking.TAG_SESSION: context["session"],
             tracking.TAG_STAGE: spec["stage"], tracking.TAG_EXPERIMENT: spec["experiment"],
             tracking.TAG_KIND: "trial"}
-    run_id, status = tracker.trial_run(context["experiment_id"], trial_id=trial_id,
+    run_id, status = tracker.trial_run(context["experiment_id"], stage=spec["stage"],
+                                       trial_id=trial_id,
                                        run_name=describe.trial_name(param, trial_id),
                                        params=params, tags=tags,
                                        parent=context.get("parent_run_id"))
@@ -269,7 +270,8 @@ def _open_member(member, index, *, pack_id, pack_size, trial_id, tracker, contex
             tracking.TAG_STAGE: member["stage"], tracking.TAG_EXPERIMENT: member["experiment"],
             tracking.TAG_KIND: "trial", packs.PACK_TAG: pack_id,
             packs.PACK_SIZE_TAG: str(pack_size)}
-    run_id, status = tracker.trial_run(context["experiment_id"], trial_id=f"{trial_id}/{index}",
+    run_id, status = tracker.trial_run(context["experiment_id"], stage=member["stage"],
+                                       trial_id=f"{trial_id}/{index}",
                                        run_name=member.get("name") or f"{member['stage']}-{index}",
                                        params=params, tags=tags,
                                        parent=context.get("parent_run_id"))
