@@ -4,6 +4,7 @@ gives alone (per experiment), fails alone, and keeps its own MLflow run."""
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from raydiff.data import load_dataset
 from raydiff.experiments import (crossval, dynamics, identify, imbalance, inversion,
@@ -395,3 +396,25 @@ def test_a_packed_sweep_keeps_one_run_per_config_and_resumes_without_redoing(tmp
     after = {r.info.run_id: r.info.end_time for r in every}
     assert all(after[run_id] == end for run_id, end in done_before.items())
     print(f"{len(done_before)} configs finished before the kill; {len(every)} runs in all")
+
+
+def test_a_pack_holds_one_copy_of_inputs_its_configs_share():
+    """Configs of a pack differ in labels (noise seed), not in inputs: the pack keeps one
+    copy of x, not one per config; a config with other inputs keeps its own."""
+    from types import SimpleNamespace
+
+    from raydiff.data import load_dataset
+    from raydiff.data.splits import config_tensors
+    from raydiff.experiments import _packs
+
+    data = load_dataset("mnist5k")
+    configs = [build_config(train_classifier.Config,
+                            {"subset_size": size, "noise_ratio": 0.2, "seed": seed})
+               for size, seed in ((300, 0), (300, 1), (300, 2), (200, 0))]
+    reports = [SimpleNamespace(device="cpu")] * len(configs)
+    _, ok, _, _, tensors = _packs.start(configs, reports, data, packable=lambda c: True,
+                                        run=None, prepare_one=config_tensors)
+    assert ok == [0, 1, 2, 3]
+    assert tensors[1].x is tensors[0].x and tensors[2].x is tensors[0].x
+    assert not torch.equal(tensors[0].y, tensors[1].y)          # their own noisy labels
+    assert len(tensors[3].x) == 200 and tensors[3].x is not tensors[0].x
