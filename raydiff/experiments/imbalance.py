@@ -168,8 +168,12 @@ def run_pack(configs, reports, data):
         if isinstance(cell, Exception):
             outcomes[i] = cell
             continue
-        cells[i] = cell
         tensors, _, train_idx, _, _ = cell
+        if cells:
+            shared = next(iter(cells.values()))[0].x
+            if torch.equal(tensors.x, shared):
+                tensors.x = shared         # one copy of the inputs the cells share
+        cells[i] = cell
         for m in range(configs[i].models_per_cell):
             owners.append((i, m))
             seeds.append(_model_seed(configs[i], m))
