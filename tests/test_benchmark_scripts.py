@@ -45,6 +45,18 @@ def test_pack_throughput_smoke_and_its_cuda_path_runs_or_says_why_not():
         assert "summary: pack over single engine" in out
 
 
+def test_models_per_hour_smoke_and_its_cuda_path_runs_or_says_why_not():
+    out = _bench("models_per_hour", "--device", "cpu")
+    assert "per trial, 2 processes" in out and "packed, K=16" in out
+    assert "summary: packed over per-trial models per hour on cpu" in out
+    out = _bench("models_per_hour", "--device", "cuda")
+    import torch
+    if not torch.cuda.is_available():
+        assert "skipped, no CUDA device" in out
+    else:
+        assert "summary: packed over per-trial models per hour on cuda" in out
+
+
 def test_vog_pass_smoke_scores_agree_with_the_stored_maps():
     out = _bench("vog_pass")
     assert "scores agree with the stored maps" in out and "summary: VoG pass" in out
