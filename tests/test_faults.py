@@ -66,7 +66,7 @@ def test_many_processes_create_a_new_store_at_once(tmp_path):
 
 # -- faults struck at a running sweep (real Ray, real processes) ------------------------
 
-EPOCHS, EVERY = 40, 10
+EPOCHS, EVERY = 30, 10
 PACED = {"name": "faults", "experiment": "train_classifier", "resources": {"cpu": 1},
          "max_failures": 2,
          "config": {"dataset": "blobs", "noise_ratio": 0.2, "hidden": [16], "epochs": EPOCHS,
