@@ -34,27 +34,27 @@ def test_gpu_packing_smoke_runs_or_says_why_not():
         assert "skipped, no CUDA device" in out
 
 
+def _cuda_path_runs_or_says_why_not(name, summary):
+    """``name --device cuda`` at smoke size: its ``summary`` line on a CUDA machine, else
+    the line saying it skipped."""
+    import torch
+
+    out = _bench(name, "--device", "cuda")
+    assert (summary if torch.cuda.is_available() else "skipped, no CUDA device") in out
+
+
 def test_pack_throughput_smoke_and_its_cuda_path_runs_or_says_why_not():
     out = _bench("pack_throughput")
     assert "summary: pack over single engine" in out and "K=    4" in out
-    out = _bench("pack_throughput", "--device", "cuda")
-    import torch
-    if not torch.cuda.is_available():
-        assert "skipped, no CUDA device" in out
-    else:
-        assert "summary: pack over single engine" in out
+    _cuda_path_runs_or_says_why_not("pack_throughput", "summary: pack over single engine")
 
 
 def test_models_per_hour_smoke_and_its_cuda_path_runs_or_says_why_not():
     out = _bench("models_per_hour", "--device", "cpu")
     assert "per trial, 2 processes" in out and "packed, K=16" in out
     assert "summary: packed over per-trial models per hour on cpu" in out
-    out = _bench("models_per_hour", "--device", "cuda")
-    import torch
-    if not torch.cuda.is_available():
-        assert "skipped, no CUDA device" in out
-    else:
-        assert "summary: packed over per-trial models per hour on cuda" in out
+    _cuda_path_runs_or_says_why_not("models_per_hour",
+                                    "summary: packed over per-trial models per hour on cuda")
 
 
 def test_vog_pass_smoke_scores_agree_with_the_stored_maps():

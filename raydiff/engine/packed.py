@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from raydiff.engine.inversion import RULES, check_rule, judged_margins, smooth
-from raydiff.engine.train import Dynamics, predict
+from raydiff.engine.train import Dynamics, predict, train
 from raydiff.models import SimpleNN, get_model
 
 
@@ -512,8 +512,6 @@ def _train_one_by_one(pack, x, y, members, *, epochs, start_epoch, lrs, wds, lr_
     :func:`raydiff.engine.train` on ``x[subset]`` (exactly what it would train alone) and
     written back into the pack. A diverged model is reported as the stacked step reports
     it, but its weights are the single engine's (no longer finite), not frozen."""
-    from raydiff.engine.train import train
-
     k = pack.k
     state = state if state is not None else PackOptimizerState(pack)
     losses = np.full((epochs - start_epoch, k), np.nan)

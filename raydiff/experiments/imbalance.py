@@ -169,10 +169,7 @@ def run_pack(configs, reports, data):
             outcomes[i] = cell
             continue
         tensors, _, train_idx, _, _ = cell
-        if cells:
-            shared = next(iter(cells.values()))[0].x
-            if torch.equal(tensors.x, shared):
-                tensors.x = shared         # one copy of the inputs the cells share
+        _packs.share_inputs(tensors, next(iter(cells.values()))[0] if cells else None)
         cells[i] = cell
         for m in range(configs[i].models_per_cell):
             owners.append((i, m))

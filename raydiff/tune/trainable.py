@@ -371,10 +371,10 @@ def run_pack_trial(param, *, datasets, context):
             checkpoint = TunePackCheckpoint(work / "pack", members=members_now,
                                             reports=[t[3] for t in todo],
                                             run_id=todo[0][2], resume_state=resume)
-            for _, _, run_id, report in todo:
+            for _, _, _, report in todo:
                 report.pack_checkpoint = checkpoint
-                if restore_tags:
-                    report.tag("raydiff.checkpoint_error", restore_tags["raydiff.checkpoint_error"])
+                for key, value in restore_tags.items():
+                    report.tag(key, value)
             _reset_peak_memory(device)
             started = time.monotonic()
             outcomes = module.run_pack([t[1] for t in todo], [t[3] for t in todo], data)
