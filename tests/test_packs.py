@@ -143,7 +143,9 @@ def _same_table(tmp_path, i, name="per_sample.parquet", columns=None, tol=1e-5):
         np.testing.assert_allclose(p[col].to_numpy(float), a[col].to_numpy(float), atol=tol,
                                    err_msg=f"config {i} column {col}")
     if "hard" in a:
-        assert a["hard"].astype(object).equals(p["hard"].astype(object)), f"config {i} hard"
+        # scores within ``tol`` of the top-k cut may trade places; nothing else may
+        rounding.assert_topk_equal_up_to_ties(a["hard"], p["hard"], a["score"], p["score"],
+                                              tol, what=f"config {i} hard")
 
 
 INV = {"subset_size": 150, "epochs": 30, "inversion_start": 5, "check_every": 2}
