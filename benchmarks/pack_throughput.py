@@ -106,7 +106,7 @@ def subset_cases(share, x, y, *, epochs, device):
     """Pack (as run), stacked (one-by-one off) and single, K models on subsets of ``share``."""
     import numpy as np
 
-    from raydiff.engine import packed
+    from raydiff.engine import pack_train
 
     n, k = len(x), SUBSET_MODELS
     rng = np.random.default_rng(0)
@@ -115,13 +115,13 @@ def subset_cases(share, x, y, *, epochs, device):
 
     def run_pack(one_by_one):
         def fn():
-            saved = packed.one_by_one_pays
+            saved = pack_train.one_by_one_pays
             if not one_by_one:
-                packed.one_by_one_pays = lambda rows, n: False
+                pack_train.one_by_one_pays = lambda rows, n: False
             try:
                 train_packed(base.clone(), x, y, epochs=epochs, lr=LR, subsets=subsets)
             finally:
-                packed.one_by_one_pays = saved
+                pack_train.one_by_one_pays = saved
             sync(device)
         return fn
 

@@ -275,16 +275,16 @@ def test_small_subsets_train_gathered_and_equal_the_single_engine(data, monkeypa
     model's rows are gathered (K x n_max rows a step, not K x N masked) and the models
     still equal the single engine on their subsets. (On a GPU; on the CPU such packs train
     one by one, see the next test, so that path is switched off here.)"""
-    from raydiff.engine import packed
+    from raydiff.engine import pack_train
 
-    monkeypatch.setattr(packed, "one_by_one_pays", lambda rows, n: False)
+    monkeypatch.setattr(pack_train, "one_by_one_pays", lambda rows, n: False)
     labels, _, lrs, wds = configs(data.y)
     rng = np.random.default_rng(1)
-    width = int(packed.GATHER_BELOW * N)
+    width = int(pack_train.GATHER_BELOW * N)
     small = [np.sort(rng.choice(N, width, replace=False)), rng.permutation(N)[:width - 10],
              np.sort(rng.choice(N, width - 30, replace=False)), rng.permutation(N)[:40]]
     sizes = np.array([len(s) for s in small])
-    assert packed._gathered_batch(small, sizes, labels, "cpu", N) is not None   # the path taken
+    assert pack_train._gathered_batch(small, sizes, labels, "cpu", N) is not None   # the path taken
     pack = Pack.init(SEEDS, input_shape=data.x.shape[1:], num_classes=10)
     got = train_packed(pack, data.x, labels, epochs=20, lr=lrs, weight_decay=wds, subsets=small)
     for k, seed in enumerate(SEEDS):
@@ -300,7 +300,7 @@ def test_small_subsets_on_the_cpu_train_one_by_one_exactly_as_alone(data, monkey
     exactly (bit for bit) the single engine's model on its rows, whatever labels, rate,
     decay and schedule it has; an empty subset leaves its model untouched; a diverging
     model is reported as the stacked path reports it, and the others are unaffected."""
-    from raydiff.engine import packed
+    from raydiff.engine import pack_train
 
     labels, _, lrs, wds = configs(data.y)
     rng = np.random.default_rng(2)
@@ -313,14 +313,14 @@ def test_small_subsets_on_the_cpu_train_one_by_one_exactly_as_alone(data, monkey
 
     # the cost model: on mnist5k's 5000 rows small subsets pay, near-whole ones do not;
     # on 500 rows fixed costs make stacking pay at every share
-    assert packed.one_by_one_pays(1000, 5000) and packed.one_by_one_pays(2500, 5000)
-    assert not packed.one_by_one_pays(4500, 5000) and not packed.one_by_one_pays(100, 500)
-    monkeypatch.setattr(packed, "one_by_one_pays", lambda rows, n: True)
+    assert pack_train.one_by_one_pays(1000, 5000) and pack_train.one_by_one_pays(2500, 5000)
+    assert not pack_train.one_by_one_pays(4500, 5000) and not pack_train.one_by_one_pays(100, 500)
+    monkeypatch.setattr(pack_train, "one_by_one_pays", lambda rows, n: True)
     pack = Pack.init(SEEDS, input_shape=data.x.shape[1:], num_classes=10)
     start = pack.flat().clone()
     calls = []
-    real = packed._train_one_by_one
-    monkeypatch.setattr(packed, "_train_one_by_one",
+    real = pack_train._train_one_by_one
+    monkeypatch.setattr(pack_train, "_train_one_by_one",
                         lambda *a, **kw: calls.append(1) or real(*a, **kw))
     got = train_packed(pack, data.x, labels, epochs=8, lr=lrs, weight_decay=wds,
                        subsets=subsets, lr_schedule=schedule)
@@ -348,7 +348,7 @@ def test_small_subsets_on_the_cpu_train_one_by_one_exactly_as_alone(data, monkey
     assert set(got.diverged) == {1} and np.isnan(got.losses[got.diverged[1] - 1:, 1]).all()
     assert not bool(got.state.live[1]) and bool(got.state.live[0])
     # the stacked path on the same pack gives the same models up to float rounding
-    monkeypatch.setattr(packed, "one_by_one_pays", lambda rows, n: False)
+    monkeypatch.setattr(pack_train, "one_by_one_pays", lambda rows, n: False)
     stacked = Pack.init(SEEDS, input_shape=data.x.shape[1:], num_classes=10)
     again = train_packed(stacked, data.x, labels, epochs=8, lr=lrs, weight_decay=wds,
                          subsets=subsets, lr_schedule=schedule)
