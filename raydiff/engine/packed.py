@@ -22,11 +22,11 @@ public names:
 from raydiff.engine.inversion import RULES, PackedInversionMonitor, class_radii
 from raydiff.engine.pack import Pack, predict_packed
 from raydiff.engine.pack_train import (PackDynamics, PackOptimizerState, PackResult,
-                                       train_packed)
+                                       one_by_one_pays, train_packed)
 
 # the batched radii are the single ones with a model axis
 class_radii_packed = class_radii
 
 __all__ = ["Pack", "PackDynamics", "PackOptimizerState", "PackResult",
-           "PackedInversionMonitor", "class_radii", "class_radii_packed", "predict_packed",
-           "train_packed", "RULES"]
+           "PackedInversionMonitor", "class_radii", "class_radii_packed", "one_by_one_pays",
+           "predict_packed", "train_packed", "RULES"]

@@ -59,11 +59,6 @@ def per_model(value, k, name):
     return arr
 
 
-def _rows(v, p):
-    """(K,) ``v`` shaped to broadcast over (K, ...) ``p``."""
-    return v.view(-1, *([1] * (p.dim() - 1)))
-
-
 @torch.no_grad()
 def sgd_update_(params, grads, hyper, *, buffers=None, live=None):
     """One SGD step of every model, in place.
@@ -81,18 +76,37 @@ def sgd_update_(params, grads, hyper, *, buffers=None, live=None):
     """
     if hyper.any_momentum and buffers is None:
         raise ValueError("sgd_update_ with momentum needs buffers (zeros_like each parameter)")
-    for i, (p, g) in enumerate(zip(params, grads)):
-        d = g + p * _rows(hyper.weight_decay, p) if hyper.any_decay else g
-        if hyper.any_momentum:
-            buf = buffers[i]
-            new_buf = buf * _rows(hyper.momentum, p) + d
-            if live is None:
-                buf.copy_(new_buf)
-            else:
-                buf.copy_(torch.where(_rows(live, p), new_buf, buf))
-            d = buf
-        step = d * _rows(hyper.lr, p)
-        if live is None:
-            p.sub_(step)
-        else:
-            p.copy_(torch.where(_rows(live, p), p - step, p))
+    if live is None:
+        _update_all_(params, grads, hyper, buffers)
+        return
+    on = _per_param(live, params)
+    d = grads
+    if hyper.any_decay:
+        d = [g + p * w for g, p, w in zip(grads, params, _per_param(hyper.weight_decay, params))]
+    if hyper.any_momentum:
+        moms = _per_param(hyper.momentum, params)
+        for buf, m, di, o in zip(buffers, moms, d, on):
+            buf.copy_(torch.where(o, buf * m + di, buf))
+        d = buffers
+    for p, di, lr, o in zip(params, d, _per_param(hyper.lr, params), on):
+        p.copy_(torch.where(o, p - di * lr, p))
+
+
+def _update_all_(params, grads, hyper, buffers):
+    """:func:`sgd_update_` when every model steps: the same operations in the same order
+    (so the same bits), as multi-tensor ``_foreach`` calls (a few per step, not a few per
+    parameter: a mini-batch step of a small model is dominated by such fixed costs)."""
+    d = grads
+    if hyper.any_decay:
+        d = torch._foreach_add(grads, torch._foreach_mul(
+            params, _per_param(hyper.weight_decay, params)))
+    if hyper.any_momentum:
+        torch._foreach_mul_(buffers, _per_param(hyper.momentum, params))
+        torch._foreach_add_(buffers, d)
+        d = buffers
+    torch._foreach_sub_(params, torch._foreach_mul(d, _per_param(hyper.lr, params)))
+
+
+def _per_param(v, params):
+    """(K,) ``v`` viewed to broadcast over each (K, ...) parameter."""
+    return [v.view(-1, *([1] * (p.dim() - 1))) for p in params]
