@@ -147,10 +147,10 @@ def train_packed(pack, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0,
     sizes = np.array([len(x) if r is None else len(r) for r in rows])
     weights = _sample_weights(sample_weight, k, len(x), x.device)
     full = batch_size is None or batch_size >= int(sizes.max())
-    state = _ready_state(state, pack, generators, mini_batch=not full,
-                         momentum=bool((moms != 0).any()))
+    with_momentum = bool((moms != 0).any())
+    state = _ready_state(state, pack, generators, mini_batch=not full, momentum=with_momentum)
     if (x.device.type == "cpu" and full and weights is None and not record_every
-            and on_epoch is None and not (moms != 0).any()
+            and on_epoch is None and not with_momentum
             and any(r is not None for r in rows) and one_by_one_pays(sizes.mean(), len(x))):
         return _train_one_by_one(pack, x, y, rows, epochs=epochs, start_epoch=start_epoch,
                                  lrs=lrs, wds=wds, lr_schedule=lr_schedule, state=state)
