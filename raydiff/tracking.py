@@ -160,6 +160,29 @@ class Tracker:
         return (f"{base_url.rstrip('/')}/#/experiments/{found.experiment_id}"
                 f"?workflowType=machine_learning")
 
+    def share_first_view(self, name, base_url, *, session, params, metrics, charts):
+        """Store the first view of ``session`` of experiment ``name`` as one of MLflow's
+        shared views and return its URL in the UI at ``base_url`` (None when the
+        experiment does not exist).
+
+        A shared view is an experiment tag ``mlflow.sharedViewState.<key>`` holding the
+        runs page's state as JSON, which the UI applies when the URL says
+        ``?viewStateShareKey=<key>``: here the session's trial runs only (the one way to
+        filter from a URL: MLflow 3.17 ignores ``searchFilter`` in it), grouped by stage
+        and sorted by name, with the ``params`` and ``metrics`` columns, and ``charts``
+        ({"stage", "x" param, "y" metric}) as scatter plots on the page's chart view
+        (``&compareRunsMode=CHART``). The key is the session's, so a URL keeps showing
+        the session it was made for."""
+        found = retrying(self.client.get_experiment_by_name, name)
+        if found is None:
+            return None
+        key = f"raydiff-{session}"
+        state = _view_state(session, params, metrics, charts)
+        retrying(self.client.set_experiment_tag, found.experiment_id, VIEW_TAG_PREFIX + key,
+                 json.dumps(state, separators=(",", ":")), what="storing the first view")
+        return (f"{base_url.rstrip('/')}/#/experiments/{found.experiment_id}"
+                f"?viewStateShareKey={key}&workflowType=machine_learning")
+
     # -- grouping runs -------------------------------------------------------------------
     def group_run(self, experiment_id, *, kind, sweep, session, name, stage=None,
                   parent=None, params=None, tags=None, reopen=True):
@@ -297,6 +320,45 @@ class Tracker:
                 self.end(run.info.run_id, status)
                 closed.append(run.info.run_id)
         return closed
+
+
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."     # the UI's shared views live in these tags
+
+
+def _column(kind, key):
+    """A runs-table column as the UI names it: ``params.`lr```, ``metrics.`acc```."""
+    return f"{kind}.`{key}`"
+
+
+def _view_state(session, params, metrics, charts):
+    """The runs page state of MLflow 3.17's UI (the fields its shared views read: search
+    facets, columns, grouping, charts) for the first view of ``session``."""
+    section = "raydiff-first-view"
+    return {
+        "searchFilter": f"tags.`{TAG_SESSION}` = '{session}' and tags.`{TAG_KIND}` = 'trial'",
+        "orderByKey": "tags.`mlflow.runName`", "orderByAsc": True,
+        "selectedColumns": ([_column("attributes", "Dataset")]
+                            + [_column("params", k) for k in params]
+                            + [_column("metrics", k) for k in metrics]),
+        # one group per stage, open; its header row averages the stage's runs
+        "groupBy": {"aggregateFunction": "average",
+                    "groupByKeys": [{"mode": "tag", "groupByData": TAG_STAGE}]},
+        "groupsExpanded": {},
+        "runsHiddenMode": "SHOW_ALL",          # every run in the charts, not the first 10
+        "useGroupedValuesInCharts": False,     # a point per run, not per stage
+        "hideEmptyCharts": True,
+        "compareRunSections": [{"uuid": section, "name": "raydiff: metric over the swept axis",
+                                "display": True, "isReordered": False, "deleted": False,
+                                "isGenerated": False}],
+        "compareRunCharts": [
+            {"uuid": f"raydiff-{i}", "type": "SCATTER", "runsCountToCompare": 1000,
+             "metricSectionId": section, "deleted": False, "isGenerated": False,
+             "displayName": f"{c['stage']}: {c['y']} over {c['x']}",
+             "xaxis": {"key": c["x"], "type": "PARAM"},
+             "yaxis": {"key": c["y"], "type": "METRIC"}}
+            for i, c in enumerate(charts)],
+        "isAccordionReordered": True,          # keep this section first, as stored
+    }
 
 
 def runs_table(runs):

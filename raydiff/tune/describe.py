@@ -171,3 +171,52 @@ def training_data(table, config):
     name = str(config.get("dataset") or "data")
     return {"name": name, "digest": data_digest(rows["sample_id"], rows["observed_label"]),
             "num_rows": int(len(rows)), "properties": properties}
+
+
+# the metrics a stage's first view shows beside its swept keys (else its MAIN_METRIC)
+VIEW_METRICS = {
+    "identify": ["noise_auroc", "n_hard"],
+    "imbalance": ["acc_full_mean", "acc_hard_mean", "acc_easy_mean"],
+    "inversion": ["inversion_epoch_mean", "noise_auroc"],
+    "crossval": ["heldout_true_accuracy", "oof_epoch"],
+    "gasten_step2": ["acd", "fid_smallcnn"],
+}
+
+
+def first_view(table):
+    """What a researcher should see first of one session's trial runs: per stage, the
+    keys the stage swept and its main metrics, and a chart of the main metric over the
+    swept axis where one fits.
+
+    ``table``: the session's trial runs as :func:`raydiff.tracking.runs_table` gives them
+    (one row per run: ``stage``, ``experiment``, the params, metrics as ``m.<key>``).
+    Returns ``{"params": [...], "metrics": [...], "charts": [{"stage", "x", "y"}]}``:
+    the param and metric columns in reading order (stage by stage, each once; metrics
+    that no run logged left out), and per stage with a numeric swept key one scatter of
+    its first metric (y) over the last such key (x), the axis a grid is usually read by.
+    """
+    params, metrics, charts = [], [], []
+    if table is None or not len(table) or "stage" not in table.columns:
+        return {"params": params, "metrics": metrics, "charts": charts}
+    reserved = {"run_id", "status", "stage", "experiment", "session", "trial_seconds"}
+    for stage, rows in table.groupby("stage", sort=False):
+        specs = [{"params": {k: v for k, v in row.items() if k not in reserved
+                             and not k.startswith("m.") and _present(v)}}
+                 for row in rows.to_dict("records")]
+        keys = varied_keys(specs)
+        experiment = rows["experiment"].iloc[0]
+        wanted = VIEW_METRICS.get(experiment) or [MAIN_METRIC.get(experiment)]
+        found = [m for m in wanted if m and f"m.{m}" in rows and rows[f"m.{m}"].notna().any()]
+        params += [k for k in keys if k not in params]
+        metrics += [m for m in found if m not in metrics]
+        numeric = [k for k in keys if k != "seed" and all(
+            isinstance(s["params"].get(k), (int, float)) and not isinstance(s["params"].get(k), bool)
+            for s in specs)]
+        if numeric and found:
+            charts.append({"stage": stage, "x": numeric[-1], "y": found[0]})
+    return {"params": params, "metrics": metrics, "charts": charts}
+
+
+def _present(value):
+    """False for the NaN a DataFrame fills in where a run lacks a key."""
+    return not (isinstance(value, float) and math.isnan(value))
