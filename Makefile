@@ -20,7 +20,8 @@ demo: $(STAMP)
 	echo "" && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s" && \
 	echo "figures and tables: $$(pwd)/reports/demo" && \
-	echo "MLflow UI:          $(VENV)/bin/raydiff ui demo   (prints the URL of the runs table)"
+	echo "MLflow UI:          $(VENV)/bin/raydiff ui demo   (starts it), then open" && \
+	echo "                    $$($(VENV)/bin/raydiff ui demo --url)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15

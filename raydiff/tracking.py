@@ -160,16 +160,18 @@ class Tracker:
         return (f"{base_url.rstrip('/')}/#/experiments/{found.experiment_id}"
                 f"?workflowType=machine_learning")
 
-    def share_first_view(self, name, base_url, *, session, params, metrics, charts):
+    def share_first_view(self, name, base_url, *, session, params, main_metrics, metrics,
+                         charts):
         """Store the first view of ``session`` of experiment ``name`` as one of MLflow's
         shared views and return its URL in the UI at ``base_url`` (None when the
         experiment does not exist).
 
         A shared view is an experiment tag ``mlflow.sharedViewState.<key>`` holding the
         runs page's state as JSON, which the UI applies when the URL says
-        ``?viewStateShareKey=<key>``: here the session's trial runs only (the one way to
+        ``?viewStateShareKey=<key>`` on its runs route: here the session's trial runs only (the one way to
         filter from a URL: MLflow 3.17 ignores ``searchFilter`` in it), grouped by stage
-        and sorted by name, with the ``params`` and ``metrics`` columns, and ``charts``
+        and sorted by name, with the ``main_metrics``, ``params`` and ``metrics`` columns
+        in that order, and ``charts``
         ({"stage", "x" param, "y" metric}) as scatter plots on the page's chart view
         (``&compareRunsMode=CHART``). The key is the session's, so a URL keeps showing
         the session it was made for."""
@@ -177,10 +179,12 @@ class Tracker:
         if found is None:
             return None
         key = f"raydiff-{session}"
-        state = _view_state(session, params, metrics, charts)
+        state = _view_state(session, params, main_metrics, metrics, charts)
         retrying(self.client.set_experiment_tag, found.experiment_id, VIEW_TAG_PREFIX + key,
                  json.dumps(state, separators=(",", ":")), what="storing the first view")
-        return (f"{base_url.rstrip('/')}/#/experiments/{found.experiment_id}"
+        # the runs route itself: the experiment's bare route redirects there and drops
+        # the share key on the way (Chromium, MLflow 3.17)
+        return (f"{base_url.rstrip('/')}/#/experiments/{found.experiment_id}/runs"
                 f"?viewStateShareKey={key}&workflowType=machine_learning")
 
     # -- grouping runs -------------------------------------------------------------------
@@ -330,16 +334,24 @@ def _column(kind, key):
     return f"{kind}.`{key}`"
 
 
-def _view_state(session, params, metrics, charts):
+def _view_state(session, params, main_metrics, metrics, charts):
     """The runs page state of MLflow 3.17's UI (the fields its shared views read: search
     facets, columns, grouping, charts) for the first view of ``session``."""
     section = "raydiff-first-view"
+    name, dataset = _column("attributes", "Run Name"), _column("attributes", "Dataset")
+    swept = [_column("params", k) for k in params]
+    main = [_column("metrics", k) for k in main_metrics]
+    others = [_column("metrics", k) for k in metrics]
     return {
         "searchFilter": f"tags.`{TAG_SESSION}` = '{session}' and tags.`{TAG_KIND}` = 'trial'",
         "orderByKey": "tags.`mlflow.runName`", "orderByAsc": True,
-        "selectedColumns": ([_column("attributes", "Dataset")]
-                            + [_column("params", k) for k in params]
-                            + [_column("metrics", k) for k in metrics]),
+        "selectedColumns": [dataset, *swept, *main, *others],
+        # the table draws only the columns in view: the name, the main metrics and the
+        # swept keys first, the other metrics, the dataset and the duration after them
+        "columnOrder": [name, "runDateAndNestInfo", *main, *swept, *others, dataset,
+                        "duration"],
+        "columnWidths": {name: 290, "runDateAndNestInfo": 120,
+                         **{c: 120 for c in main + others}, **{c: 100 for c in swept}},
         # one group per stage, open; its header row averages the stage's runs
         "groupBy": {"aggregateFunction": "average",
                     "groupByKeys": [{"mode": "tag", "groupByData": TAG_STAGE}]},
@@ -347,7 +359,7 @@ def _view_state(session, params, metrics, charts):
         "runsHiddenMode": "SHOW_ALL",          # every run in the charts, not the first 10
         "useGroupedValuesInCharts": False,     # a point per run, not per stage
         "hideEmptyCharts": True,
-        "compareRunSections": [{"uuid": section, "name": "raydiff: metric over the swept axis",
+        "compareRunSections": [{"uuid": section, "name": "raydiff: main metric over the swept axis",
                                 "display": True, "isReordered": False, "deleted": False,
                                 "isGenerated": False}],
         "compareRunCharts": [
@@ -369,7 +381,7 @@ def runs_table(runs):
         tags = run.data.tags
         row = {"run_id": run.info.run_id, "status": run.info.status,
                "stage": tags.get(TAG_STAGE), "experiment": tags.get(TAG_EXPERIMENT),
-               "session": tags.get(TAG_SESSION),
+               "session": tags.get(TAG_SESSION), "start_time": run.info.start_time,
                "trial_seconds": ((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000}
         row.update(json.loads(tags.get(TAG_PARAMS, "{}")))
         row.update({f"m.{k}": v for k, v in run.data.metrics.items()})

@@ -189,34 +189,66 @@ def first_view(table):
     swept axis where one fits.
 
     ``table``: the session's trial runs as :func:`raydiff.tracking.runs_table` gives them
-    (one row per run: ``stage``, ``experiment``, the params, metrics as ``m.<key>``).
-    Returns ``{"params": [...], "metrics": [...], "charts": [{"stage", "x", "y"}]}``:
-    the param and metric columns in reading order (stage by stage, each once; metrics
-    that no run logged left out), and per stage with a numeric swept key one scatter of
-    its first metric (y) over the last such key (x), the axis a grid is usually read by.
+    (one row per run: ``stage``, ``experiment``, ``start_time``, the params, metrics as
+    ``m.<key>``). Returns ``{"params", "main_metrics", "metrics", "charts"}``: the swept
+    keys (stages in the order they started, a stage's keys in its Config's field order,
+    each key once), each stage's main metric, its other first-view metrics (metrics no
+    run logged left out), and per stage with a numeric swept key one scatter
+    ``{"stage", "x", "y"}`` of its main metric over the last such key, the axis its grid
+    is read by.
     """
-    params, metrics, charts = [], [], []
+    view = {"params": [], "main_metrics": [], "metrics": [], "charts": []}
     if table is None or not len(table) or "stage" not in table.columns:
-        return {"params": params, "metrics": metrics, "charts": charts}
-    reserved = {"run_id", "status", "stage", "experiment", "session", "trial_seconds"}
+        return view
+    if "start_time" in table.columns:
+        table = table.sort_values("start_time", kind="stable")
     for stage, rows in table.groupby("stage", sort=False):
-        specs = [{"params": {k: v for k, v in row.items() if k not in reserved
-                             and not k.startswith("m.") and _present(v)}}
-                 for row in rows.to_dict("records")]
-        keys = varied_keys(specs)
         experiment = rows["experiment"].iloc[0]
+        specs = _specs(rows, _field_order(experiment))
+        keys = varied_keys(specs)
         wanted = VIEW_METRICS.get(experiment) or [MAIN_METRIC.get(experiment)]
         found = [m for m in wanted if m and f"m.{m}" in rows and rows[f"m.{m}"].notna().any()]
-        params += [k for k in keys if k not in params]
-        metrics += [m for m in found if m not in metrics]
+        main = MAIN_METRIC.get(experiment)
+        main = main if main in found else (found[0] if found else None)
+        view["params"] += [k for k in keys if k not in view["params"]]
+        if main and main not in view["main_metrics"]:
+            view["main_metrics"].append(main)
+        view["metrics"] += [m for m in found if m != main and m not in view["metrics"]]
         numeric = [k for k in keys if k != "seed" and all(
             isinstance(s["params"].get(k), (int, float)) and not isinstance(s["params"].get(k), bool)
             for s in specs)]
-        if numeric and found:
-            charts.append({"stage": stage, "x": numeric[-1], "y": found[0]})
-    return {"params": params, "metrics": metrics, "charts": charts}
+        if numeric and main:
+            view["charts"].append({"stage": stage, "x": numeric[-1], "y": main})
+    view["metrics"] = [m for m in view["metrics"] if m not in view["main_metrics"]]
+    return view
 
 
-def _present(value):
-    """False for the NaN a DataFrame fills in where a run lacks a key."""
-    return not (isinstance(value, float) and math.isnan(value))
+_NOT_PARAMS = {"run_id", "status", "stage", "experiment", "session", "trial_seconds",
+               "start_time"}
+
+
+def _specs(rows, order):
+    """The params of each run of ``rows`` as trial specs, keys in ``order`` ({key: rank});
+    a key a run lacks (NaN in the table) left out."""
+    def present(value):
+        return not (isinstance(value, float) and math.isnan(value))
+
+    return [{"params": dict(sorted(
+        ((k, v) for k, v in row.items()
+         if k not in _NOT_PARAMS and not k.startswith("m.") and present(v)),
+        key=lambda kv: order.get(kv[0], len(order))))}
+        for row in rows.to_dict("records")]
+
+
+def _field_order(experiment):
+    """{key: position} of the experiment's Config fields (the order its sweep keys read
+    in), or {} for an experiment this installation does not know."""
+    import dataclasses
+
+    from raydiff.experiments import get_experiment
+    try:
+        fields = dataclasses.fields(get_experiment(experiment).Config)
+    except (KeyError, ValueError, TypeError):
+        return {}
+    return {f.name: i for i, f in enumerate(fields)}
+
