@@ -160,26 +160,27 @@ class Tracker:
         return (f"{base_url.rstrip('/')}/#/experiments/{found.experiment_id}"
                 f"?workflowType=machine_learning")
 
-    def share_first_view(self, name, base_url, *, session, params, main_metrics, metrics,
-                         charts):
+    def share_first_view(self, name, base_url, *, session, stages, params, main_metrics,
+                         metrics, charts):
         """Store the first view of ``session`` of experiment ``name`` as one of MLflow's
         shared views and return its URL in the UI at ``base_url`` (None when the
         experiment does not exist).
 
         A shared view is an experiment tag ``mlflow.sharedViewState.<key>`` holding the
-        runs page's state as JSON, which the UI applies when the URL says
-        ``?viewStateShareKey=<key>`` on its runs route: here the session's trial runs only (the one way to
-        filter from a URL: MLflow 3.17 ignores ``searchFilter`` in it), grouped by stage
-        and sorted by name, with the ``main_metrics``, ``params`` and ``metrics`` columns
-        in that order, and ``charts``
+        runs page's state as JSON, which the UI applies when its runs route says
+        ``?viewStateShareKey=<key>``. This one holds the session's trial runs only (the one
+        way to filter from a URL: MLflow 3.17 ignores ``searchFilter`` in it), grouped by
+        stage when ``stages`` holds more than one, sorted by name, with the
+        ``main_metrics``, ``params`` and ``metrics`` columns in that order, and ``charts``
         ({"stage", "x" param, "y" metric}) as scatter plots on the page's chart view
-        (``&compareRunsMode=CHART``). The key is the session's, so a URL keeps showing
-        the session it was made for."""
+        (``&compareRunsMode=CHART``). The key is the session's, so a URL keeps showing the
+        session it was made for."""
         found = retrying(self.client.get_experiment_by_name, name)
         if found is None:
             return None
         key = f"raydiff-{session}"
-        state = _view_state(session, params, main_metrics, metrics, charts)
+        state = _view_state(session, params, main_metrics, metrics, charts,
+                            grouped=len(stages) > 1)
         retrying(self.client.set_experiment_tag, found.experiment_id, VIEW_TAG_PREFIX + key,
                  json.dumps(state, separators=(",", ":")), what="storing the first view")
         # the runs route itself: the experiment's bare route redirects there and drops
@@ -334,7 +335,7 @@ def _column(kind, key):
     return f"{kind}.`{key}`"
 
 
-def _view_state(session, params, main_metrics, metrics, charts):
+def _view_state(session, params, main_metrics, metrics, charts, *, grouped):
     """The runs page state of MLflow 3.17's UI (the fields its shared views read: search
     facets, columns, grouping, charts) for the first view of ``session``."""
     section = "raydiff-first-view"
@@ -353,8 +354,9 @@ def _view_state(session, params, main_metrics, metrics, charts):
         "columnWidths": {name: 290, "runDateAndNestInfo": 120,
                          **{c: 120 for c in main + others}, **{c: 100 for c in swept}},
         # one group per stage, open; its header row averages the stage's runs
-        "groupBy": {"aggregateFunction": "average",
-                    "groupByKeys": [{"mode": "tag", "groupByData": TAG_STAGE}]},
+        "groupBy": ({"aggregateFunction": "average",
+                     "groupByKeys": [{"mode": "tag", "groupByData": TAG_STAGE}]}
+                    if grouped else None),
         "groupsExpanded": {},
         "runsHiddenMode": "SHOW_ALL",          # every run in the charts, not the first 10
         "useGroupedValuesInCharts": False,     # a point per run, not per stage

@@ -199,6 +199,7 @@ def test_first_view_shows_each_stages_swept_keys_and_main_metrics_and_charts_its
     # newest first, as MLflow lists them: the view still reads identify, then imbalance
     view = describe.first_view(_runs_table(imbalance + identify))
     # fixed keys (dataset, seed, epochs) are no columns; a stage's keys in Config order
+    assert view["stages"] == ["identify", "imbalance"]
     assert view["params"] == ["noise_ratio", "strategy", "identify.strategy", "train_ratio",
                               "remaining_train_ratio"]
     assert view["main_metrics"] == ["noise_auroc", "acc_hard_mean"]
@@ -218,10 +219,11 @@ def test_the_first_view_is_an_mlflow_shared_view_of_the_session(workdir):
 
     tracker = tracking.Tracker()
     exp = tracker.experiment_id("viewed")
-    assert tracker.share_first_view("missing", "http://h:1", session="s", params=[],
-                                    main_metrics=[], metrics=[], charts=[]) is None
+    assert tracker.share_first_view("missing", "http://h:1", session="s", stages=["a"],
+                                    params=[], main_metrics=[], metrics=[], charts=[]) is None
     url = tracker.share_first_view(
-        "viewed", "http://127.0.0.1:5", session="20261205-101010", params=["noise_ratio"],
+        "viewed", "http://127.0.0.1:5", session="20261205-101010",
+        stages=["identify", "imbalance"], params=["noise_ratio"],
         main_metrics=["noise_auroc"], metrics=["n_hard"],
         charts=[{"stage": "identify", "x": "noise_ratio", "y": "noise_auroc"}])
     key = "raydiff-20261205-101010"
@@ -237,6 +239,11 @@ def test_the_first_view_is_an_mlflow_shared_view_of_the_session(workdir):
     assert {"params.`noise_ratio`", "metrics.`n_hard`"} <= set(state["selectedColumns"])
     (chart,) = state["compareRunCharts"]
     assert chart["type"] == "SCATTER" and chart["xaxis"] == {"key": "noise_ratio", "type": "PARAM"}
+    # a single-stage sweep is not grouped: one group would only hide its runs a level down
+    tracker.share_first_view("viewed", "http://h:1", session="s2", stages=["main"],
+                             params=[], main_metrics=[], metrics=[], charts=[])
+    single = json.loads(tracker.client.get_experiment(exp).tags["mlflow.sharedViewState.raydiff-s2"])
+    assert single["groupBy"] is None
 
 
 # -- the real UI in a real browser ---------------------------------------------------------
@@ -316,11 +323,11 @@ def test_mlflow_ui_shows_named_runs_with_datasets_in_chromium(workdir):
         # view, so these are on screen, not scrolled away)
         for budget in (15000, 40000):
             view = _dom(browser, first, budget)
-            if "Group: identify" in view:
+            if "identify strategy=" in view:
                 break
         shown = _text(view)
         assert "You're viewing a shared view" in shown, shown[:3000]
-        assert "Group: identify 4" in shown and "4 matching runs" in shown, shown[:3000]
+        assert "4 matching runs" in shown, shown[:3000]      # one stage: not grouped
         for s in ("stragglers", "energy"):
             for n in ("0", "0.2"):
                 assert f"identify strategy={s} noise={n} " in shown, shown[:3000]

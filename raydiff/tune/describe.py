@@ -190,20 +190,22 @@ def first_view(table):
 
     ``table``: the session's trial runs as :func:`raydiff.tracking.runs_table` gives them
     (one row per run: ``stage``, ``experiment``, ``start_time``, the params, metrics as
-    ``m.<key>``). Returns ``{"params", "main_metrics", "metrics", "charts"}``: the swept
+    ``m.<key>``). Returns ``{"stages", "params", "main_metrics", "metrics", "charts"}``:
+    the stages in the order they started, the swept
     keys (stages in the order they started, a stage's keys in its Config's field order,
     each key once), each stage's main metric, its other first-view metrics (metrics no
     run logged left out), and per stage with a numeric swept key one scatter
     ``{"stage", "x", "y"}`` of its main metric over the last such key, the axis its grid
     is read by.
     """
-    view = {"params": [], "main_metrics": [], "metrics": [], "charts": []}
+    view = {"stages": [], "params": [], "main_metrics": [], "metrics": [], "charts": []}
     if table is None or not len(table) or "stage" not in table.columns:
         return view
     if "start_time" in table.columns:
         table = table.sort_values("start_time", kind="stable")
     for stage, rows in table.groupby("stage", sort=False):
         experiment = rows["experiment"].iloc[0]
+        view["stages"].append(stage)
         specs = _specs(rows, _field_order(experiment))
         keys = varied_keys(specs)
         wanted = VIEW_METRICS.get(experiment) or [MAIN_METRIC.get(experiment)]
