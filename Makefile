@@ -20,7 +20,8 @@ demo: $(STAMP)
 	echo "" && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s" && \
 	echo "figures and tables: $$(pwd)/reports/demo" && \
-	echo "MLflow UI:          $(VENV)/bin/raydiff ui demo   (prints the URL of the runs table)"
+	echo "MLflow UI:          $(VENV)/bin/raydiff ui demo   (starts it), then open" && \
+	echo "                    $$($(VENV)/bin/raydiff ui demo --url)"
 
 # two pytest workers: the real-process tests in order on one, the rest on the other
 # (tests/conftest.py); TEST_WORKERS=0 runs everything in this process
