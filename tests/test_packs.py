@@ -220,7 +220,10 @@ def test_dynamics_packed_equals_alone(data, tmp_path):
                for s, nr, m in [(0, 0.1, "aum"), (1, 0.3, "el2n"), (2, 0.2, "forgetting")]]
     alone, packed = _both(dynamics, configs, data, tmp_path)
     for i in range(len(configs)):
-        _same_table(tmp_path, i)
+        # the trajectory is kept in float16: a float32 rounding difference between the
+        # stacked and the single model may move a stored logit by one float16 ulp
+        # (2**-10 relative, ~4e-3 at |logit| ~ 4), and the scores averaged over it with it
+        _same_table(tmp_path, i, tol=4e-3)
 
 
 # -- a pack checkpoints as one unit ------------------------------------------------------------

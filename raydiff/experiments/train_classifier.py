@@ -106,7 +106,8 @@ def packable(config):
     """SimpleNN without augmentation; a paced run (``epoch_seconds``) stays its own trial:
     it exists to be watched and struck per trial, checkpoints and all."""
     return (_packs.value(config, "model") == "simple_nn" and not _packs.value(config, "augment")
-            and not _packs.value(config, "epoch_seconds"))
+            and not _packs.value(config, "epoch_seconds")
+            and _packs.value(config, "optimizer", "sgd") == "sgd")
 
 
 def run_pack(configs, reports, data):

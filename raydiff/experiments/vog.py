@@ -35,7 +35,7 @@ from raydiff.data import BATCH_STREAM, derived_seed
 from raydiff.data.splits import noisy_splits
 from raydiff.engine import accuracy, crop_flip, predict, train
 from raydiff.engine.input_grad import input_gradients
-from raydiff.engine.supervised import make_model, schedule
+from raydiff.engine.supervised import make_model, schedule, train_options
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.common import TrainConfig, class_name
 from raydiff.experiments.config import ConfigError, Figures, at_least, choice, figures, ratio
@@ -139,8 +139,8 @@ def run(config, report, data):
         return False
 
     take(0)
-    train(model, tr.x, tr.y, epochs=config.last_epoch, lr=config.lr, momentum=config.momentum,
-          weight_decay=config.weight_decay, batch_size=config.batch_size, generator=generator,
+    train(model, tr.x, tr.y, epochs=config.last_epoch, **train_options(config, model),
+          batch_size=config.batch_size, generator=generator,
           on_epoch=on_epoch, augment=crop_flip if config.augment else None,
           lr_schedule=schedule(config))
 
