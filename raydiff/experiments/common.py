@@ -20,6 +20,13 @@ from raydiff.experiments.config import Common, ConfigError, at_least, choice
 from raydiff.models import MODELS, get_model
 
 
+# sub-draws of BATCH_STREAM (the supervised loop's augmentation draws) for the evaluation
+# passes of a trained model, far above the run indices extra models of a trial take
+MC_DROPOUT_DRAW = 1001      # the dropout masks of the MC-dropout passes
+AUGMENT_DRAW = 1002         # ALLSH's noise augmentation
+DETECTOR_DRAW = 1003        # the detector LSTM's initialisation and batch order (INIT_STREAM)
+
+
 @dataclass
 class TrainConfig(Common):
     """The keys of the supervised training loop, shared by every classifier experiment."""
