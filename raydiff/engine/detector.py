@@ -35,7 +35,7 @@ def label_probability_sequences(logits, labels):
     """(N, E, 1) float32 tensor of ``softmax(logits[e, i])[labels[i]]`` from a trajectory
     ``logits`` (E, N, C) (numpy or tensor) and ``labels`` (N,)."""
     logits = torch.as_tensor(np.asarray(logits, dtype=np.float32))
-    labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    labels = torch.from_numpy(np.array(labels, dtype=np.int64))
     if logits.ndim != 3 or labels.shape != (logits.shape[1],):
         raise ValueError(f"need logits (E, N, C) and labels (N,), got {tuple(logits.shape)} "
                          f"and {tuple(labels.shape)}")
