@@ -258,3 +258,23 @@ def test_every_registered_score_reaches_a_per_sample_table(tmp_path):
     tc = tables["train_classifier"]
     assert np.array_equal(tc["score"], tc["score_mc_dropout"])
     assert np.array_equal(tables["detector"]["sample_id"], tables["dynamics"]["sample_id"])
+
+
+def test_a_detector_stage_gathers_every_seed_and_noise_of_its_data():
+    from raydiff.tune import sweep as sweeps
+    raw = {"name": "d",
+           "config": {"dataset": "mnist5k", "subset_size": 300, "seed": {"grid": [0, 1, 2]},
+                      "noise": {"cases": [
+                          {"noise_kind": "uniform", "noise_ratio": {"grid": [0.1, 0.2]}},
+                          {"noise_kind": "pair", "noise_ratio": 0.2}]}},
+           "stages": {"dynamics": {"experiment": "dynamics", "config": {"epochs": 2}},
+                      "detector": {"experiment": "detector", "after": "dynamics"},
+                      "cl": {"experiment": "confident_learning", "after": "folds"},
+                      "folds": {"experiment": "crossval", "config": {"folds": 2,
+                                                                      "fold": {"grid": [0, 1]}}}}}
+    planned = sweeps.plan(sweeps.validate(raw))
+    assert len(planned["detector"]) == 9                     # one per seed and noise setting
+    for spec in planned["detector"]:
+        assert len(spec["upstream"]["dynamics"]) == 9        # every dynamics run of the data
+    for spec in planned["cl"]:                                 # other gatherers: own setting only
+        assert len(spec["upstream"]["crossval"]) == 2

@@ -55,7 +55,7 @@ def train_detector(seq, noisy, *, seed, epochs=30, hidden=64, layers=2, lr=1e-3,
     ``noisy`` (N,) bool labels: Adam, binary cross-entropy weighted so the two groups
     count equally (the noisy ones are the minority). ``seed`` fixes the initialisation
     and the batch order."""
-    noisy = torch.as_tensor(np.asarray(noisy, dtype=bool))
+    noisy = torch.from_numpy(np.array(noisy, dtype=bool))
     if noisy.all() or not noisy.any():
         raise ValueError("the detector needs a training run with both noisy and clean "
                          "samples (a noise ratio strictly between 0 and 1)")

@@ -65,21 +65,24 @@ def mc_dropout_probs(model, x, *, passes=10, seed=0, batch_size=1024):
     return out
 
 
-def augmentations(x, *, generator=None, names=AUGMENTATIONS):
+def augmentations(x, *, generator=None, names=AUGMENTATIONS, value_range=None):
     """``{name: augmented copy of x}`` for ALLSH's perturbations, on x's device.
 
     x : (N, C, H, W) images, or (N, D) features (then only ``noise`` applies: a feature
-        vector has no left and right, brightness or pixels). Every copy stays inside the
-        value range of ``x`` (its min and max over the whole tensor), so no augmentation
-        is told apart by its range alone.
+        vector has no left and right, brightness or pixels).
+    value_range : (lo, hi) every copy is clipped to, and the scale of brightness and noise;
+        None: the min and max of ``x`` (pass the whole data set's when ``x`` is a batch).
+        Clipping keeps every copy inside the clean data's range, so no augmentation is
+        told apart by its range alone.
 
     - ``flip``: horizontal mirror;
     - ``brightness``: + 20 % of the value range;
     - ``noise``: Gaussian, std 10 % of the value range (drawn from ``generator``);
     - ``pixelate``: 2 x 2 block means, shown at the full size.
     """
-    lo, hi = x.min(), x.max()
-    span = (hi - lo).clamp_min(1e-12)
+    lo, hi = value_range if value_range is not None else (x.min(), x.max())
+    lo, hi = float(lo), float(hi)
+    span = max(hi - lo, 1e-12)
     image = x.ndim == 4
     out = {}
     for name in names:
@@ -104,8 +107,20 @@ def augmentations(x, *, generator=None, names=AUGMENTATIONS):
 @torch.no_grad()
 def augmented_probs(model, x, *, generator=None, batch_size=1024):
     """(1 + A, N, C) float tensor: the softmax of ``model`` (eval mode) on ``x`` and on
-    each of its A :func:`augmentations`, clean first; and the augmentation names."""
-    copies = augmentations(x, generator=generator)
-    probs = [F.softmax(predict(model, v, batch_size=batch_size).float(), 1)
-             for v in (x, *copies.values())]
-    return torch.stack(probs), list(copies)
+    each of its A :func:`augmentations` (clipped to the range of the whole ``x``), clean
+    first; and the augmentation names. Augmented a batch at a time, so memory stays that
+    of one batch's copies."""
+    was_training = model.training
+    model.eval()
+    value_range = (x.min().item(), x.max().item())
+    parts, names = [], []
+    try:
+        for lo in range(0, len(x), batch_size):
+            xb = x[lo:lo + batch_size]
+            copies = augmentations(xb, generator=generator, value_range=value_range)
+            names = list(copies)
+            parts.append(torch.stack([F.softmax(model(v).float(), 1)
+                                      for v in (xb, *copies.values())]))
+    finally:
+        model.train(was_training)
+    return torch.cat(parts, dim=1), names

@@ -114,7 +114,7 @@ def _score(config, report, tensors, model, *, start, epochs_run):
                          f"{needs_of(config.method)!r}, which model {config.model!r} does not "
                          f"give (MC dropout needs a model with dropout: lenet)")
     score = scores[config.method]
-    logits = torch.from_numpy(inputs["logits"])
+    logits = torch.from_numpy(inputs["logits"]).to(observed.device)
     noisy = tensors.is_noisy
     report.table("per_sample.parquet", per_sample_table(
         sample_id=tensors.sample_id, label=tensors.label, observed_label=tensors.observed_label,
@@ -123,7 +123,8 @@ def _score(config, report, tensors, model, *, start, epochs_run):
         **{f"score_{k}": v for k, v in scores.items()}))
     metrics = {
         "train_accuracy": 100 * accuracy(logits, observed),
-        "clean_accuracy": 100 * accuracy(logits, torch.as_tensor(tensors.label)),
+        "clean_accuracy": 100 * accuracy(logits, torch.as_tensor(tensors.label,
+                                                                 device=logits.device)),
         "start_epoch": start,
         "epochs_run": epochs_run,
     }

@@ -5,7 +5,8 @@ Every function here takes the trajectory the training engine records
 sample i got in the forward pass of the t-th recorded epoch, and the labels the model was
 trained on (the *observed* labels, noise included), and returns one score per sample,
 oriented so that higher = harder (more likely mislabelled or ambiguous). No extra training
-and no second pass over the data.
+and no second pass over the data. The exceptions read early models instead: :func:`el2n`
+(their eval-mode logits) and :func:`grand` (their per-sample gradient norms).
 """
 
 import numpy as np
