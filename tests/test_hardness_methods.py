@@ -244,7 +244,8 @@ def test_every_registered_score_reaches_a_per_sample_table(tmp_path):
                                        "models_per_pack": 8, "epochs": 2}),
                Report(tmp_path / "cscore"), data)
     tables["cscore"] = _table(tmp_path / "cscore")
-    metrics = detector.run(_fields(detector.Config, {**MINI, "epochs": 2, "hidden": 8}),
+    metrics = detector.run(_fields(detector.Config, {**MINI, "lstm_epochs": 2,
+                                                      "lstm_hidden": 8}),
                            Report(tmp_path / "det", upstream={"dynamics": ups}))
     tables["detector"] = _table(tmp_path / "det")
     assert metrics["source_seed"] == 1
@@ -264,6 +265,7 @@ def test_a_detector_stage_gathers_every_seed_and_noise_of_its_data():
     from raydiff.tune import sweep as sweeps
     raw = {"name": "d",
            "config": {"dataset": "mnist5k", "subset_size": 300, "seed": {"grid": [0, 1, 2]},
+                      "hidden": [64], "epochs": 3, "lr": 0.1,     # the classifiers' recipe
                       "noise": {"cases": [
                           {"noise_kind": "uniform", "noise_ratio": {"grid": [0.1, 0.2]}},
                           {"noise_kind": "pair", "noise_ratio": 0.2}]}},
@@ -278,3 +280,26 @@ def test_a_detector_stage_gathers_every_seed_and_noise_of_its_data():
         assert len(spec["upstream"]["dynamics"]) == 9        # every dynamics run of the data
     for spec in planned["cl"]:                                 # other gatherers: own setting only
         assert len(spec["upstream"]["crossval"]) == 2
+
+
+def test_hcat_recipe_lenet_with_adam_trains_in_dynamics_and_crossval(tmp_path):
+    values = {**MINI, "model": "lenet", "optimizer": "adam", "lr": 1e-3, "batch_size": 16,
+              "epochs": 2, "checkpoint_every": 2}
+    pics = images(n=60)
+    metrics = dynamics.run(_fields(dynamics.Config, {**values, "el2n_epoch": 1,
+                                                     "el2n_runs": 2}),
+                           Report(tmp_path / "dyn"), pics)
+    table = _table(tmp_path / "dyn")
+    assert metrics["epochs_run"] == 2 and (table["score_grand"] > 0).all()
+    report = Report(tmp_path / "cv")
+    crossval.run(_fields(crossval.Config, {**values, "folds": 2, "fold": 0}), report, pics)
+    assert report.last["loss"] > 0
+
+
+def test_mc_dropout_as_the_method_of_a_model_without_dropout_is_refused_before_training(
+        tmp_path):
+    cfg = _fields(train_classifier.Config, {**MINI, "method": "mc_dropout"})
+    report = Report(tmp_path)
+    with pytest.raises(ConfigError, match="method='mc_dropout' needs a model with dropout"):
+        train_classifier.run(cfg, report, blobs())
+    assert report.history == []                       # no epoch was trained

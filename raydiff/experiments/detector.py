@@ -49,13 +49,15 @@ class Config(Common):
     source_noise_kind: str = "uniform"
     source_noise_ratio: float = ratio(0.2)
     source_seed: int | None = None          # None: the next seed after this trial's own
-    hidden: int = at_least(64, 1)           # H-CAT's detector: 2 layers of 64
-    layers: int = at_least(2, 1)
-    epochs: int = at_least(30, 1)
-    lr: float = 1e-3
-    batch_size: int = at_least(256, 1)
+    # the LSTM's own keys, prefixed so a sweep's shared training keys (hidden, epochs, lr,
+    # batch_size of the classifiers) never reach it
+    lstm_hidden: int = at_least(64, 1)      # H-CAT's detector: 2 layers of 64
+    lstm_layers: int = at_least(2, 1)
+    lstm_epochs: int = at_least(30, 1)
+    lstm_lr: float = 1e-3
+    lstm_batch_size: int = at_least(256, 1)
 
-    SMOKE = {"epochs": 3}
+    SMOKE = {"lstm_epochs": 3}
 
     def check(self, where):
         if self.source_seed is not None and self.source_seed == self.seed:
@@ -130,8 +132,9 @@ def run(config, report, data=None):
     src_noisy = src_table["is_noisy"].to_numpy(dtype=bool)
     fitted = train_detector(src_seq, src_noisy,
                             seed=derived_seed(config.seed, INIT_STREAM, DETECTOR_DRAW),
-                            epochs=config.epochs, hidden=config.hidden, layers=config.layers,
-                            lr=config.lr, batch_size=config.batch_size, device=report.device)
+                            epochs=config.lstm_epochs, hidden=config.lstm_hidden,
+                            layers=config.lstm_layers, lr=config.lstm_lr,
+                            batch_size=config.lstm_batch_size, device=report.device)
     prob = detect(fitted.model, seq)
     observed = table["observed_label"].to_numpy()
     scores = compute_all("detector_probs", prob, observed)

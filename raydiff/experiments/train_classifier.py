@@ -36,11 +36,11 @@ from raydiff.data.splits import config_tensors
 from raydiff.engine import accuracy, predict
 from raydiff.engine.packed import Pack
 from raydiff.engine.perturb import augmented_probs, has_dropout, mc_dropout_probs, penultimate
-from raydiff.engine.supervised import fit
+from raydiff.engine.supervised import fit, make_model
 from raydiff.experiments import _packs
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.common import AUGMENT_DRAW, MC_DROPOUT_DRAW, TrainConfig
-from raydiff.experiments.config import at_least, choice
+from raydiff.experiments.config import ConfigError, at_least, choice
 from raydiff.models import MODELS
 from raydiff.scores import auroc, compute_all, needs_of, scores_for
 from raydiff.scores.metrics import top_k_mask
@@ -71,6 +71,7 @@ class Config(TrainConfig):
 
 def run(config, report, data):
     tensors = config_tensors(config, report.device, data)
+    _check_method(config, tensors)
     began = time.monotonic()
 
     def pace(epoch, start):
@@ -83,6 +84,15 @@ def run(config, report, data):
 
     return _score(config, report, tensors, model, start=start,
                   epochs_run=fitted.epochs_run - start)
+
+
+def _check_method(config, tensors):
+    """Refuse, before any training, a ``method`` whose input the model cannot give."""
+    if config.method in scores_for("dropout_probs") and not has_dropout(make_model(
+            config, tensors.x.shape[1:], tensors.num_classes)):
+        raise ConfigError(f"method={config.method!r} needs a model with dropout (MC-dropout "
+                          f"passes); model={config.model!r} has none: use model: lenet or "
+                          f"another method")
 
 
 def model_inputs(config, model, x):
