@@ -27,11 +27,12 @@ input                values                                                     
 
 Every experiment that produces an input computes every score registered under it (one
 ``score_<name>`` column each in its ``per_sample.parquet``; ``score`` stays the method the
-experiment's config picks) through :func:`scores_for`, so adding a score of an existing
+experiment's config picks) through :func:`compute_all`, so adding a score of an existing
 input is two steps: the function and its entry here. ``tests/test_scores.py`` checks every
-entry against a planted truth (direction included: higher = harder) and that every
-registered score reaches a ``per_sample.parquet`` (:data:`PRODUCERS`). Detection quality
-of a score against known noisy samples is in :mod:`raydiff.scores.metrics`.
+entry against a planted truth (direction included: higher = harder) and
+``tests/test_hardness_methods.py`` that every registered score reaches a
+``per_sample.parquet`` (the experiments of :data:`PRODUCERS`). Detection quality of a
+score against known noisy samples is in :mod:`raydiff.scores.metrics`.
 """
 
 import numpy as np
@@ -120,15 +121,12 @@ def scores_for(needs):
     return dict(SCORES[needs])
 
 
-def compute_all(needs, values, labels, *, only=None):
-    """``{name: (N,) score}`` of every score registered under input ``needs``, called as
-    ``fn(values, labels=labels)``: what an experiment producing that input reports, one
-    ``score_<name>`` column each. ``only``: a subset of the names (e.g. the one the config
-    picks when the others are not wanted); None: all of them."""
-    scores = scores_for(needs)
-    names = list(scores) if only is None else list(only)
-    return {name: np.asarray(scores[name](values, labels=labels), dtype=np.float64)
-            for name in names}
+def compute_all(needs, values, labels):
+    """``{name: (N,) float64 score}`` of every score registered under input ``needs``,
+    each called as ``fn(values, labels=labels)``: what an experiment producing that input
+    reports, one ``score_<name>`` column each."""
+    return {name: np.asarray(fn(values, labels=labels), dtype=np.float64)
+            for name, fn in scores_for(needs).items()}
 
 
 def get_score(name):
