@@ -110,6 +110,19 @@ def test_per_sample_grad_norms_equal_one_backward_pass_per_sample():
         np.testing.assert_allclose(got, torch.stack(want).numpy(), rtol=1e-4, err_msg=name)
 
 
+def test_the_linear_shortcut_refuses_a_layer_used_twice():
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.lin(torch.tanh(self.lin(x)))
+
+    with pytest.raises(ValueError, match="applies a Linear layer twice"):
+        per_sample_grad_norms(Twice(), torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))
+
+
 def test_lenet_shapes_dropout_and_penultimate_embedding():
     for size in (28, 32):
         model = get_model("lenet", input_shape=(1, size, size), num_classes=10, seed=0)
