@@ -169,6 +169,8 @@ def test_benchmark_report_takes_the_cscore_runs(tmp_path):
                      "status": "FINISHED", "dataset": "toy", "noise_ratio": 0.2, "seed": seed,
                      "trial_seconds": 3.0, "ratios": "[0.3, 0.6]", "models_per_ratio": 6})
         table = pd.read_parquet(tmp_path / "runs" / run_id / "per_sample.parquet")
+        # a one-method table: its `score` only, not the registered cscore columns
+        table = table.drop(columns=[c for c in table.columns if c.startswith("score_")])
         table["score"] = np.random.default_rng(seed).random(len(table))
         (tmp_path / "runs" / f"random-{seed}").mkdir()
         table.to_parquet(tmp_path / "runs" / f"random-{seed}" / "per_sample.parquet")

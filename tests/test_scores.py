@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy.special import softmax
 
 from raydiff.scores import (SCORES, auroc, average_precision, confidence, detection, energy,
                             get_score, margin, needs_of, scores_for, top_k, top_k_mask)
@@ -67,12 +68,34 @@ def _planted(needs, rng):
         logits = 6.0 * onehot + rng.normal(0, 0.3, (N, C))
         logits[hard] = rng.normal(0, 0.3, (HARD, C))
         return logits, labels
-    if needs in ("trajectory", "early_logits"):   # (E, N, C); hard: label and another alternate
-        epochs = 8
+    if needs in ("trajectory", "early_logits"):   # (E, N, C); hard: the label, barely
+        epochs = 8                                  # ahead, alternates with another class
         traj = np.stack([5.0 * onehot + rng.normal(0, 0.3, (N, C)) for _ in range(epochs)])
-        for e in range(1, epochs, 2):
-            traj[e, hard] = 5.0 * other[hard] + rng.normal(0, 0.3, (HARD, C))
+        for e in range(epochs):
+            traj[e, hard] = (1.0 * onehot[hard] if e % 2 == 0 else 5.0 * other[hard]) \
+                + rng.normal(0, 0.3, (HARD, C))
         return traj, labels
+    if needs == "grad_norms":      # (R, N); hard: large loss gradients in every run
+        norms = rng.gamma(2.0, 0.5, (3, N))
+        norms[:, hard] += 3.0
+        return norms, labels
+    if needs == "embeddings":      # (N, D); clean: along their class's direction; hard:
+        dirs = rng.normal(0, 1, (C, 16))           # along another class's
+        emb = dirs[labels] + rng.normal(0, 0.2, (N, 16))
+        emb[hard] = dirs[(labels[hard] + 1) % C] + rng.normal(0, 0.2, (HARD, 16))
+        return emb, labels
+    if needs == "dropout_probs":   # (T, N, C); hard: the passes disagree, label rarely won
+        logits = 5.0 * onehot[None] + rng.normal(0, 0.5, (10, N, C))
+        logits[:, hard] = rng.normal(0, 2.0, (10, HARD, C))
+        return softmax(logits, axis=2), labels
+    if needs == "augmented_probs":  # (1 + A, N, C); hard: augmentations move the answer
+        logits = np.repeat(5.0 * onehot[None], 5, axis=0) + rng.normal(0, 0.1, (5, N, C))
+        logits[1:, hard] = 5.0 * np.eye(C)[rng.integers(0, C, (4, HARD))]
+        return softmax(logits, axis=2), labels
+    if needs == "detector_probs":  # (N,); hard: the detector is fairly sure
+        prob = rng.uniform(0.0, 0.4, N)
+        prob[hard] = rng.uniform(0.6, 1.0, HARD)
+        return prob, labels
     if needs == "oof_probs":       # clean: most mass on the label; hard: on another class
         probs = 0.8 * onehot + 0.2 / C + rng.uniform(0, 0.02, (N, C))
         probs[hard] = 0.8 * other[hard] + 0.2 / C
@@ -93,6 +116,7 @@ def _planted(needs, rng):
 @pytest.mark.parametrize("needs,name", [(needs, name) for needs, scores in SCORES.items()
                                         for name in scores])
 def test_every_registered_score_ranks_planted_hard_samples_first(needs, name):
+    # AUROC > 0.95 also fixes the direction: a score oriented higher = easier gets ~0.05
     values, labels = _planted(needs, np.random.default_rng(0))
     score = get_score(name)(values, labels=labels)
     assert score.shape == (N,) and np.isfinite(score).all()

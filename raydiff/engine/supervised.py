@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from raydiff.data import INIT_STREAM, derived_seed
 from raydiff.data.streams import BATCH_STREAM
 from raydiff.engine.data_params import DataParameters
+from raydiff.engine.grad_norm import per_sample_grad_norms
 from raydiff.engine.state import restore_state, save_state
 from raydiff.engine.train import accuracy, crop_flip, predict, step_schedule, train
 from raydiff.models import get_model
@@ -32,7 +33,8 @@ class Fitted:
     model : the trained network (last epoch run)
     trajectories : {name: float array}; ``train_loss`` (N, E), ``instance_sigma`` (N, E),
         ``class_sigma`` (C, E), ``logits`` (N, E, C), ``<eval set>_logits`` (M, E, C) over
-        the E epochs run; ``eval_logits`` (N, len(eval_logits_at), C)
+        the E epochs run; ``eval_logits`` (N, len(eval_logits_at), C), ``grad_norms``
+        (N, len(grad_norms_at))
     best_epoch : first epoch at the best accuracy of the ``best_of`` set, or None
     start_epoch : the epoch the run resumed from (0 for a fresh run)
     epochs_run : the last epoch trained
@@ -50,6 +52,32 @@ def schedule(config):
     return step_schedule(config.lr, milestones=config.lr_milestones, gamma=config.lr_gamma)
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
+def make_optimizer(config, model):
+    """The model's optimiser from the shared keys: ``sgd`` (``lr``, ``momentum``,
+    ``weight_decay``) or ``adam`` (``lr``, ``weight_decay`` as Adam's L2 term; momentum
+    is Adam's own, the ``momentum`` key does not apply)."""
+    name = getattr(config, "optimizer", "sgd")
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr,
+                                weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; valid optimizers: {list(OPTIMIZERS)}")
+
+
+def train_options(config, model):
+    """Keyword arguments of :func:`raydiff.engine.train` for the config's optimiser: plain
+    SGD settings (``train`` picks its fast paths for them), or an Adam optimiser."""
+    if getattr(config, "optimizer", "sgd") == "sgd":
+        return {"lr": config.lr, "momentum": config.momentum,
+                "weight_decay": config.weight_decay}
+    return {"optimizers": [make_optimizer(config, model)]}
+
+
 def make_model(config, input_shape, num_classes, *, run=None):
     """``config.model`` initialised from the INIT stream of ``config.seed`` (``run`` tells
     extra models of one trial apart)."""
@@ -60,11 +88,11 @@ def make_model(config, input_shape, num_classes, *, run=None):
 
 def fit(config, report, x, y, *, num_classes, eval_sets, data_params=None, noisy=None,
         noise_ratio=0.0, record_logits=False, best_of="val", record_eval_logits=(),
-        eval_logits_at=(), batch_stream=BATCH_STREAM, after_epoch=None):
+        eval_logits_at=(), grad_norms_at=(), batch_stream=BATCH_STREAM, after_epoch=None):
     """Train ``config.model`` on ``x``, ``y`` (device tensors), reporting every epoch.
 
     config : the shared training keys (model, hidden, seed, epochs / last_epoch,
-        batch_size, lr, momentum, weight_decay, lr_milestones, lr_gamma, augment,
+        batch_size, optimizer, lr, momentum, weight_decay, lr_milestones, lr_gamma, augment,
         checkpoint_every, eval_batch_size).
     eval_sets : {"test": (x, y), "val": (x, y)} accuracies reported per epoch as
         ``<name>_accuracy`` (percent).
@@ -82,6 +110,10 @@ def fit(config, report, x, y, *, num_classes, eval_sets, data_params=None, noisy
     eval_logits_at : epochs (1-based) after which the model, in eval mode and without
         gradients, predicts every training sample, kept in order as trajectory
         ``eval_logits`` of shape (N, len(eval_logits_at), C) (e.g. EL2N's early model).
+    grad_norms_at : epochs (1-based) after which the per-sample norm of the loss gradient
+        with respect to every parameter is taken for every training sample (eval mode,
+        :func:`raydiff.engine.grad_norm.per_sample_grad_norms`), kept in order as
+        trajectory ``grad_norms`` of shape (N, len(grad_norms_at)) (GraNd's input).
     batch_stream : the random stream (:mod:`raydiff.data.streams`) of the batch order.
     after_epoch : callable(epoch, start_epoch), optional, runs after every epoch before
         its report (e.g. pacing).
@@ -92,8 +124,7 @@ def fit(config, report, x, y, *, num_classes, eval_sets, data_params=None, noisy
     device = x.device
     n, epochs = len(x), config.last_epoch
     model = make_model(config, x.shape[1:], num_classes).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                          weight_decay=config.weight_decay)
+    opt = make_optimizer(config, model)
     dp = data_params or DataParameters(n, num_classes, y, learn_instance=False)
     generator = torch.Generator().manual_seed(derived_seed(config.seed, batch_stream))
     traj = _empty_trajectories(n, epochs, num_classes, dp, record_logits=record_logits,
@@ -101,6 +132,9 @@ def fit(config, report, x, y, *, num_classes, eval_sets, data_params=None, noisy
                                eval_sizes={name: len(eval_sets[name][0])
                                            for name in record_eval_logits})
     eval_slot = {e: i for i, e in enumerate(eval_logits_at)}
+    norm_slot = {e: i for i, e in enumerate(grad_norms_at)}
+    if norm_slot:
+        traj["grad_norms"] = torch.zeros((n, len(norm_slot)))
     best = {"epoch": None, "accuracy": -1.0}
     parts = {"modules": {"model": model, "data_params": dp}, "optimizers": {"model": opt},
              "generators": {"batch": generator}}
@@ -126,6 +160,9 @@ def fit(config, report, x, y, *, num_classes, eval_sets, data_params=None, noisy
         if epoch in eval_slot:
             traj["eval_logits"][:, eval_slot[epoch]] = predict(
                 model, x, batch_size=config.eval_batch_size).float().cpu()
+        if epoch in norm_slot:
+            traj["grad_norms"][:, norm_slot[epoch]] = torch.from_numpy(
+                per_sample_grad_norms(model, x, y))
         metrics = {"loss": loss, "lr": opt.param_groups[0]["lr"],
                    **_evaluate(model, eval_sets, traj, epoch, config.eval_batch_size)}
         score = metrics.get(f"{best_of}_accuracy")
@@ -148,7 +185,7 @@ def fit(config, report, x, y, *, num_classes, eval_sets, data_params=None, noisy
                    batch_size=config.batch_size, generator=generator, start_epoch=start,
                    augment=crop_flip if config.augment else None, lr_schedule=schedule(config))
     done = result.epochs_run
-    traj = {k: (v if k == "eval_logits" else v[:, :done]).float().numpy()
+    traj = {k: (v if k in ("eval_logits", "grad_norms") else v[:, :done]).float().numpy()
             for k, v in traj.items()}
     return Fitted(model, traj, best["epoch"], start, done)
 

@@ -3,8 +3,10 @@
 An experiment module defines ``NAME``, a ``Config`` dataclass (a subclass of
 :class:`raydiff.experiments.config.Common`) and ``run(config, report, data)``, which
 returns the final metrics. Optional: ``CONSUMES`` (the experiments whose results a stage
-of it can take with ``after:``) and ``NEEDS_DATA = False`` for experiments that load no
-dataset.
+of it can take with ``after:``), ``GATHERS`` (the same, taking every matching run at
+once), ``MATCH_ONLY`` (the only keys an upstream run must share to match, e.g. the data
+keys for an experiment that reads runs of other seeds) and ``NEEDS_DATA = False`` for
+experiments that load no dataset.
 """
 
 import importlib

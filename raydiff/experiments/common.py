@@ -15,8 +15,16 @@ import numpy as np
 
 from raydiff.data import INIT_STREAM, derived_seed
 from raydiff.engine.inversion import RULES, train_with_inversion
+from raydiff.engine.supervised import OPTIMIZERS
 from raydiff.experiments.config import Common, ConfigError, at_least, choice
 from raydiff.models import MODELS, get_model
+
+
+# sub-draws of BATCH_STREAM (the supervised loop's augmentation draws) for the evaluation
+# passes of a trained model, far above the run indices extra models of a trial take
+MC_DROPOUT_DRAW = 1001      # the dropout masks of the MC-dropout passes
+AUGMENT_DRAW = 1002         # ALLSH's noise augmentation
+DETECTOR_DRAW = 1003        # the detector LSTM's initialisation and batch order (INIT_STREAM)
 
 
 @dataclass
@@ -28,8 +36,9 @@ class TrainConfig(Common):
     epochs: int = at_least(120, 1)              # the schedule's length
     early_stop: typing.Optional[int] = at_least(None, 1)   # stop after this epoch
     batch_size: int = at_least(128, 1)
+    optimizer: str = choice("sgd", list(OPTIMIZERS))   # adam: H-CAT's recipe (lr 1e-3)
     lr: float = 0.1
-    momentum: float = 0.9
+    momentum: float = 0.9                       # sgd only
     weight_decay: float = 5e-4
     lr_milestones: list[int] = field(default_factory=lambda: [80, 100])
     lr_gamma: float = 0.1

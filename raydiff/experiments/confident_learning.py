@@ -2,8 +2,10 @@
 
 Takes every ``crossval`` trial of its setting (``after: crossval``; they agree on seed,
 noise and data), checks that their held-out parts cover each sample exactly once, and
-runs cleanlab on the out-of-fold probabilities: ``score`` is one minus the label quality
-(``rank_method``), ``hard`` is cleanlab's set of label issues (``filter_by``). Training
+runs cleanlab on the out-of-fold probabilities: every registered score of the
+``oof_probs`` input is a ``score_<name>`` column (cleanlab's rank methods: one minus the
+label quality), ``score`` is the one named by ``rank_method``, ``hard`` is cleanlab's set
+of label issues (``filter_by``). Training
 happened in the fold trials, so the cost of the method is theirs plus this trial's:
 ``upstream_seconds`` is the fold trials' time.
 """
@@ -15,8 +17,8 @@ import pandas as pd
 
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.config import Common, choice
-from raydiff.scores import get_score
-from raydiff.scores.confident_learning import FILTERS, RANK_METHODS, label_issues
+from raydiff.scores import compute_all, scores_for
+from raydiff.scores.confident_learning import FILTERS, label_issues
 from raydiff.scores.metrics import detection
 
 NAME = "confident_learning"
@@ -26,7 +28,7 @@ NEEDS_DATA = False
 
 @dataclass
 class Config(Common):
-    rank_method: str = choice("self_confidence", list(RANK_METHODS))
+    rank_method: str = choice("self_confidence", lambda: sorted(scores_for("oof_probs")))
     filter_by: str = choice("prune_by_noise_rate", list(FILTERS))
 
 
@@ -59,12 +61,14 @@ def run(config, report, data=None):
     probs = table[prob_cols].to_numpy(dtype=np.float64)
     observed = table["observed_label"].to_numpy()
     noisy = table["is_noisy"].to_numpy(dtype=bool)
-    score = get_score(config.rank_method)(probs, labels=observed)
+    scores = compute_all("oof_probs", probs, observed)
+    score = scores[config.rank_method]
     issues = label_issues(probs, labels=observed, filter_by=config.filter_by)
     report.table("per_sample.parquet", per_sample_table(
         sample_id=table["sample_id"], label=table["label"], observed_label=observed,
         is_noisy=noisy, noise_kind=config.noise_kind, split="train", hard=issues, score=score,
-        oof_predicted=probs.argmax(axis=1), fold=table["fold"].to_numpy()))
+        oof_predicted=probs.argmax(axis=1), fold=table["fold"].to_numpy(),
+        **{f"score_{k}": v for k, v in scores.items()}))
     metrics = {"n_issues": int(issues.sum()), "folds": len(ups),
                "upstream_seconds": float(sum(info["seconds"] for info in infos)),
                "oof_true_accuracy": 100 * float((probs.argmax(1) == table["label"]).mean())}

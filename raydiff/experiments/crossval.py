@@ -95,7 +95,8 @@ PACK_KEYS = ("seed", "noise_ratio", "noise_kind", "fold", "folds", "oof_epoch", 
 
 
 def packable(config):
-    return _packs.value(config, "model") == "simple_nn" and not _packs.value(config, "augment")
+    return (_packs.value(config, "model") == "simple_nn" and not _packs.value(config, "augment")
+            and _packs.value(config, "optimizer", "sgd") == "sgd")
 
 
 def run_pack(configs, reports, data):

@@ -27,7 +27,8 @@ its pack, so the result does not depend on
 ``models_per_pack`` (up to float rounding of the stacked products). The label noise is
 the usual NOISE stream of ``seed``: every model sees the same noisy labels.
 
-Artifacts: ``per_sample.parquet`` with ``score`` = 1 - C-score (higher = harder),
+Artifacts: ``per_sample.parquet`` with ``score`` = 1 - C-score (higher = harder) and a
+``score_<name>`` column for every registered score of the ``holdout`` input,
 ``cscore``, ``cscore_soft`` (the same average of the held-out softmax probability of the
 observed label: not the authors' estimator), one ``cscore_r<ratio>`` column per ratio and
 ``held_out_min`` (the fewest models of any ratio that held the sample out); ``hard`` = the
@@ -57,7 +58,7 @@ from raydiff import plots
 from raydiff.engine.packed import Pack, predict_packed, train_packed
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.config import Common, ConfigError, at_least, choice
-from raydiff.scores import auroc, cscore_per_ratio, detection, get_score, top_k_mask
+from raydiff.scores import auroc, compute_all, cscore_per_ratio, detection, top_k_mask
 
 NAME = "cscore"
 
@@ -197,7 +198,8 @@ def run(config, report, data):
                          f"at any ratio: raise models_per_ratio "
                          f"(now {config.models_per_ratio})")
     # 1 - the mean over the ratios where the sample was held out (all, in practice)
-    score = get_score("cscore")((held_out, correct, ratios), labels=tensors.observed_label)
+    scores = compute_all("holdout", (held_out, correct, ratios), tensors.observed_label)
+    score = scores["cscore"]
     c = 1.0 - score
     c_soft = np.nanmean(per_ratio_soft, 0)
 
@@ -209,7 +211,8 @@ def run(config, report, data):
     report.table("per_sample.parquet", per_sample_table(
         sample_id=tensors.sample_id, label=tensors.label,
         observed_label=tensors.observed_label, is_noisy=noisy,
-        noise_kind=config.noise_kind, split="train", hard=hard, score=score, **extra))
+        noise_kind=config.noise_kind, split="train", hard=hard, score=score, **extra,
+        **{f"score_{k}": v for k, v in scores.items()}))
     report.figure("cscore_by_ratio.png", plots.cscore_by_ratio(levels, per_ratio, noisy))
 
     metrics = {"models_trained": len(plan), "train_seconds": train_seconds,

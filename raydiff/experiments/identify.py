@@ -11,7 +11,9 @@ per-class counts k_c fix how many samples every strategy calls hard:
 - ``energy``: the top-k by energy ``-logsumexp(logits)`` of the final model;
 
 with k taken over the whole subset (``level: dataset``, k = sum_c k_c) or within each
-observed class (``level: class``, k_c each). Under label noise (``noise_ratio`` > 0),
+observed class (``level: class``, k_c each). The table carries the straggler margin and
+every registered score of the final logits (``score_<name>``: confidence, energy, margin,
+small loss, ...), judged on the observed labels. Under label noise (``noise_ratio`` > 0),
 confidence and energy take, as the original does, k_c = the straggler count of class c in
 a run on the *clean* labels plus the noise share ``int(noise_ratio * N / C)``, added once:
 the stragglers of the noisy run already hold most flipped labels, so counting them and
@@ -46,7 +48,7 @@ from raydiff.experiments import _packs
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.common import InversionTraining, fit_watched
 from raydiff.experiments.config import choice
-from raydiff.scores import auroc, get_score
+from raydiff.scores import auroc, compute_all
 
 NAME = "identify"
 STRATEGIES = ["stragglers", "confidence", "energy"]
@@ -126,9 +128,10 @@ def _score(config, report, data, tensors, fitted, clean=None):
     margin_score, judged, straggler, k_noisy, decided_class = straggler_counts(
         monitor, observed, C, final_model=config.judge_by_final_model)
     logits = predict(model, tensors.x).cpu().numpy()
-    # the straggler margin is this experiment's own; the others are registered logit scores
-    scores = {"stragglers": margin_score,
-              **{name: get_score(name)(logits) for name in STRATEGIES[1:]}}
+    # the straggler margin is this experiment's own; the final logits give every registered
+    # score of the `logits` input (confidence and energy among them), judged on the
+    # observed labels
+    scores = {"stragglers": margin_score, **compute_all("logits", logits, observed)}
     extra_json, metrics = {}, {}
     if config.strategy == "stragglers":
         k = k_noisy

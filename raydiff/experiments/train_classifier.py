@@ -11,10 +11,16 @@ It trains with the shared supervised loop and keys (:func:`raydiff.engine.superv
 ``early_stop``), so in a benchmark the baseline trains the same recipe as the methods it
 is compared with; only the defaults differ (full batch, no decay, no milestones).
 
-The per-sample score is the registered ``small_loss`` score of the final model's logits
-(:func:`raydiff.scores.logits.small_loss`: the cross-entropy on the observed label;
-mislabeled samples keep a high loss); ``hard`` marks the ``top_k(N, noise_ratio)``
-highest (:func:`raydiff.scores.metrics.top_k_mask`; null without noise). ``epoch_seconds`` paces each epoch to at
+The final model is read four ways, the registry's inputs this experiment produces
+(:data:`INPUTS`), and every score registered under each becomes a ``score_<name>`` column:
+its logits (``logits``: small loss, confidence, energy, margin), its penultimate
+embeddings (``embeddings``: prototypicality), its softmax under ``mc_passes`` passes with
+dropout on (``dropout_probs``: MC-dropout confidence agreement; only for a model with
+dropout, ``lenet``) and under ALLSH's augmentations (``augmented_probs``: flip,
+brightness, noise, pixelation). ``score`` is the one named by ``method`` (default
+``small_loss``: the cross-entropy on the observed label; mislabelled samples keep a high
+loss); ``hard`` marks the ``top_k(N, noise_ratio)`` highest
+(:func:`raydiff.scores.metrics.top_k_mask`; null without noise). ``epoch_seconds`` paces each epoch to at
 least that wall time, so a small sweep can be watched on the dashboard, or struck by a
 fault while its trials still run.
 """
@@ -25,21 +31,25 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from raydiff.data import INIT_STREAM, SMALL_LOSS_BATCH_STREAM, derived_seed
+from raydiff.data import BATCH_STREAM, INIT_STREAM, SMALL_LOSS_BATCH_STREAM, derived_seed
 from raydiff.data.splits import config_tensors
 from raydiff.engine import accuracy, predict
-from raydiff.engine.packed import Pack, predict_packed
-from raydiff.engine.supervised import fit
+from raydiff.engine.packed import Pack
+from raydiff.engine.perturb import augmented_probs, has_dropout, mc_dropout_probs, penultimate
+from raydiff.engine.supervised import fit, make_model
 from raydiff.experiments import _packs
 from raydiff.experiments.base import per_sample_table
-from raydiff.experiments.common import TrainConfig
-from raydiff.experiments.config import at_least, choice
+from raydiff.experiments.common import AUGMENT_DRAW, MC_DROPOUT_DRAW, TrainConfig
+from raydiff.experiments.config import ConfigError, at_least, choice
 from raydiff.models import MODELS
-from raydiff.scores import auroc, get_score
+from raydiff.scores import auroc, compute_all, needs_of, scores_for
 from raydiff.scores.metrics import top_k_mask
 
 NAME = "train_classifier"
-SCORE = "small_loss"        # the registered score of the final logits this baseline reports
+# the registry's inputs this experiment produces from its final model; it computes every
+# score of each (dropout_probs only when the model has dropout)
+INPUTS = ("logits", "embeddings", "dropout_probs", "augmented_probs")
+METHODS = sorted(name for needs in INPUTS for name in scores_for(needs))
 
 
 @dataclass
@@ -53,12 +63,15 @@ class Config(TrainConfig):
     eval_batch_size: int = at_least(8192, 1)        # no-grad evaluation; bounds its memory
     checkpoint_every: int = at_least(10, 1)
     epoch_seconds: float = at_least(0.0, 0.0)
+    method: str = choice("small_loss", METHODS)     # the score in the `score` column
+    mc_passes: int = at_least(10, 2)                # MC-dropout passes (H-CAT: 10)
 
     SMOKE = {"epochs": 20, "checkpoint_every": 5, "batch_size": None}
 
 
 def run(config, report, data):
     tensors = config_tensors(config, report.device, data)
+    _check_method(config, tensors)
     began = time.monotonic()
 
     def pace(epoch, start):
@@ -69,21 +82,55 @@ def run(config, report, data):
                  eval_sets={}, batch_stream=SMALL_LOSS_BATCH_STREAM, after_epoch=pace)
     model, start = fitted.model, fitted.start_epoch
 
-    logits = predict(model, tensors.x, batch_size=config.eval_batch_size)
-    return _score(config, report, tensors, logits, start=start,
+    return _score(config, report, tensors, model, start=start,
                   epochs_run=fitted.epochs_run - start)
 
 
+def _check_method(config, tensors):
+    """Refuse, before any training, a ``method`` whose input the model cannot give."""
+    if config.method in scores_for("dropout_probs") and not has_dropout(make_model(
+            config, tensors.x.shape[1:], tensors.num_classes)):
+        raise ConfigError(f"method={config.method!r} needs a model with dropout (MC-dropout "
+                          f"passes); model={config.model!r} has none: use model: lenet or "
+                          f"another method")
 
-def _score(config, report, tensors, logits, *, start, epochs_run):
-    """The small-loss score of the final model's ``logits`` (N, C), its table and metrics."""
+
+def model_inputs(config, model, x):
+    """``{input: values}`` of every registry input the trained ``model`` gives on ``x``
+    (see :data:`INPUTS`), as float64 numpy arrays; ``dropout_probs`` only when the model
+    has a dropout layer."""
+    bs = config.eval_batch_size
+    out = {"logits": predict(model, x, batch_size=bs),
+           "embeddings": penultimate(model, x, batch_size=bs)}
+    if has_dropout(model):
+        out["dropout_probs"] = mc_dropout_probs(
+            model, x, passes=config.mc_passes, batch_size=bs,
+            seed=derived_seed(config.seed, BATCH_STREAM, MC_DROPOUT_DRAW))
+    generator = torch.Generator().manual_seed(derived_seed(config.seed, BATCH_STREAM,
+                                                           AUGMENT_DRAW))
+    out["augmented_probs"], _ = augmented_probs(model, x, generator=generator, batch_size=bs)
+    return {k: v.double().cpu().numpy() for k, v in out.items()}
+
+
+def _score(config, report, tensors, model, *, start, epochs_run):
+    """Every registered score of the inputs the final ``model`` gives, its table and metrics."""
     observed = tensors.y
-    loss = get_score(SCORE)(logits.double().cpu().numpy(), labels=tensors.observed_label)
+    inputs = model_inputs(config, model, tensors.x)
+    scores = {}
+    for needs, values in inputs.items():
+        scores.update(compute_all(needs, values, tensors.observed_label))
+    if config.method not in scores:
+        raise ValueError(f"method={config.method!r} needs input "
+                         f"{needs_of(config.method)!r}, which model {config.model!r} does not "
+                         f"give (MC dropout needs a model with dropout: lenet)")
+    score = scores[config.method]
+    logits = torch.from_numpy(inputs["logits"]).to(observed.device)
     noisy = tensors.is_noisy
     report.table("per_sample.parquet", per_sample_table(
         sample_id=tensors.sample_id, label=tensors.label, observed_label=tensors.observed_label,
         is_noisy=noisy, noise_kind=config.noise_kind, split="train",
-        hard=top_k_mask(loss, config.noise_ratio), score=loss))
+        hard=top_k_mask(score, config.noise_ratio), score=score,
+        **{f"score_{k}": v for k, v in scores.items()}))
     metrics = {
         "train_accuracy": 100 * accuracy(logits, observed),
         "clean_accuracy": 100 * accuracy(logits, torch.as_tensor(tensors.label,
@@ -92,21 +139,22 @@ def _score(config, report, tensors, logits, *, start, epochs_run):
         "epochs_run": epochs_run,
     }
     if noisy.any() and not noisy.all():
-        metrics["noise_auroc"] = auroc(loss, noisy)
+        metrics["noise_auroc"] = auroc(score, noisy)
     report(metrics)
     return metrics
 
 
 # -- packs (raydiff.experiments._packs has the contract) --------------------------------
 
-PACK_KEYS = ("seed", "noise_ratio", "noise_kind", "lr", "momentum", "weight_decay")
+PACK_KEYS = ("seed", "noise_ratio", "noise_kind", "lr", "momentum", "weight_decay", "method")
 
 
 def packable(config):
     """SimpleNN without augmentation; a paced run (``epoch_seconds``) stays its own trial:
     it exists to be watched and struck per trial, checkpoints and all."""
     return (_packs.value(config, "model") == "simple_nn" and not _packs.value(config, "augment")
-            and not _packs.value(config, "epoch_seconds"))
+            and not _packs.value(config, "epoch_seconds")
+            and _packs.value(config, "optimizer", "sgd") == "sgd")
 
 
 def run_pack(configs, reports, data):
@@ -136,12 +184,12 @@ def run_pack(configs, reports, data):
         batch_size=first.batch_size, momentum=[c.momentum for c in cfgs],
         weight_decay=[c.weight_decay for c in cfgs], generators=generators, on_epoch=on_epoch,
         lr_schedule=_packs.schedule([c.lr for c in cfgs], first.lr_milestones, first.lr_gamma))
-    logits = predict_packed(pack, x, batch_size=first.eval_batch_size)
     start = result.start_epoch
     for j, i in enumerate(ok):
         if j in result.diverged:
             outcomes[i] = _packs.diverged_error(result.diverged[j])
             continue
-        outcomes[i] = _packs.guarded(_score, configs[i], reports[i], tensors[j], logits[j],
-                                     start=start, epochs_run=result.epochs_run - start)
+        outcomes[i] = _packs.guarded(_score, configs[i], reports[i], tensors[j],
+                                     pack.model(j), start=start,
+                                     epochs_run=result.epochs_run - start)
     return outcomes

@@ -15,8 +15,8 @@ label (the observed label for training samples, the true one for test samples). 
 original normalised the test set by its true labels too.
 
 Artifacts: ``per_sample.parquet`` (train and test rows; ``vog_<stage>``,
-``vog_<stage>_norm``, ``vog_<stage>_abs``, ``predicted`` by the final model; ``score`` =
-``vog_complete_norm``), ``decile_error.parquet`` and ``decile_error.png`` (test error per VoG
+``vog_<stage>_norm``, ``vog_<stage>_abs``, ``predicted`` by the final model, a ``score_<name>`` column for every
+registered score of the ``gradients`` input; ``score`` = ``vog_complete_norm``), ``decile_error.parquet`` and ``decile_error.png`` (test error per VoG
 decile of each stage), ``vog_grid_class<c>.png`` (per class the training images with the
 lowest and highest VoG at ``figures.grid_stage``, the final model's prediction above each),
 ``vog.json`` (the checkpoint epochs and stages). A failed trial restarts from scratch:
@@ -35,11 +35,12 @@ from raydiff.data import BATCH_STREAM, derived_seed
 from raydiff.data.splits import noisy_splits
 from raydiff.engine import accuracy, crop_flip, predict, train
 from raydiff.engine.input_grad import input_gradients
-from raydiff.engine.supervised import make_model, schedule
+from raydiff.engine.supervised import make_model, schedule, train_options
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.common import TrainConfig, class_name
 from raydiff.experiments.config import ConfigError, Figures, at_least, choice, figures, ratio
 from raydiff.plots.vog import decile_figure, grid_figure
+from raydiff.scores import compute_all
 from raydiff.scores.vog import (NORMALIZATIONS, STAGES, VoGAccumulator, column, decile_error,
                                 stage_checkpoints, vog_table)
 
@@ -139,21 +140,25 @@ def run(config, report, data):
         return False
 
     take(0)
-    train(model, tr.x, tr.y, epochs=config.last_epoch, lr=config.lr, momentum=config.momentum,
-          weight_decay=config.weight_decay, batch_size=config.batch_size, generator=generator,
+    train(model, tr.x, tr.y, epochs=config.last_epoch, **train_options(config, model),
+          batch_size=config.batch_size, generator=generator,
           on_epoch=on_epoch, augment=crop_flip if config.augment else None,
           lr_schedule=schedule(config))
 
     predicted = {split: predict(model, x, batch_size=config.eval_batch_size).argmax(1).cpu().numpy()
                  for split, (x, _) in parts.items()}
-    columns = {"train": vog_table(accumulators["train"].scores(), tr.observed_label),
-               "test": vog_table(accumulators["test"].scores(), te.label)}
+    labels = {"train": tr.observed_label, "test": te.label}
+    columns = {split: vog_table(accumulators[split].scores(), labels[split]) for split in labels}
+    # every registered score of the `gradients` input, from the accumulated moments
+    registered = {split: compute_all("gradients", accumulators[split], labels[split])
+                  for split in labels}
     accumulators.clear()       # the N x pixels moments are large: free them now
     table = pd.concat([per_sample_table(
         sample_id=part.sample_id, label=part.label, observed_label=part.observed_label,
         is_noisy=part.is_noisy, noise_kind=config.noise_kind, split=split, hard=None,
         score=columns[split]["vog_complete_norm"], predicted=predicted[split],
-        **columns[split]) for split, part in (("train", tr), ("test", te))], ignore_index=True)
+        **columns[split], **{f"score_{k}": v for k, v in registered[split].items()})
+        for split, part in (("train", tr), ("test", te))], ignore_index=True)
     report.table("per_sample.parquet", table)
     report.json("vog.json", {"checkpoint_epochs": epochs,
                              "stages": {s: [epochs[i] for i in idx] for s, idx in stages.items()}})

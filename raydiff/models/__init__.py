@@ -63,6 +63,38 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
+class LeNet(nn.Module):
+    """H-CAT's MNIST network: Conv(C -> 20, 5x5) ReLU MaxPool 2 -> Conv(20 -> 50, 5x5) ReLU
+    MaxPool 2 -> Linear(-> 500) ReLU -> Dropout(p) -> Linear(500 -> classes).
+
+    The dropout before the head is what Monte-Carlo dropout samples; :meth:`features` is
+    the 500-d penultimate embedding (after ReLU, before dropout).
+    """
+
+    def __init__(self, in_channels, num_classes, image_size=(28, 28), dropout=0.2):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, 20, 5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(20, 50, 5), nn.ReLU(), nn.MaxPool2d(2))
+        h, w = (((s - 4) // 2 - 4) // 2 for s in image_size)
+        self.fc = nn.Linear(50 * h * w, 500)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(500, num_classes)
+
+    def features(self, x):
+        return torch.relu(self.fc(self.body(x).flatten(1)))
+
+    def forward(self, x):
+        return self.head(self.drop(self.features(x)))
+
+
+def _lenet(input_shape, num_classes, dropout=0.2, **_):
+    if len(input_shape) != 3 or min(input_shape[1:]) < 16:
+        raise ValueError(f"lenet needs image inputs (C, H, W) of at least 16 x 16 pixels "
+                         f"(two 5x5 convolutions and two 2x2 pools), got shape {input_shape}")
+    return LeNet(input_shape[0], num_classes, image_size=input_shape[1:], dropout=dropout)
+
+
 def _simple_nn(input_shape, num_classes, hidden=(20, 20), **_):
     return SimpleNN(math.prod(input_shape), num_classes, hidden=tuple(hidden))
 
@@ -76,6 +108,7 @@ def _small_cnn(input_shape, num_classes, width=32, **_):
 MODELS = {
     "simple_nn": _simple_nn,
     "small_cnn": _small_cnn,
+    "lenet": _lenet,
     "wrn28_10": wide_resnet,
     "resnet18": resnet18,
     "toy_linear": toy_linear,
@@ -91,4 +124,4 @@ def get_model(name, *, input_shape, num_classes, seed, **options):
         return MODELS[name](tuple(input_shape), num_classes, **options)
 
 
-__all__ = ["MODELS", "LinearToy", "SimpleNN", "SmallCNN", "get_model"]
+__all__ = ["MODELS", "LeNet", "LinearToy", "SimpleNN", "SmallCNN", "get_model"]

@@ -5,11 +5,12 @@ Every function here takes the trajectory the training engine records
 sample i got in the forward pass of the t-th recorded epoch, and the labels the model was
 trained on (the *observed* labels, noise included), and returns one score per sample,
 oriented so that higher = harder (more likely mislabelled or ambiguous). No extra training
-and no second pass over the data.
+and no second pass over the data. The exceptions read early models instead: :func:`el2n`
+(their eval-mode logits) and :func:`grand` (their per-sample gradient norms).
 """
 
 import numpy as np
-from scipy.special import softmax
+from scipy.special import logsumexp, softmax
 
 
 def _check(logits, labels):
@@ -167,11 +168,105 @@ def el2n(logits, *, labels):
     return np.linalg.norm(error, axis=2).mean(axis=0)
 
 
-# scores over the whole trajectory (T, N, C), by name; EL2N takes early logits instead
-TRAJECTORY_SCORES = {
-    "aum": aum,
-    "cartography_confidence": cartography_confidence,
-    "cartography_correctness": cartography_correctness,
-    "cartography_variability": cartography_variability,
-    "forgetting": forgetting_events,
-}
+def data_iq(logits, *, labels):
+    """The two Data-IQ statistics (Seedat et al. 2022), as they are.
+
+    With ``p_e`` the probability of the label at recorded epoch e:
+
+    - ``confidence`` = mean_e p_e (the same statistic as Cartography's confidence);
+    - ``aleatoric`` = mean_e p_e (1 - p_e), the expected variance of a Bernoulli with
+      that probability: high when the model sits near 0.5 on the label, epoch after epoch.
+
+    Data-IQ calls a sample *easy* (high confidence, low aleatoric), *hard* (low confidence,
+    low aleatoric) or *ambiguous* (high aleatoric). Parameters as :func:`cartography`.
+
+    Returns
+    -------
+    dict of two arrays of shape (N,) in the paper's orientation: ``confidence`` in [0, 1]
+    (high = easy), ``aleatoric`` in [0, 0.25].
+    """
+    logits, labels = _check(logits, labels)
+    p = _true_probability(logits, labels)
+    return {"confidence": p.mean(axis=0), "aleatoric": (p * (1.0 - p)).mean(axis=0)}
+
+
+def dataiq_hard(logits, *, labels):
+    """Data-IQ's *hard* region as one score: ``(1 - confidence) - aleatoric``.
+
+    The difference equals ``mean_e (1 - p_e)^2`` (expand ``1 - mean p - mean p(1 - p)``):
+    the squared error of the label's probability, averaged over epochs. It is high when
+    the label stays improbable epoch after epoch (low confidence *and* low aleatoric
+    uncertainty: Data-IQ's hard samples, where mislabelled ones sit) and lower for an
+    ambiguous sample whose probability wavers around 0.5 at the same mean. Data-IQ's
+    confidence alone is :func:`cartography_confidence` (the same number; H-CAT reports the
+    two methods with identical scores) and is not registered twice.
+
+    Parameters
+    ----------
+    logits : array of shape (T, N, C)
+    labels : int array of shape (N,), keyword-only
+
+    Returns
+    -------
+    score : array of shape (N,) in [0, 1]; higher = harder.
+    """
+    logits, labels = _check(logits, labels)
+    p = _true_probability(logits, labels)
+    return ((1.0 - p) ** 2).mean(axis=0)
+
+
+def dataiq_aleatoric(logits, *, labels):
+    """Data-IQ's aleatoric uncertainty ``mean_e p_e (1 - p_e)``: high = *ambiguous* (the
+    model keeps the label's probability near 0.5). Shapes as :func:`data_iq`; returns (N,)
+    in [0, 0.25], higher = harder in the ambiguity sense (a confidently mislabelled sample,
+    whose probability stays near 0, scores low here and high on :func:`dataiq_hard`)."""
+    return data_iq(logits, labels=labels)["aleatoric"]
+
+
+def large_loss(logits, *, labels):
+    """Mean cross-entropy of the label over the recorded epochs: the *large-loss* criterion.
+
+    Where :func:`raydiff.scores.logits.small_loss` reads the final model only, this
+    averages the per-sample loss over training, as the loss-based hardness measures do:
+    a mislabelled sample's loss stays high while the clean ones fall early.
+
+    Parameters
+    ----------
+    logits : array of shape (T, N, C)
+    labels : int array of shape (N,), keyword-only
+
+    Returns
+    -------
+    score : array of shape (N,), >= 0; higher = harder.
+    """
+    logits, labels = _check(logits, labels)
+    assigned = np.take_along_axis(logits, labels[None, :, None], axis=2)[..., 0]
+    return (logsumexp(logits, axis=2) - assigned).mean(axis=0)
+
+
+def grand(norms, *, labels=None):
+    """GraNd (Paul et al. 2021): the norm of a sample's loss gradient with respect to all
+    the network's parameters, early in training, averaged over initialisations.
+
+    The gradient norms themselves come from the training engine
+    (:func:`raydiff.engine.grad_norm.per_sample_grad_norms`: one per-sample gradient of
+    the cross-entropy on the observed label, every parameter, eval mode); this averages
+    them over the runs, which damps one early model's noise as for :func:`el2n`.
+
+    Parameters
+    ----------
+    norms : array of shape (R, N) for R runs, or (N,) for one
+    labels : ignored (the gradients were taken on the observed labels already)
+
+    Returns
+    -------
+    score : array of shape (N,), >= 0; higher = harder.
+    """
+    norms = np.asarray(norms, dtype=np.float64)
+    if norms.ndim == 1:
+        norms = norms[None]
+    if norms.ndim != 2 or norms.shape[0] < 1:
+        raise ValueError(f"gradient norms must have shape (R runs, N samples), got {norms.shape}")
+    if (norms < 0).any() or not np.isfinite(norms).all():
+        raise ValueError("gradient norms must be finite and >= 0")
+    return norms.mean(axis=0)

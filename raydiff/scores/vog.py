@@ -75,6 +75,15 @@ def vog(gradients):
     return maps.std(axis=0, ddof=0).mean(axis=1)
 
 
+def complete_vog(gradients):
+    """Raw VoG over all checkpoints from either form of the ``gradients`` input: an array
+    (K, N, ...) of every gradient map (:func:`vog`) or a :class:`VoGAccumulator` that has
+    seen every checkpoint (the experiments' memory-bounded form). Returns (N,) floats."""
+    if isinstance(gradients, VoGAccumulator):
+        return gradients.scores()["complete"]
+    return vog(gradients)
+
+
 def class_normalize(score, labels, *, absolute=False):
     """Normalise ``score`` within each class: ``(s - mu_c) / sigma_c`` (population std).
 

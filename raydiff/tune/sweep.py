@@ -479,12 +479,15 @@ def resolved(stage, config):
     return dataclasses.asdict(build_config(stage.module.Config, config, f"stages.{stage.name}"))
 
 
-def _matches(own, up, shared):
+def _matches(own, up, shared, only=None):
     """An upstream trial matches when it agrees on every key of the sweep's shared config
     and on every data key (COMMON_KEYS) the later stage sets; stage-private keys (each
-    stage's own ``epochs``, say) are not compared."""
+    stage's own ``epochs``, say) are not compared. ``only``: compare just these keys (an
+    experiment's ``MATCH_ONLY``, e.g. one that gathers the runs of every seed and noise
+    setting of its data)."""
     return all(up.config.get(k) == v for k, v in own.items()
-               if k in up.config and (k in shared or k in COMMON_KEYS))
+               if k in up.config and (k in only if only is not None
+                                      else k in shared or k in COMMON_KEYS))
 
 
 def join(stage, own_configs, upstream_by_stage):
@@ -499,7 +502,8 @@ def join(stage, own_configs, upstream_by_stage):
         options = []
         for up_name in stage.after:
             ups = upstream_by_stage.get(up_name, [])
-            matching = [u for u in ups if _matches(own, u, stage.shared_keys)]
+            matching = [u for u in ups if _matches(own, u, stage.shared_keys,
+                                                   getattr(stage.module, "MATCH_ONLY", None))]
             if ups and ups[0].experiment in gathers:
                 options.append([matching] if matching else [])
             else:
