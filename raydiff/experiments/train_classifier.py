@@ -82,7 +82,7 @@ def _score(config, report, tensors, logits, *, start, epochs_run):
     noisy = tensors.is_noisy
     report.table("per_sample.parquet", per_sample_table(
         sample_id=tensors.sample_id, label=tensors.label, observed_label=tensors.observed_label,
-        is_noisy=noisy, noise_kind=config.noise_kind, split="train",
+        **tensors.ground_truth(), split="train",
         hard=top_k_mask(loss, config.noise_ratio), score=loss))
     metrics = {
         "train_accuracy": 100 * accuracy(logits, observed),
