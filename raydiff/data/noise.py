@@ -198,6 +198,8 @@ def inject_label_noise(labels, *, ratio, num_classes, rng, kind="uniform", class
         noisy[chosen] = [class_map[y][int(u * len(class_map[y]))]
                          for y, u in zip(labels[chosen].tolist(), pick)]
     elif kind == "instance":
+        if probs is None and count == 0:        # nothing to choose: no model needed
+            return noisy, np.zeros(n, dtype=bool)
         if probs is None:
             raise ValueError("hardness 'instance' needs probs, a clean model's softmax (N, C)")
         chosen = choose(n, count, rng, weights=uncertainty_weights(probs, labels))
