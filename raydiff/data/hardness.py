@@ -19,6 +19,7 @@ from raydiff.data.noise import LABEL_KINDS, class_map_for, inject_label_noise
 from raydiff.data.streams import HARDNESS_CLASS_STREAM, IMAGE_STREAM, NOISE_STREAM, rng_for
 
 HARDNESS_KINDS = LABEL_KINDS + IMAGE_KINDS
+BLOCK = 4096     # images perturbed (and pooled) per block: bounds the float64 memory
 
 
 def check_hardness(kind):
@@ -85,12 +86,21 @@ def _fitted(digest, x, labels, num_classes, weight_decay):
     return _LAST[key]
 
 
+def _features(x, block=BLOCK):
+    """Flattened inputs (N, D) float64, images average-pooled by 2 until D <= 256 (pooled
+    in float32 blocks, so CIFAR-10's 60,000 images never exist in float64 unpooled)."""
+    parts = []
+    for start in range(0, len(x), block):
+        t = torch.from_numpy(np.ascontiguousarray(x[start:start + block])).to(torch.float32)
+        if t.dim() == 4:
+            while t[0].numel() > 256 and min(t.shape[2:]) >= 2:
+                t = torch.nn.functional.avg_pool2d(t, 2)
+        parts.append(t.reshape(len(t), -1).double())
+    return torch.cat(parts)
+
+
 def _softmax_regression(x, labels, num_classes, weight_decay):
-    t = torch.as_tensor(np.asarray(x), dtype=torch.float64)
-    if t.dim() == 4:
-        while t[0].numel() > 256 and min(t.shape[2:]) >= 2:
-            t = torch.nn.functional.avg_pool2d(t, 2)
-    t = t.reshape(len(t), -1)
+    t = _features(x)
     t = (t - t.mean(0)) / t.std(0).clamp_min(1e-6)
     y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
     w = torch.zeros(t.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
@@ -158,9 +168,11 @@ def inject_hardness(x, labels, *, kind, ratio, num_classes, seed, dataset=None,
     chosen = np.sort(rng.choice(len(labels), size=int(len(labels) * ratio), replace=False))
     out = np.array(x, copy=True)
     if len(chosen):
-        out[chosen] = perturb(kind, x[chosen], rng_for(seed, IMAGE_STREAM),
-                              lo=float(x.min()), hi=float(x.max()),
-                              background=background_value(x))
+        image_rng, lo, hi = rng_for(seed, IMAGE_STREAM), float(x.min()), float(x.max())
+        background = background_value(x)
+        for start in range(0, len(chosen), BLOCK):
+            rows = chosen[start:start + BLOCK]
+            out[rows] = perturb(kind, x[rows], image_rng, lo=lo, hi=hi, background=background)
     mask = np.zeros(len(labels), dtype=bool)
     mask[chosen] = True
     return Hardened(out, labels.copy(), mask, kind)
