@@ -20,10 +20,14 @@ demo: $(STAMP)
 	echo "" && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s" && \
 	echo "figures and tables: $$(pwd)/reports/demo" && \
-	echo "MLflow UI:          $(VENV)/bin/raydiff ui demo   (prints the URL of the runs table)"
+	echo "MLflow UI:          $(VENV)/bin/raydiff ui demo   (starts it), then open" && \
+	echo "                    $$($(VENV)/bin/raydiff ui demo --url)"
 
+# two pytest workers: the real-process tests in order on one, the rest on the other
+# (tests/conftest.py); TEST_WORKERS=0 runs everything in this process
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=15 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
 # CPU benchmarks, each printing ratios measured in its own run (docs/performance.md);
 # BENCH_ARGS=--smoke runs them at tiny sizes. wrn_epoch.py and data_params_demo.py take

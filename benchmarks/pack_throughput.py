@@ -21,6 +21,14 @@ CPU, one model after another where ``one_by_one_pays``), the stacked step forced
 (every model's products over all N rows, masked, or over gathered rows for small subsets),
 and the single engine on each subset in turn.
 
+``--torch-func`` (a section of its own, instead of the modes): the pack's hand-written
+SimpleNN step (:func:`raydiff.engine.pack_step.pack_step`) against ``torch.func``
+(``vmap(grad_and_value(...))`` of ``functional_call`` over ``stack_module_state``), both
+followed by the same :func:`raydiff.engine.sgd.sgd_update_`, at K = 1, 16, 64 (``--ks``),
+full batch and mini-batch ``--batch-size``; per model-step CPU ms, medians of
+``--repeats`` alternating runs, and their ratio from the same run. Before timing, one
+step's gradients of both are compared (the largest difference is printed).
+
 CPU: mnist5k (5000 x 784), one thread by default. ``--device cuda``: synthetic inputs of
 full MNIST size (60000 x 784, random labels) and K up to 4096; without a CUDA device the
 script says so and exits 0. A pack that does not fit in the GPU's memory is reported, not
@@ -28,13 +36,16 @@ fatal.
 
     python benchmarks/pack_throughput.py [--smoke] [--device cpu|cuda] [--ks 1 4 16 64 256]
         [--modes full mini subsets] [--epochs-full 5] [--epochs-mini 1] [--batch-size 64] [--repeats 3]
+    python benchmarks/pack_throughput.py --torch-func [--ks 1 16 64] [--repeats 5]
 """
 
+import copy
 import resource
 import statistics
 
 import _common
 import torch
+import torch.nn.functional as F
 
 from raydiff.engine import train
 from raydiff.engine.packed import Pack, train_packed
@@ -106,7 +117,7 @@ def subset_cases(share, x, y, *, epochs, device):
     """Pack (as run), stacked (one-by-one off) and single, K models on subsets of ``share``."""
     import numpy as np
 
-    from raydiff.engine import packed
+    from raydiff.engine import pack_train
 
     n, k = len(x), SUBSET_MODELS
     rng = np.random.default_rng(0)
@@ -115,13 +126,13 @@ def subset_cases(share, x, y, *, epochs, device):
 
     def run_pack(one_by_one):
         def fn():
-            saved = packed.one_by_one_pays
+            saved = pack_train.one_by_one_pays
             if not one_by_one:
-                packed.one_by_one_pays = lambda rows, n: False
+                pack_train.one_by_one_pays = lambda rows, n: False
             try:
                 train_packed(base.clone(), x, y, epochs=epochs, lr=LR, subsets=subsets)
             finally:
-                packed.one_by_one_pays = saved
+                pack_train.one_by_one_pays = saved
             sync(device)
         return fn
 
@@ -133,6 +144,87 @@ def subset_cases(share, x, y, *, epochs, device):
         sync(device)
 
     return {"pack": run_pack(True), "stacked": run_pack(False), "single": single}
+
+
+FUNC_KS = (1, 16, 64)
+FUNC_MINI_STEPS, FUNC_MINI_DISTINCT = 40, 4
+
+
+def func_cases(k, x, y, *, batch_size, device):
+    """Hand-written step vs torch.func, each stepping its own copy of the same K models over
+    the same batches; returns (cases, steps per call, largest gradient difference)."""
+    from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+    from raydiff.engine.pack_step import cross_entropy_grad, pack_step, simple_nn_grads
+    from raydiff.engine.sgd import Hyper, sgd_update_
+
+    models = [get_model("simple_nn", input_shape=x.shape[1:], num_classes=10, seed=s).to(device)
+              for s in range(k)]
+    pack = Pack.from_models(models)
+    params, _ = stack_module_state(models)            # {name: (K, ...)}, pack.params order
+    skeleton = copy.deepcopy(models[0]).to("meta")
+    hyper = Hyper.of(LR, 0.0, 0.0, device=device, k=k)
+    shared = batch_size is None
+    if shared:
+        batches = [(x, y[None].expand(k, -1))]
+    else:
+        gen = torch.Generator().manual_seed(0)
+        idx = [torch.randint(0, len(x), (k, batch_size), generator=gen).to(device)
+               for _ in range(FUNC_MINI_DISTINCT)]
+        distinct = [(x[i], y[i]) for i in idx]
+        batches = [distinct[s % FUNC_MINI_DISTINCT] for s in range(FUNC_MINI_STEPS)]
+
+    def mean_loss(p, xb, yb):
+        logits = functional_call(skeleton, p, (xb,))
+        return F.cross_entropy(logits, yb), logits
+    func_grad = vmap(grad_and_value(mean_loss, has_aux=True),
+                     in_dims=(0, None if shared else 0, 0))
+
+    # the two compute the same gradients (checked on the first batch, before any step)
+    xb, yb = batches[0]
+    acts, logits = pack.activations(xb, per_model=not shared)
+    _, grad_logits = cross_entropy_grad(logits, yb, yb.shape[1])
+    hand = simple_nn_grads(pack, xb, acts, grad_logits, shared=shared)
+    grads, _ = func_grad(params, xb, yb)
+    diff = max(float((a - grads[name].detach()).abs().max()) for a, name in zip(hand, params))
+
+    def hand_step():
+        for xb, yb in batches:
+            pack_step(pack, xb, yb, hyper, den=yb.shape[1], per_model=not shared)
+        sync(device)
+
+    def func_step():
+        for xb, yb in batches:
+            grads, (_, logits) = func_grad(params, xb, yb)
+            sgd_update_(list(params.values()), [grads[n] for n in params], hyper)
+        sync(device)
+
+    return {"hand-written": hand_step, "torch.func": func_step}, len(batches), diff
+
+
+def run_torch_func(args, x, y):
+    """The --torch-func section: hand-written SimpleNN step vs torch.func, per model-step."""
+    ks = args.ks or ([1, 4] if args.smoke else list(FUNC_KS))
+    print(f"-- torch.func (vmap(grad) over stack_module_state) vs the hand-written step, "
+          f"{args.repeats} alternating repeats, median CPU ms per model-step")
+    print(f"   {'mode':<14} {'K':>4} {'hand-written':>13} {'torch.func':>11} "
+          f"{'func/hand':>10} {'max |grad diff|':>16}")
+    worst = []
+    for mode, batch_size in (("full-batch", None), (f"mini-batch {args.batch_size}",
+                                                    args.batch_size)):
+        for k in ks:
+            cases, steps, diff = func_cases(k, x, y, batch_size=batch_size, device=args.device)
+            wall, cpu = _common.interleaved(cases, args.repeats, clock="both")
+            clock = wall if args.device == "cuda" else cpu
+            per = {name: statistics.median(t) / (steps * k) * 1e3 for name, t in clock.items()}
+            ratio = per["torch.func"] / per["hand-written"]
+            worst.append(ratio)
+            print(f"   {mode:<14} {k:>4} {per['hand-written']:>13.4f} {per['torch.func']:>11.4f} "
+                  f"{ratio:>9.2f}x {diff:>16.2e}")
+    verdict = ("torch.func within 1.2x somewhere" if min(worst) <= 1.2
+               else "hand-written faster everywhere")
+    print(f"summary: torch.func / hand-written per model-step: {min(worst):.2f}x to "
+          f"{max(worst):.2f}x ({verdict})")
 
 
 def peak_of(fn, device):
@@ -159,6 +251,8 @@ def main():
     p.add_argument("--samples", type=int, default=None,
                    help="samples used (cpu: of mnist5k; cuda: synthetic, default 60000)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--torch-func", action="store_true",
+                   help="time torch.func against the hand-written step (instead of the modes)")
     args = p.parse_args()
     _common.pin_threads(args.threads)
     _common.header("pack throughput: K SimpleNNs as one computation vs the single engine", args)
@@ -175,6 +269,10 @@ def main():
         ks = args.ks or ([1, 16, 256, 1024, 4096] if args.device == "cuda"
                          else [1, 4, 16, 64, 256])
     x, y, what = load(args.device, args.samples, args.smoke)
+    if args.torch_func:
+        print(f"   data: {what}; SimpleNN 784-20-20-10, lr {LR}")
+        run_torch_func(args, x, y)
+        return
     mem = "torch.cuda.max_memory_allocated" if args.device == "cuda" else \
         "ru_maxrss growth over the process peak before the pack's first run"
     print(f"   data: {what}; SimpleNN 784-20-20-10, lr {LR}; {args.repeats} alternating "

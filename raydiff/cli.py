@@ -61,7 +61,7 @@ def cmd_run(args):
     return 1 if failed else 0
 
 
-def build(name, out, tracking_uri, session):
+def build(name, out, tracking_uri, session, per_cell=False):
     from raydiff import tracking
     from raydiff.report import build_report
     from raydiff.report.mlflow_context import MlflowContext
@@ -74,7 +74,7 @@ def build(name, out, tracking_uri, session):
                           f"`raydiff run SWEEP.yaml` first, or check --tracking-uri")
     table = tracking.runs_table(runs)
     finished = table[table["status"] == "FINISHED"].reset_index(drop=True)
-    ctx = MlflowContext(finished, out, tracker)
+    ctx = MlflowContext(finished, out, tracker, per_cell=per_cell)
     ctx.table("runs.csv", table.drop(columns=[c for c in table.columns if c.startswith("m.")]))
     written = build_report(ctx)
     report_run = ctx.log_report_run(name, session=table["session"].iloc[0])
@@ -88,7 +88,7 @@ def build(name, out, tracking_uri, session):
 
 def cmd_report(args):
     return build(args.name, args.out or os.path.join("reports", args.name),
-                 args.tracking_uri, args.session)
+                 args.tracking_uri, args.session, per_cell=args.per_cell)
 
 
 def cmd_ui(args):
@@ -100,11 +100,34 @@ def cmd_ui(args):
     tracker.mark_all_training()     # experiments of an older raydiff open on the runs table too
     base = f"http://{args.host}:{args.port}"
     name = args.name or _latest_experiment(tracker)
+    view = _first_view(tracker, name, base) if name else None
+    if args.url:
+        print(view or (tracker.runs_page(name, base) if name else base + "/"))
+        return 0
     print(f"raydiff: MLflow UI for {uri} at {base} (Ctrl-C stops it)")
     if name:
-        print(f"raydiff: runs of {name}: {tracker.runs_page(name, base)}", flush=True)
+        print(f"raydiff: all runs of {name}: {tracker.runs_page(name, base)}")
+    if view:
+        print(f"raydiff: charts of the latest session: {view.replace('?', '?compareRunsMode=CHART&', 1)}")
+        print(f"raydiff: latest session of {name}, open this: {view}")
+    sys.stdout.flush()
     return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                             "--host", args.host, "--port", str(args.port)])
+
+
+def _first_view(tracker, name, base):
+    """URL of the first view of ``name``'s latest session (its trial runs grouped by
+    stage, swept keys and main metrics as columns), stored as an MLflow shared view;
+    None when the sweep has no trial runs."""
+    from raydiff import tracking
+    from raydiff.tune import describe
+
+    runs = tracker.runs(name)
+    if not runs:
+        return None
+    table = tracking.runs_table(runs)
+    view = describe.first_view(table)
+    return tracker.share_first_view(name, base, session=table["session"].iloc[0], **view)
 
 
 def _latest_experiment(tracker):
@@ -168,6 +191,8 @@ def parser():
     rep.add_argument("--out", help="output folder (default reports/NAME)")
     rep.add_argument("--tracking-uri")
     rep.add_argument("--session", default="latest", help="latest (default), all, or a session id")
+    rep.add_argument("--per-cell", action="store_true",
+                     help="also one figure per cell of a grid (default: one figure per question)")
     rep.set_defaults(func=cmd_report)
 
     ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")
@@ -176,6 +201,8 @@ def parser():
     ui.add_argument("--tracking-uri")
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--url", action="store_true",
+                    help="only store the first view and print its URL (no server)")
     ui.set_defaults(func=cmd_ui)
 
     val = sub.add_parser("validate", help="check sweep files without running them")

@@ -160,6 +160,34 @@ class Tracker:
         return (f"{base_url.rstrip('/')}/#/experiments/{found.experiment_id}"
                 f"?workflowType=machine_learning")
 
+    def share_first_view(self, name, base_url, *, session, stages, params, main_metrics,
+                         metrics, charts):
+        """Store the first view of ``session`` of experiment ``name`` as one of MLflow's
+        shared views and return its URL in the UI at ``base_url`` (None when the
+        experiment does not exist).
+
+        A shared view is an experiment tag ``mlflow.sharedViewState.<key>`` holding the
+        runs page's state as JSON, which the UI applies when its runs route says
+        ``?viewStateShareKey=<key>``. This one holds the session's trial runs only (the one
+        way to filter from a URL: MLflow 3.17 ignores ``searchFilter`` in it), grouped by
+        stage when ``stages`` holds more than one, sorted by name, with the
+        ``main_metrics``, ``params`` and ``metrics`` columns in that order, and ``charts``
+        ({"stage", "x" param, "y" metric}) as scatter plots on the page's chart view
+        (``&compareRunsMode=CHART``). The key is the session's, so a URL keeps showing the
+        session it was made for."""
+        found = retrying(self.client.get_experiment_by_name, name)
+        if found is None:
+            return None
+        key = f"raydiff-{session}"
+        state = _view_state(session, params, main_metrics, metrics, charts,
+                            grouped=len(stages) > 1)
+        retrying(self.client.set_experiment_tag, found.experiment_id, VIEW_TAG_PREFIX + key,
+                 json.dumps(state, separators=(",", ":")), what="storing the first view")
+        # the runs route itself: the experiment's bare route redirects there and drops
+        # the share key on the way (Chromium, MLflow 3.17)
+        return (f"{base_url.rstrip('/')}/#/experiments/{found.experiment_id}/runs"
+                f"?viewStateShareKey={key}&workflowType=machine_learning")
+
     # -- grouping runs -------------------------------------------------------------------
     def group_run(self, experiment_id, *, kind, sweep, session, name, stage=None,
                   parent=None, params=None, tags=None, reopen=True):
@@ -299,6 +327,54 @@ class Tracker:
         return closed
 
 
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."     # the UI's shared views live in these tags
+
+
+def _column(kind, key):
+    """A runs-table column as the UI names it: ``params.`lr```, ``metrics.`acc```."""
+    return f"{kind}.`{key}`"
+
+
+def _view_state(session, params, main_metrics, metrics, charts, *, grouped):
+    """The runs page state of MLflow 3.17's UI (the fields its shared views read: search
+    facets, columns, grouping, charts) for the first view of ``session``."""
+    section = "raydiff-first-view"
+    name, dataset = _column("attributes", "Run Name"), _column("attributes", "Dataset")
+    swept = [_column("params", k) for k in params]
+    main = [_column("metrics", k) for k in main_metrics]
+    others = [_column("metrics", k) for k in metrics]
+    return {
+        "searchFilter": f"tags.`{TAG_SESSION}` = '{session}' and tags.`{TAG_KIND}` = 'trial'",
+        "orderByKey": "tags.`mlflow.runName`", "orderByAsc": True,
+        "selectedColumns": [dataset, *swept, *main, *others],
+        # the table draws only the columns in view: the name, the main metrics and the
+        # swept keys first, the other metrics, the dataset and the duration after them
+        "columnOrder": [name, "runDateAndNestInfo", *main, *swept, *others, dataset,
+                        "duration"],
+        "columnWidths": {name: 290, "runDateAndNestInfo": 120,
+                         **{c: 120 for c in main + others}, **{c: 100 for c in swept}},
+        # one group per stage, open; its header row averages the stage's runs
+        "groupBy": ({"aggregateFunction": "average",
+                     "groupByKeys": [{"mode": "tag", "groupByData": TAG_STAGE}]}
+                    if grouped else None),
+        "groupsExpanded": {},
+        "runsHiddenMode": "SHOW_ALL",          # every run in the charts, not the first 10
+        "useGroupedValuesInCharts": False,     # a point per run, not per stage
+        "hideEmptyCharts": True,
+        "compareRunSections": [{"uuid": section, "name": "raydiff: main metric over the swept axis",
+                                "display": True, "isReordered": False, "deleted": False,
+                                "isGenerated": False}],
+        "compareRunCharts": [
+            {"uuid": f"raydiff-{i}", "type": "SCATTER", "runsCountToCompare": 1000,
+             "metricSectionId": section, "deleted": False, "isGenerated": False,
+             "displayName": f"{c['stage']}: {c['y']} over {c['x']}",
+             "xaxis": {"key": c["x"], "type": "PARAM"},
+             "yaxis": {"key": c["y"], "type": "METRIC"}}
+            for i, c in enumerate(charts)],
+        "isAccordionReordered": True,          # keep this section first, as stored
+    }
+
+
 def runs_table(runs):
     """Tidy DataFrame of trial runs: ids, stage, experiment, status, trial seconds, typed
     params (from the JSON tag) and final metrics as ``m.<key>``."""
@@ -307,7 +383,7 @@ def runs_table(runs):
         tags = run.data.tags
         row = {"run_id": run.info.run_id, "status": run.info.status,
                "stage": tags.get(TAG_STAGE), "experiment": tags.get(TAG_EXPERIMENT),
-               "session": tags.get(TAG_SESSION),
+               "session": tags.get(TAG_SESSION), "start_time": run.info.start_time,
                "trial_seconds": ((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000}
         row.update(json.loads(tags.get(TAG_PARAMS, "{}")))
         row.update({f"m.{k}": v for k, v in run.data.metrics.items()})

@@ -70,15 +70,24 @@ def test_smoke_sweep_logs_runs_metrics_and_tables(workdir):
                 "score"} <= set(table.columns)
         assert table["is_noisy"].sum() == 60
         assert int(run.data.metrics["n_hard"]) == int(table["hard"].sum())
+    digests = {}
     for run in imbalance:
         assert 0 <= run.data.metrics["acc_hard_mean"] <= 100
         assert "trial_seconds" in run.data.metrics
+        # its training set as the run's dataset input: the cell's rows, identify's labels
+        (data,) = client.get_run(run.info.run_id).inputs.dataset_inputs
+        assert data.dataset.name == "mnist5k"
+        assert f'"num_rows": {int(run.data.metrics["n_train"])}' in data.dataset.profile
+        digests[run.data.params["identify.strategy"], run.data.params["remaining_train_ratio"]] = (
+            data.dataset.digest)
+    assert len(set(digests.values())) == 4        # each cell trains on a set of its own
 
     report = _run(["report", "e2e", "--out", "rep"])
     assert report.returncode == 0, report.stderr[-3000:]
     assert (workdir / "rep" / "imbalance_summary.csv").exists()
-    pngs = list((workdir / "rep").glob("imbalance_*_hard.png"))
-    assert len(pngs) == 2                            # one per identify strategy
+    # one figure for the question (a row per strategy); per-cell figures only on request
+    assert (workdir / "rep" / "imbalance_accuracy.png").exists()
+    assert not list((workdir / "rep").glob("imbalance_*_hard.png"))
     summary = pd.read_csv(workdir / "rep" / "imbalance_summary.csv")
     assert set(summary["remaining_train_ratio"]) == {0.0, 1.0}
     exp = client.get_experiment_by_name("e2e")

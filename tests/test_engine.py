@@ -241,3 +241,50 @@ def test_state_restores_every_named_part_and_refuses_another_setup():
     with pytest.raises(ValueError, match="do not match"):
         restore_state(state, modules={"net": other}, optimizers={"model": other_opt},
                       generators={"batch": other_gen})
+
+
+def test_the_one_sgd_update_is_torch_sgd_per_model_and_leaves_masked_models_alone():
+    """sgd_update_ on three stacked models with their own rate, decay and momentum equals
+    torch.optim.SGD run on each model alone (same order of arithmetic; torch fuses
+    multiply-adds, so up to float rounding); a model masked out keeps its parameters and
+    momentum bit for bit even when its gradient is NaN, and the others step exactly as
+    they do without it."""
+    from raydiff.engine.sgd import Hyper, sgd_update_
+
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(3, 4, 5, generator=gen), torch.randn(3, 4, generator=gen)]
+    grads = [[torch.randn(3, 4, 5, generator=gen), torch.randn(3, 4, generator=gen)]
+             for _ in range(4)]
+    lrs, wds, moms = [0.1, 0.05, 0.2], [0.0, 0.01, 0.1], [0.9, 0.0, 0.5]
+    hyper = Hyper.of(lrs, wds, moms, device="cpu", k=3)
+    ours = [p.clone() for p in params]
+    buffers = [torch.zeros_like(p) for p in params]
+    for g in grads:
+        sgd_update_(ours, g, hyper, buffers=buffers)
+    for k in range(3):
+        alone = [torch.nn.Parameter(p[k].clone()) for p in params]
+        opt = torch.optim.SGD(alone, lr=lrs[k], weight_decay=wds[k], momentum=moms[k])
+        for g in grads:
+            for a, gi in zip(alone, g):
+                a.grad = gi[k].clone()
+            opt.step()
+        for a, p in zip(alone, ours):
+            torch.testing.assert_close(p[k], a.detach(), atol=1e-6, rtol=1e-6)
+        assert not torch.equal(ours[0][k], params[0][k])            # they did move
+
+    # model 1 masked, with a NaN gradient: untouched; models 0 and 2 as without the mask
+    start, start_bufs = [p.clone() for p in ours], [b.clone() for b in buffers]
+    masked, masked_bufs = [p.clone() for p in ours], [b.clone() for b in buffers]
+    nan_grads = [g.clone() for g in grads[0]]
+    nan_grads[0][1] = float("nan")
+    sgd_update_(masked, nan_grads, hyper, buffers=masked_bufs,
+                live=torch.tensor([True, False, True]))
+    sgd_update_(ours, nan_grads, hyper, buffers=buffers)
+    for i in range(2):
+        assert torch.equal(masked[i][1], start[i][1])
+        assert torch.equal(masked_bufs[i][1], start_bufs[i][1])
+        assert torch.equal(masked[i][[0, 2]], ours[i][[0, 2]])
+        assert torch.equal(masked_bufs[i][[0, 2]], buffers[i][[0, 2]])
+    assert torch.isnan(ours[0][1]).all()                  # unmasked, the NaN got in
+    with pytest.raises(ValueError, match="buffers"):
+        sgd_update_(ours, grads[0], hyper)

@@ -1,6 +1,7 @@
 """The figure layer stays a layer: ``raydiff.plots`` never imports Ray, MLflow, an
 experiment, a report or the Tune glue; experiments never import matplotlib themselves (they
-draw through ``raydiff.plots``); no report takes a figure from an experiment.
+draw through ``raydiff.plots``); no report takes a figure from an experiment; experiments,
+scores, engine, models and data never import Ray or MLflow (they run without either).
 
 Two checks, since each misses what the other sees: an AST scan of every import statement of
 the source (function-level, lazy imports included), and a fresh interpreter that imports
@@ -50,6 +51,20 @@ def test_plots_import_no_ray_mlflow_experiment_or_report(path):
     assert not bad, f"{path.name} imports {bad}"
 
 
+# the layers below the Tune glue run in a plain Python process (and on a GPU machine
+# where neither Ray nor MLflow is installed): none of them may import either
+NO_RAY_OR_MLFLOW = ("experiments", "scores", "engine", "models", "data")
+
+
+@pytest.mark.parametrize("path", [p for layer in NO_RAY_OR_MLFLOW for p in _modules(layer)],
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_layers_below_tune_never_import_ray_or_mlflow(path):
+    bad = [n for n in _imports(path) if _hits(n, ("ray", "mlflow", "raydiff.tracking",
+                                                  "raydiff.tune", "raydiff.cli"))]
+    assert not bad, (f"{path.parent.name}/{path.name} imports {bad}; only raydiff.tune talks "
+                     f"to Ray and only raydiff.tracking to MLflow")
+
+
 @pytest.mark.parametrize("path", _modules("experiments"), ids=lambda p: p.name)
 def test_experiments_never_import_matplotlib(path):
     bad = [n for n in _imports(path) if _hits(n, ("matplotlib", "pylab"))]
@@ -70,8 +85,10 @@ for m in pkgutil.iter_modules(raydiff.plots.__path__):
     importlib.import_module(f"raydiff.plots.{m.name}")
 after_plots = sorted(sys.modules)
 import raydiff.experiments
-for m in pkgutil.iter_modules(raydiff.experiments.__path__):
-    importlib.import_module(f"raydiff.experiments.{m.name}")
+for layer in ("experiments", "scores", "engine", "models", "data"):
+    package = importlib.import_module(f"raydiff.{layer}")
+    for m in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"raydiff.{layer}.{m.name}")
 print(json.dumps({"plots": after_plots, "all": sorted(sys.modules)}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -79,7 +96,7 @@ print(json.dumps({"plots": after_plots, "all": sorted(sys.modules)}))
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert "raydiff.plots.vog" in loaded["plots"]          # the import really happened
     assert [m for m in loaded["plots"] if _hits(m, PLOTS_MAY_NOT)] == []
-    assert "raydiff.experiments.vog" in loaded["all"]
-    # neither layer talks to the tracker or the scheduler when imported
+    assert "raydiff.experiments.vog" in loaded["all"] and "raydiff.engine.packed" in loaded["all"]
+    # no layer talks to the tracker or the scheduler when imported
     assert [m for m in loaded["all"] if _hits(m, ("ray", "mlflow", "raydiff.tune",
                                                   "raydiff.tracking"))] == []

@@ -6,6 +6,7 @@ rest; unstack / stack round-trips."""
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from raydiff.data import load_dataset, prepare
 from raydiff.engine import predict, train
@@ -275,16 +276,16 @@ def test_small_subsets_train_gathered_and_equal_the_single_engine(data, monkeypa
     model's rows are gathered (K x n_max rows a step, not K x N masked) and the models
     still equal the single engine on their subsets. (On a GPU; on the CPU such packs train
     one by one, see the next test, so that path is switched off here.)"""
-    from raydiff.engine import packed
+    from raydiff.engine import pack_train
 
-    monkeypatch.setattr(packed, "one_by_one_pays", lambda rows, n: False)
+    monkeypatch.setattr(pack_train, "one_by_one_pays", lambda rows, n: False)
     labels, _, lrs, wds = configs(data.y)
     rng = np.random.default_rng(1)
-    width = int(packed.GATHER_BELOW * N)
+    width = int(pack_train.GATHER_BELOW * N)
     small = [np.sort(rng.choice(N, width, replace=False)), rng.permutation(N)[:width - 10],
              np.sort(rng.choice(N, width - 30, replace=False)), rng.permutation(N)[:40]]
     sizes = np.array([len(s) for s in small])
-    assert packed._gathered_batch(small, sizes, labels, "cpu", N) is not None   # the path taken
+    assert pack_train._gathered_batch(small, sizes, labels, "cpu", N) is not None   # the path taken
     pack = Pack.init(SEEDS, input_shape=data.x.shape[1:], num_classes=10)
     got = train_packed(pack, data.x, labels, epochs=20, lr=lrs, weight_decay=wds, subsets=small)
     for k, seed in enumerate(SEEDS):
@@ -300,7 +301,7 @@ def test_small_subsets_on_the_cpu_train_one_by_one_exactly_as_alone(data, monkey
     exactly (bit for bit) the single engine's model on its rows, whatever labels, rate,
     decay and schedule it has; an empty subset leaves its model untouched; a diverging
     model is reported as the stacked path reports it, and the others are unaffected."""
-    from raydiff.engine import packed
+    from raydiff.engine import pack_train
 
     labels, _, lrs, wds = configs(data.y)
     rng = np.random.default_rng(2)
@@ -313,14 +314,14 @@ def test_small_subsets_on_the_cpu_train_one_by_one_exactly_as_alone(data, monkey
 
     # the cost model: on mnist5k's 5000 rows small subsets pay, near-whole ones do not;
     # on 500 rows fixed costs make stacking pay at every share
-    assert packed.one_by_one_pays(1000, 5000) and packed.one_by_one_pays(2500, 5000)
-    assert not packed.one_by_one_pays(4500, 5000) and not packed.one_by_one_pays(100, 500)
-    monkeypatch.setattr(packed, "one_by_one_pays", lambda rows, n: True)
+    assert pack_train.one_by_one_pays(1000, 5000) and pack_train.one_by_one_pays(2500, 5000)
+    assert not pack_train.one_by_one_pays(4500, 5000) and not pack_train.one_by_one_pays(100, 500)
+    monkeypatch.setattr(pack_train, "one_by_one_pays", lambda rows, n: True)
     pack = Pack.init(SEEDS, input_shape=data.x.shape[1:], num_classes=10)
     start = pack.flat().clone()
     calls = []
-    real = packed._train_one_by_one
-    monkeypatch.setattr(packed, "_train_one_by_one",
+    real = pack_train._train_one_by_one
+    monkeypatch.setattr(pack_train, "_train_one_by_one",
                         lambda *a, **kw: calls.append(1) or real(*a, **kw))
     got = train_packed(pack, data.x, labels, epochs=8, lr=lrs, weight_decay=wds,
                        subsets=subsets, lr_schedule=schedule)
@@ -348,7 +349,7 @@ def test_small_subsets_on_the_cpu_train_one_by_one_exactly_as_alone(data, monkey
     assert set(got.diverged) == {1} and np.isnan(got.losses[got.diverged[1] - 1:, 1]).all()
     assert not bool(got.state.live[1]) and bool(got.state.live[0])
     # the stacked path on the same pack gives the same models up to float rounding
-    monkeypatch.setattr(packed, "one_by_one_pays", lambda rows, n: False)
+    monkeypatch.setattr(pack_train, "one_by_one_pays", lambda rows, n: False)
     stacked = Pack.init(SEEDS, input_shape=data.x.shape[1:], num_classes=10)
     again = train_packed(stacked, data.x, labels, epochs=8, lr=lrs, weight_decay=wds,
                          subsets=subsets, lr_schedule=schedule)
@@ -438,3 +439,51 @@ def test_a_pack_checkpoint_of_another_pack_is_not_loaded(data, tmp_path):
     plain = Pack.init(SEEDS[:2], input_shape=data.x.shape[1:], num_classes=10)
     train_packed(plain, data.x, data.y, epochs=4, lr=0.1)
     assert all(torch.equal(a, b) for a, b in zip(pack.params, plain.params))
+
+
+def test_the_hand_written_backward_equals_torch_func(data):
+    """The pack's SimpleNN gradients (shared rows with per-sample weights, and per-model
+    batches) equal those of torch.func's vmap(grad) over the stacked models."""
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    from raydiff.engine.pack_step import cross_entropy_grad, simple_nn_grads
+
+    models = [get_model("simple_nn", input_shape=data.x.shape[1:], num_classes=10,
+                        hidden=(20, 12), seed=s) for s in SEEDS]
+    pack = Pack.from_models(models)
+    params, _ = stack_module_state(models)
+    skeleton = models[0]
+    k, x = len(SEEDS), data.x.flatten(1)
+    labels, _, _, _ = configs(data.y)
+    weights = torch.rand(k, N, generator=torch.Generator().manual_seed(0))
+    weights[2, :300] = 0                                 # a model on part of the rows
+
+    def loss(p, xb, yb, wb):
+        nll = F.cross_entropy(functional_call(skeleton, p, (xb,)), yb, reduction="none")
+        return (nll * wb).sum() / wb.sum()
+
+    idx = torch.randint(0, N, (k, 64), generator=torch.Generator().manual_seed(1))
+    for xb, yb, wb, shared in ((x, labels, weights, True),
+                               (x[idx], labels.gather(1, idx), torch.ones(k, 64), False)):
+        want = vmap(grad(loss), in_dims=(0, None if shared else 0, 0, 0))(params, xb, yb, wb)
+        acts, logits = pack.activations(xb, per_model=not shared)
+        _, grad_logits = cross_entropy_grad(logits, yb, wb.sum(1), wb)
+        got = simple_nn_grads(pack, xb, acts, grad_logits, shared=shared)
+        assert len(got) == len(want)
+        for g, name in zip(got, want):
+            torch.testing.assert_close(g, want[name], atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_a_pack_of_one_is_the_single_engine_bit_for_bit(data, momentum):
+    """Full batch, one model: train_packed and train run the same step (one backward, one
+    update), so parameters and losses are equal to the bit, decay and schedule included."""
+    kw = dict(epochs=6, lr=0.3, weight_decay=1e-3, momentum=momentum,
+              lr_schedule=lambda e: 0.3 / e)
+    pack = Pack.init([5], input_shape=data.x.shape[1:], num_classes=10)
+    got = train_packed(pack, data.x, data.y, **kw)
+    model = get_model("simple_nn", input_shape=data.x.shape[1:], num_classes=10, seed=5)
+    want = train(model, data.x, data.y, **kw)
+    assert got.losses[:, 0].tolist() == want.losses
+    assert all(torch.equal(a, b) for a, b in zip(pack.state_of(0).values(),
+                                                 model.state_dict().values()))

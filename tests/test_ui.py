@@ -179,6 +179,73 @@ def test_experiments_are_model_training_and_parent_runs_are_made_once(workdir):
     assert '"noise_ratio": 0.2' in inputs[0].dataset.profile
 
 
+# -- the first view: what the UI opens on --------------------------------------------------
+
+def _runs_table(rows):
+    """A session's trial runs as tracking.runs_table gives them."""
+    return pd.DataFrame(rows)
+
+
+def test_first_view_shows_each_stages_swept_keys_and_main_metrics_and_charts_its_axis():
+    identify = [{"stage": "identify", "experiment": "identify", "start_time": 1, "seed": 0,
+                 "dataset": "mnist5k", "strategy": s, "noise_ratio": n, "epochs": 500,
+                 "m.noise_auroc": 0.9 if n else None, "m.n_hard": 300.0}
+                for s in ("stragglers", "energy") for n in (0.0, 0.2)]
+    imbalance = [{"stage": "imbalance", "experiment": "imbalance", "start_time": 2, "seed": 0,
+                  "dataset": "mnist5k", "identify.strategy": s, "noise_ratio": 0.2,
+                  "train_ratio": t, "remaining_train_ratio": r, "m.acc_hard_mean": 40.0,
+                  "m.acc_easy_mean": 90.0, "m.acc_full_mean": 80.0}
+                 for s in ("stragglers", "energy") for t in (0.9, 0.5) for r in (0.0, 1.0)]
+    # newest first, as MLflow lists them: the view still reads identify, then imbalance
+    view = describe.first_view(_runs_table(imbalance + identify))
+    # fixed keys (dataset, seed, epochs) are no columns; a stage's keys in Config order
+    assert view["stages"] == ["identify", "imbalance"]
+    assert view["params"] == ["noise_ratio", "strategy", "identify.strategy", "train_ratio",
+                              "remaining_train_ratio"]
+    assert view["main_metrics"] == ["noise_auroc", "acc_hard_mean"]
+    assert view["metrics"] == ["n_hard", "acc_full_mean", "acc_easy_mean"]
+    # the main metric over the last numeric swept key (never the seed)
+    assert view["charts"] == [{"stage": "identify", "x": "noise_ratio", "y": "noise_auroc"},
+                              {"stage": "imbalance", "x": "remaining_train_ratio",
+                               "y": "acc_hard_mean"}]
+    # a stage that sweeps only names gets columns but no chart; nothing swept, no columns
+    names_only = [{**r, "noise_ratio": 0.0} for r in identify]
+    assert describe.first_view(_runs_table(names_only))["charts"] == []
+    assert describe.first_view(_runs_table(identify[:1]))["params"] == []
+
+
+def test_the_first_view_is_an_mlflow_shared_view_of_the_session(workdir):
+    import json
+
+    tracker = tracking.Tracker()
+    exp = tracker.experiment_id("viewed")
+    assert tracker.share_first_view("missing", "http://h:1", session="s", stages=["a"],
+                                    params=[], main_metrics=[], metrics=[], charts=[]) is None
+    url = tracker.share_first_view(
+        "viewed", "http://127.0.0.1:5", session="20261205-101010",
+        stages=["identify", "imbalance"], params=["noise_ratio"],
+        main_metrics=["noise_auroc"], metrics=["n_hard"],
+        charts=[{"stage": "identify", "x": "noise_ratio", "y": "noise_auroc"}])
+    key = "raydiff-20261205-101010"
+    assert url == (f"http://127.0.0.1:5/#/experiments/{exp}/runs?viewStateShareKey={key}"
+                   f"&workflowType=machine_learning")
+    state = json.loads(tracker.client.get_experiment(exp).tags[f"mlflow.sharedViewState.{key}"])
+    # the session's trial runs only (not its parents or report), a group per stage
+    assert state["searchFilter"] == ("tags.`raydiff.session` = '20261205-101010' and "
+                                     "tags.`raydiff.kind` = 'trial'")
+    assert state["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "raydiff.stage"}]
+    assert state["columnOrder"][:4] == ["attributes.`Run Name`", "runDateAndNestInfo",
+                                        "metrics.`noise_auroc`", "params.`noise_ratio`"]
+    assert {"params.`noise_ratio`", "metrics.`n_hard`"} <= set(state["selectedColumns"])
+    (chart,) = state["compareRunCharts"]
+    assert chart["type"] == "SCATTER" and chart["xaxis"] == {"key": "noise_ratio", "type": "PARAM"}
+    # a single-stage sweep is not grouped: one group would only hide its runs a level down
+    tracker.share_first_view("viewed", "http://h:1", session="s2", stages=["main"],
+                             params=[], main_metrics=[], metrics=[], charts=[])
+    single = json.loads(tracker.client.get_experiment(exp).tags["mlflow.sharedViewState.raydiff-s2"])
+    assert single["groupBy"] is None
+
+
 # -- the real UI in a real browser ---------------------------------------------------------
 
 SMOKE = {
@@ -199,10 +266,14 @@ def _chromium():
     return None
 
 
-def _dom(browser, url, budget_ms):
+def _dom(browser, url, budget_ms, screenshot=None):
+    """The DOM Chromium renders for ``url`` at 1600x1000 (a screenshot instead, into
+    the file ``screenshot``, when given)."""
+    out = [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
     done = subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu",
-                           "--disable-dev-shm-usage", f"--virtual-time-budget={budget_ms}",
-                           "--dump-dom", url], capture_output=True, text=True, timeout=180)
+                           "--disable-dev-shm-usage", "--window-size=1600,1000",
+                           f"--virtual-time-budget={budget_ms}", *out, url],
+                          capture_output=True, text=True, timeout=180)
     return done.stdout
 
 
@@ -234,9 +305,10 @@ def test_mlflow_ui_shows_named_runs_with_datasets_in_chromium(workdir):
     port = free_port()
     ui = Proc(RAYDIFF + ["ui", "--port", str(port)], log=workdir / "ui.log", cwd=workdir)
     try:
-        wait_until(lambda: "workflowType" in ui.output(), 120, "raydiff ui's runs URL", proc=ui)
+        wait_until(lambda: "open this:" in ui.output(), 120, "raydiff ui's first view", proc=ui)
         url = re.search(r"(http://127\.0\.0\.1:\d+/#/experiments/\d+\?workflowType="
                         r"machine_learning)", ui.output()).group(1)
+        first = re.search(r"open this: (http://\S+viewStateShareKey=\S+)", ui.output()).group(1)
 
         def healthy():
             try:
@@ -246,6 +318,23 @@ def test_mlflow_ui_shows_named_runs_with_datasets_in_chromium(workdir):
                 return False
 
         wait_until(healthy, 120, "the MLflow UI", proc=ui)
+        # the first view, without a click: the trial runs by name, grouped by stage, the
+        # main metric and the swept keys as columns (the grid draws only the columns in
+        # view, so these are on screen, not scrolled away)
+        for budget in (15000, 40000):
+            view = _dom(browser, first, budget)
+            if "identify strategy=" in view:
+                break
+        shown = _text(view)
+        assert "You're viewing a shared view" in shown, shown[:3000]
+        assert "4 matching runs" in shown, shown[:3000]      # one stage: not grouped
+        for s in ("stragglers", "energy"):
+            for n in ("0", "0.2"):
+                assert f"identify strategy={s} noise={n} " in shown, shown[:3000]
+        assert 'col-id="params.`strategy`"' in view and 'col-id="params.`noise_ratio`"' in view
+        assert 'col-id="metrics.`noise_auroc`"' in view
+        _dom(browser, first, 15000, screenshot=workdir / "first_view.png")
+        print(f"first view: {first} (screenshot {workdir / 'first_view.png'})")
         # the table is drawn by JavaScript after the runs are fetched; give it more
         # virtual time if the first try comes back before the rows
         for budget in (15000, 40000):

@@ -1,67 +1,45 @@
-"""A hand-derived SGD step for the benchmark MLP, without an autograd graph.
+"""The single engine's step for the benchmark MLP: the pack's step on a pack of one.
 
-SimpleNN is so small (784 -> 20 -> 20 -> 10) that a training step on a mini-batch of 64 is
-dominated by fixed per-operation costs, not arithmetic: recording the autograd graph,
-running the autograd engine and the optimiser cost several times the two small matrix
-products that do the work. Its backward pass is short enough to write out: with
-``h_0 = x``, ``h_l = tanh(W_l h_{l-1} + b_l)`` and logits ``z = W_o h_L + b_o``, the mean
-cross-entropy's gradients are
-
-    g_o = (softmax(z) - onehot(y)) / B,   dW_o = g_o^T h_L,   db_o = sum_rows g_o,
-    g_l = (g_{l+1} W_{l+1}) * (1 - h_l^2), dW_l = g_l^T h_{l-1}, db_l = sum_rows g_l,
-
-about twenty tensor operations in all, then one fused update of every parameter. The
-result equals autograd's up to float rounding (tests/test_engine.py checks it).
+A plain :class:`~raydiff.models.SimpleNN` trained on cross-entropy skips autograd: its
+parameters are viewed as a :class:`~raydiff.engine.pack.Pack` of one model
+(:meth:`~raydiff.engine.pack.Pack.view_of`, no copy) and trained by
+:func:`raydiff.engine.pack_step.pack_step`, the hand-derived backward pass every pack
+uses, and the one SGD update of :mod:`raydiff.engine.sgd`. The result equals autograd's
+up to float rounding (tests/test_engine.py checks it).
 """
 
 import torch
 
+from raydiff.engine.pack import Pack
+from raydiff.engine.pack_step import pack_step
 from raydiff.models import SimpleNN
 
 
 def supports_fused(model):
-    """True when :func:`fused_sgd_step` computes exactly what ``model(x)`` trains: a plain
-    :class:`SimpleNN` (not a subclass), every parameter trainable, no hooks anywhere."""
+    """True when :class:`FusedStep` computes exactly what ``model(x)`` trains: a plain
+    :class:`SimpleNN` (not a subclass), every parameter trainable and contiguous (the
+    pack views them in place), no hooks anywhere."""
     if type(model) is not SimpleNN:
         return False
-    if not all(p.requires_grad for p in model.parameters()):
+    if not all(p.requires_grad and p.is_contiguous() for p in model.parameters()):
         return False
     return not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
                    or getattr(m, "_backward_pre_hooks", None) for m in model.modules())
 
 
-def fused_parameters(model):
-    """The parameters in the order :func:`fused_sgd_step` produces their gradients."""
-    layers = [*model.hidden, model.out]
-    return [p for layer in layers for p in (layer.weight, layer.bias)]
+class FusedStep:
+    """SGD steps of one SimpleNN (see :func:`supports_fused`) on the mean cross-entropy of
+    a batch, with momentum buffers of its own when ``momentum`` is set."""
 
+    def __init__(self, model, *, momentum=0.0):
+        self.pack = Pack.view_of(model)
+        self.buffers = ([torch.zeros_like(p) for p in self.pack.params] if momentum
+                        else None)
 
-@torch.no_grad()
-def fused_sgd_step(model, params, x, y, lr, weight_decay=0.0):
-    """One SGD step of ``model`` (see :func:`supports_fused`) on the mean cross-entropy of
-    the batch ``x`` (B, ...), ``y`` (B,) long; ``params`` from :func:`fused_parameters`.
-
-    Returns ``(logits, loss_sum)``: the (B, C) logits before the step and the summed
-    (not mean) loss of the batch, a 0-d tensor (no host synchronisation).
-    """
-    weights = [layer.weight for layer in model.hidden]
-    biases = [layer.bias for layer in model.hidden]
-    acts = [x.flatten(1)]
-    for w, b in zip(weights, biases):
-        acts.append(torch.tanh(torch.addmm(b, acts[-1], w.t())))
-    logits = torch.addmm(model.out.bias, acts[-1], model.out.weight.t())
-    grad = torch.log_softmax(logits, 1)
-    target = y[:, None]
-    loss_sum = grad.gather(1, target).sum().neg_()
-    grad = grad.exp_().scatter_add_(1, target, torch.full_like(target, -1, dtype=grad.dtype))
-    grads = [grad.sum(0), grad.t().mm(acts[-1])]          # out.bias, out.weight (reversed)
-    w_above = model.out.weight
-    for layer in range(len(weights) - 1, -1, -1):
-        grad = torch.ops.aten.tanh_backward(grad.mm(w_above), acts[layer + 1])
-        grads += [grad.sum(0), grad.t().mm(acts[layer])]
-        w_above = weights[layer]
-    grads.reverse()                                       # weight, bias per layer, in order
-    if weight_decay:
-        torch._foreach_mul_(params, 1.0 - lr * weight_decay)
-    torch._foreach_add_(params, grads, alpha=-lr / len(x))
-    return logits, loss_sum
+    def __call__(self, x, y, hyper):
+        """One step on ``x`` (B, ...), ``y`` (B,) long with ``hyper`` (a one-model
+        :class:`~raydiff.engine.sgd.Hyper`). Returns ``(logits (B, C) before the step,
+        summed loss)``, the loss a 0-d tensor (no host synchronisation)."""
+        logits, loss_sum = pack_step(self.pack, x, y[None], hyper, den=len(x),
+                                     buffers=self.buffers)
+        return logits[0], loss_sum[0]

@@ -24,6 +24,9 @@ was at class c's inversion epoch: under ``minimum`` the monitor keeps a copy of 
 model's state for each epoch that could still become a class's minimum (the last h + 1
 epochs and each class's best so far, at most C + h + 1 copies), so the judgement is exact
 whatever the model's size.
+
+:class:`PackedInversionMonitor` watches every model of a pack at once, by the same rules
+and the same :func:`class_radii` (which takes a leading model axis).
 """
 
 import copy
@@ -33,34 +36,55 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from raydiff.engine.pack import Pack, subset_rows
 from raydiff.engine.train import TrainResult, predict, train
+from raydiff.models import SimpleNN
 from raydiff.scores import margin
 
 RULES = ("minimum", "first_rise")
 
 
-def class_radii(z, y, num_classes):
-    """Radius of every class manifold, computed for all samples at once on z's device.
+def class_radii(z, y, num_classes, weight=None):
+    """Radius of every class manifold, computed for all samples at once on z's device,
+    for one model or for K models of a pack at once.
 
     Parameters
     ----------
-    z : float tensor (N, d), hidden activations (projected onto the unit sphere here)
-    y : long tensor (N,), class of each row
+    z : float tensor (N, d), or (K, N, d) for K models: hidden activations (projected
+        onto the unit sphere here)
+    y : long tensor (N,) (shared by the K models) or (K, N), the class of each row
     num_classes : int
+    weight : float tensor like ``y`` of 0 / 1, optional: the rows that count (e.g. model
+        k's training subset); all rows when None
 
     Returns
     -------
-    radii : float tensor (num_classes,); NaN for a class without samples
-    centroids : float tensor (num_classes, d), the class means of the projected z
+    radii : float tensor (num_classes,), or (K, num_classes); NaN for a class without
+        samples
+    centroids : float tensor (num_classes, d), or (K, num_classes, d): the class means of
+        the projected z
     """
-    z = z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    counts = torch.bincount(y, minlength=num_classes).to(z.dtype)
-    centroids = torch.zeros(num_classes, z.shape[1], dtype=z.dtype, device=z.device)
-    centroids.index_add_(0, y, z)
-    centroids = centroids / counts[:, None]
-    sq = ((z - centroids[y]) ** 2).sum(1)
-    per_class = torch.zeros(num_classes, dtype=z.dtype, device=z.device).index_add_(0, y, sq)
-    return (per_class / counts).sqrt(), centroids
+    if z.dim() == 2:
+        radii, centroids = class_radii(z[None], y[None], num_classes,
+                                       None if weight is None else weight[None])
+        return radii[0], centroids[0]
+    k, n, d = z.shape
+    if y.dim() == 1:
+        y = y[None].expand(k, n)
+    z = z / z.norm(dim=2, keepdim=True).clamp_min(1e-12)
+    # one cell per (model, class): the K models' sums are one index_add each
+    cell = (torch.arange(k, device=z.device)[:, None] * num_classes + y).reshape(-1)
+    w = (torch.ones(k, n, dtype=z.dtype, device=z.device) if weight is None
+         else weight.to(z.dtype))
+    counts = torch.zeros(k * num_classes, dtype=z.dtype, device=z.device)
+    counts.index_add_(0, cell, w.reshape(-1))
+    sums = torch.zeros(k * num_classes, d, dtype=z.dtype, device=z.device)
+    sums.index_add_(0, cell, (z * w[..., None]).reshape(-1, d))
+    centroids = sums / counts[:, None]
+    sq = ((z.reshape(-1, d) - centroids[cell]) ** 2).sum(1) * w.reshape(-1)
+    per_class = torch.zeros(k * num_classes, dtype=z.dtype, device=z.device).index_add_(0, cell, sq)
+    radii = (per_class / counts).sqrt()
+    return radii.view(k, num_classes), centroids.view(k, num_classes, d)
 
 
 def check_rule(rule, smoothing):
@@ -392,3 +416,195 @@ def train_with_inversion(make_model, x, y, num_classes, *, epochs, lr=0.1, start
             break
     best.attempts = attempt + 1
     return best
+
+
+class PackedInversionMonitor:
+    """:class:`InversionMonitor` for every model of a pack: an ``on_epoch`` callback for
+    :func:`~raydiff.engine.pack_train.train_packed` (returns None: it never stops
+    training).
+
+    Each epoch from ``start`` on it computes the radii of every (model, class) from one
+    no-grad forward of the pack, and follows each (model, class) by ``rule`` exactly as
+    the single monitor does for that model. Snapshots: one (K, C, P) device tensor holding,
+    per (model, class), the flat parameters of the model at that class's chosen epoch
+    (plus, under ``minimum``, the pack's states of the last h + 1 epochs, whose smoothed
+    radius is not known yet). :meth:`view` gives model k's answers with the single
+    monitor's interface.
+
+    y : (N,) or (K, N) labels; subsets : as :func:`~raydiff.engine.pack_train.train_packed`
+    (the radii of model k are over its own training samples, as the single monitor sees
+    only its training x).
+    """
+
+    def __init__(self, pack, x, y, num_classes, *, subsets=None, start=20, check_every=5,
+                 track_learning=False, rule="minimum", smoothing=5):
+        check_rule(rule, smoothing)
+        k, n = pack.k, len(x)
+        self.pack, self.x, self.num_classes = pack, x.flatten(1), num_classes
+        self.y = y[None].expand(k, n) if y.dim() == 1 else y
+        self.rows = subset_rows(subsets, k, n)
+        self.weight = torch.zeros(k, n, device=x.device)
+        for i, m in enumerate(self.rows):
+            if m is None:
+                self.weight[i] = 1
+            else:
+                self.weight[i, m.to(x.device)] = 1
+        self.start, self.check_every = start, check_every
+        self.rule, self.smoothing = rule, int(smoothing)
+        self.epochs, self._radii, self._centroid_dist = [], [], []
+        self.last_epoch = 0
+        self._last_wrong = (torch.zeros(k, n, dtype=torch.long, device=x.device)
+                            if track_learning else None)
+        c = num_classes
+        self._host = deque(maxlen=self.smoothing)
+        self._recent = deque(maxlen=self.smoothing // 2 + 1)
+        self._best_value = np.full((k, c), np.inf)
+        self._best_epoch = np.full((k, c), -1, dtype=np.int64)
+        self._rose = np.zeros((k, c), dtype=bool)
+        self._states = None                  # (K, C, P) flat parameters at the chosen epoch
+
+    @torch.no_grad()
+    def __call__(self, epoch, losses=None):
+        self.last_epoch = epoch
+        watch = epoch >= self.start
+        if self._last_wrong is None and not watch:
+            return None
+        z, logits = self.pack.features_and_logits(self.x)
+        if self._last_wrong is not None:
+            self._last_wrong.masked_fill_(logits.argmax(2) != self.y, epoch)
+        if not watch:
+            return None
+        radii, centroids = class_radii(z, self.y, self.num_classes, self.weight)
+        self.epochs.append(epoch)
+        self._radii.append(radii)
+        self._centroid_dist.append(torch.cdist(centroids, centroids))
+        if self.rule == "minimum":
+            self._host.append(radii.double().cpu().numpy())
+            self._recent.append((epoch, self.pack.flat()))
+            if len(self._host) < self.smoothing:
+                return None
+            value = smooth(np.stack(self._host), self.smoothing)[0]      # (K, C)
+            centre, state = self._recent[0]
+            better = value < self._best_value
+            rose = value > self._best_value
+            self._best_value = np.where(better, value, self._best_value)
+            self._best_epoch = np.where(better, centre, self._best_epoch)
+            self._rose = np.where(better, False, self._rose | rose)
+            self._keep(better, state)
+            return None
+        before = len(self.epochs) - 1 - self.check_every
+        if (epoch > self.start and (epoch - self.start) % self.check_every == 0
+                and before >= 0 and self.epochs[before] == epoch - self.check_every):
+            rising = (radii > self._radii[before]).cpu().numpy() & (self._best_epoch < 0)
+            self._best_epoch = np.where(rising, epoch, self._best_epoch)
+            self._keep(rising, self.pack.flat())
+        return None
+
+    def _keep(self, cells, state):
+        """Store ``state`` (K, P) as the snapshot of every (model, class) in ``cells``."""
+        if not cells.any():
+            return
+        if self._states is None:
+            self._states = torch.zeros(self.pack.k, self.num_classes, state.shape[1],
+                                       dtype=state.dtype, device=state.device)
+        ks, cs = np.nonzero(cells)
+        ks_t = torch.as_tensor(ks, device=state.device)
+        self._states[ks_t, torch.as_tensor(cs, device=state.device)] = state[ks_t]
+
+    def inversion(self, k):
+        """{class: inversion epoch} of model k's classes that inverted (as watched so far)."""
+        epochs = self._best_epoch[k]
+        if self.rule == "first_rise":
+            return {c: int(e) for c, e in enumerate(epochs) if e >= 0}
+        return {c: int(e) for c, e in enumerate(epochs)
+                if e >= 0 and self._rose[k, c] and e <= self.last_epoch - self.check_every}
+
+    def never_inverted(self, k):
+        inverted = self.inversion(k)
+        return [c for c in range(self.num_classes) if c not in inverted]
+
+    def snapshot_state(self, k, c):
+        """Model k's SimpleNN ``state_dict`` at class c's inversion epoch."""
+        one = Pack([w[:1].clone() for w in self.pack.weights],
+                   [b[:1].clone() for b in self.pack.biases])
+        one.load_flat(self._states[k, c][None])
+        return one.state_of(0)
+
+    def snapshot_model(self, k, c):
+        model = SimpleNN(self.pack.in_features, self.num_classes, hidden=self.pack.hidden)
+        model.load_state_dict(self.snapshot_state(k, c))
+        return model.to(self.pack.device)
+
+    def radius_history(self, k):
+        """(epochs (T,), radii (T, C)) of model k."""
+        if not self._radii:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.num_classes))
+        return np.asarray(self.epochs), torch.stack([r[k] for r in self._radii]).cpu().numpy()
+
+    def centroid_distances(self, k):
+        if not self._centroid_dist:
+            return np.zeros((0, self.num_classes, self.num_classes))
+        return torch.stack([d[k] for d in self._centroid_dist]).cpu().numpy()
+
+    def learned_epoch(self, k):
+        """:meth:`InversionMonitor.learned_epoch` of model k over its training samples
+        (in its subset's order)."""
+        if self._last_wrong is None:
+            raise ValueError("learned_epoch needs PackedInversionMonitor(..., track_learning=True)")
+        out = (self._last_wrong[k] + 1).cpu().numpy()
+        m = self.rows[k]
+        return out if m is None else out[m.numpy()]
+
+    def view(self, k):
+        """Model k's answers behind the single monitor's interface (``inversion``,
+        ``snapshots``, ``snapshot_logits``, ``straggler_margin``, ...), over its own
+        training samples (``x[subsets[k]]``, in that order)."""
+        return _ModelView(self, k)
+
+
+class _ModelView:
+    def __init__(self, monitor, k):
+        self._m, self.k = monitor, k
+        m = monitor.rows[k]
+        idx = None if m is None else m.to(monitor.x.device)
+        self.x = monitor.x if idx is None else monitor.x.index_select(0, idx)
+        self.y = monitor.y[k] if idx is None else monitor.y[k].index_select(0, idx)
+        self.num_classes, self.rule = monitor.num_classes, monitor.rule
+        self.last_epoch, self.epochs = monitor.last_epoch, monitor.epochs
+        self.model = monitor.pack.model(k)
+
+    @property
+    def inversion(self):
+        return self._m.inversion(self.k)
+
+    @property
+    def snapshots(self):
+        return {c: self._m.snapshot_state(self.k, c) for c in self.inversion}
+
+    @property
+    def snapshot_logits(self):
+        out = {}
+        for c in self.inversion:
+            model = self.snapshot_model(c)
+            logits = predict(model, self.x)
+            out[c] = logits[self.y == c]
+        return out
+
+    def snapshot_model(self, c):
+        return self._m.snapshot_model(self.k, c)
+
+    def never_inverted(self):
+        return self._m.never_inverted(self.k)
+
+    def radius_history(self):
+        return self._m.radius_history(self.k)
+
+    def centroid_distances(self):
+        return self._m.centroid_distances(self.k)
+
+    def learned_epoch(self):
+        return self._m.learned_epoch(self.k)
+
+    def straggler_margin(self, *, final_model=False):
+        return judged_margins(self.model, self.x, self.y, self.snapshot_logits,
+                              final_model=final_model)

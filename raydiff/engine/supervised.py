@@ -96,18 +96,11 @@ def fit(config, report, x, y, *, num_classes, eval_sets, data_params=None, noisy
                           weight_decay=config.weight_decay)
     dp = data_params or DataParameters(n, num_classes, y, learn_instance=False)
     generator = torch.Generator().manual_seed(derived_seed(config.seed, batch_stream))
-    traj = {"train_loss": torch.zeros((n, epochs), dtype=torch.float16)}
-    if dp.instance_log is not None:
-        traj["instance_sigma"] = torch.zeros((n, epochs), dtype=torch.float16)
-    if dp.class_log is not None:
-        traj["class_sigma"] = torch.zeros((len(dp.class_log), epochs), dtype=torch.float16)
-    if record_logits:
-        traj["logits"] = torch.zeros((n, epochs, num_classes), dtype=torch.float16)
+    traj = _empty_trajectories(n, epochs, num_classes, dp, record_logits=record_logits,
+                               eval_logits_at=eval_logits_at,
+                               eval_sizes={name: len(eval_sets[name][0])
+                                           for name in record_eval_logits})
     eval_slot = {e: i for i, e in enumerate(eval_logits_at)}
-    if eval_slot:
-        traj["eval_logits"] = torch.zeros((n, len(eval_slot), num_classes))
-    for name in record_eval_logits:
-        traj[f"{name}_logits"] = torch.zeros((len(eval_sets[name][0]), epochs, num_classes))
     best = {"epoch": None, "accuracy": -1.0}
     parts = {"modules": {"model": model, "data_params": dp}, "optimizers": {"model": opt},
              "generators": {"batch": generator}}
@@ -129,22 +122,12 @@ def fit(config, report, x, y, *, num_classes, eval_sets, data_params=None, noisy
         return dp.loss(logits, idx)
 
     def on_epoch(epoch, loss):
-        traj["train_loss"][:, epoch - 1] = seen_loss.cpu()
-        if seen_logits is not None:
-            traj["logits"][:, epoch - 1] = seen_logits.cpu()
-        if "instance_sigma" in traj:
-            traj["instance_sigma"][:, epoch - 1] = torch.from_numpy(dp.instance_sigma())
-        if "class_sigma" in traj:
-            traj["class_sigma"][:, epoch - 1] = torch.from_numpy(dp.class_sigma())
+        _record_training_pass(traj, epoch, seen_loss, seen_logits, dp)
         if epoch in eval_slot:
             traj["eval_logits"][:, eval_slot[epoch]] = predict(
                 model, x, batch_size=config.eval_batch_size).float().cpu()
-        metrics = {"loss": loss, "lr": opt.param_groups[0]["lr"]}
-        for name, (ex, ey) in eval_sets.items():
-            logits = predict(model, ex, batch_size=config.eval_batch_size)
-            metrics[f"{name}_accuracy"] = 100 * accuracy(logits, ey)
-            if f"{name}_logits" in traj:
-                traj[f"{name}_logits"][:, epoch - 1] = logits.float().cpu()
+        metrics = {"loss": loss, "lr": opt.param_groups[0]["lr"],
+                   **_evaluate(model, eval_sets, traj, epoch, config.eval_batch_size)}
         score = metrics.get(f"{best_of}_accuracy")
         if score is not None and score > best["accuracy"]:
             best.update(epoch=epoch, accuracy=score)
@@ -168,6 +151,48 @@ def fit(config, report, x, y, *, num_classes, eval_sets, data_params=None, noisy
     traj = {k: (v if k == "eval_logits" else v[:, :done]).float().numpy()
             for k, v in traj.items()}
     return Fitted(model, traj, best["epoch"], start, done)
+
+
+def _empty_trajectories(n, epochs, num_classes, dp, *, record_logits, eval_logits_at,
+                        eval_sizes):
+    """The trajectories :func:`fit` fills, zeroed (see :class:`Fitted`); ``eval_sizes``
+    {name: M} of the eval sets whose logits are kept every epoch."""
+    traj = {"train_loss": torch.zeros((n, epochs), dtype=torch.float16)}
+    if dp.instance_log is not None:
+        traj["instance_sigma"] = torch.zeros((n, epochs), dtype=torch.float16)
+    if dp.class_log is not None:
+        traj["class_sigma"] = torch.zeros((len(dp.class_log), epochs), dtype=torch.float16)
+    if record_logits:
+        traj["logits"] = torch.zeros((n, epochs, num_classes), dtype=torch.float16)
+    if len(eval_logits_at):
+        traj["eval_logits"] = torch.zeros((n, len(eval_logits_at), num_classes))
+    for name, size in eval_sizes.items():
+        traj[f"{name}_logits"] = torch.zeros((size, epochs, num_classes))
+    return traj
+
+
+def _record_training_pass(traj, epoch, seen_loss, seen_logits, dp):
+    """Column ``epoch - 1`` of the trajectories the training pass fills: each sample's
+    loss (and logits) as it was seen, and the data parameters' sigmas after the epoch."""
+    traj["train_loss"][:, epoch - 1] = seen_loss.cpu()
+    if seen_logits is not None:
+        traj["logits"][:, epoch - 1] = seen_logits.cpu()
+    if "instance_sigma" in traj:
+        traj["instance_sigma"][:, epoch - 1] = torch.from_numpy(dp.instance_sigma())
+    if "class_sigma" in traj:
+        traj["class_sigma"][:, epoch - 1] = torch.from_numpy(dp.class_sigma())
+
+
+def _evaluate(model, eval_sets, traj, epoch, batch_size):
+    """``<name>_accuracy`` (percent) of every eval set after ``epoch``; the logits of the
+    sets that keep them go into ``traj``."""
+    metrics = {}
+    for name, (ex, ey) in eval_sets.items():
+        logits = predict(model, ex, batch_size=batch_size)
+        metrics[f"{name}_accuracy"] = 100 * accuracy(logits, ey)
+        if f"{name}_logits" in traj:
+            traj[f"{name}_logits"][:, epoch - 1] = logits.float().cpu()
+    return metrics
 
 
 def score_at(traj, y, epoch):

@@ -3,20 +3,22 @@
 The dataset never goes through a DataLoader: a mini-batch is an index into the tensors
 already on the device, and the logits every sample gets in the training forward pass are
 kept (every ``record_every`` epochs) as the per-sample training dynamics, with no second
-pass over the data. Plain SGD (no optimiser given, no momentum) skips the optimiser object:
-the step is one ``torch.autograd.grad`` and one fused ``_foreach_add_`` over the parameters
-(for SimpleNN with the default loss, the hand-derived step of :mod:`raydiff.engine.fused`,
-with no autograd graph at all), and the host waits for the device once per epoch (the
-epoch's loss), never per batch.
+pass over the data. SGD without an optimiser given skips the optimiser object: the step is
+one ``torch.autograd.grad`` and the one update of :mod:`raydiff.engine.sgd` (for SimpleNN
+with the default loss, the hand-derived step of :mod:`raydiff.engine.fused`, with no
+autograd graph at all), and the host waits for the device once per epoch (the epoch's
+loss), never per batch.
 """
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from raydiff.engine.fused import fused_parameters, fused_sgd_step, supports_fused
+from raydiff.engine.fused import FusedStep, supports_fused
+from raydiff.engine.sgd import Hyper, sgd_update_
 
 
 @dataclass
@@ -70,10 +72,11 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
     ----------
     epochs : int
         Train up to this epoch (1-based; ``start_epoch`` epochs are taken as done already).
-    lr, momentum, weight_decay : plain SGD settings, used when ``optimizers`` is None.
-        Without momentum the update runs without an optimiser object (same arithmetic as
-        ``torch.optim.SGD``, a fraction of its per-step cost); parameters' ``.grad`` then
-        stays None. A plain :class:`~raydiff.models.SimpleNN` with the default loss and no
+    lr, momentum, weight_decay : SGD settings, used when ``optimizers`` is None: the
+        update of :func:`raydiff.engine.sgd.sgd_update_` (``torch.optim.SGD``'s arithmetic
+        and order, a fraction of its per-step cost) with no optimiser object; parameters'
+        ``.grad`` then stays None and the momentum buffers live for this call only. A
+        plain :class:`~raydiff.models.SimpleNN` with the default loss and no
         augmentation takes the hand-derived step of :mod:`raydiff.engine.fused`.
     batch_size : int or None
         None or >= N: full-batch (the whole set is one batch per epoch).
@@ -93,7 +96,7 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
         Transforms every training batch on the device before the forward pass (e.g.
         :func:`crop_flip`); gets ``generator`` so that augmented runs are reproducible.
     lr_schedule : callable(epoch) -> float, optional
-        The learning rate of epoch ``epoch`` (1-based): with plain SGD the rate itself,
+        The learning rate of epoch ``epoch`` (1-based): without optimisers the rate itself,
         otherwise set on every parameter group of the FIRST optimiser (the model's by
         convention; data-parameter optimisers that follow keep their own rate) before the
         epoch starts. A function of the epoch
@@ -104,68 +107,31 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
     """
     n = len(x)
     full_batch = batch_size is None or batch_size >= n
-    # plain SGD needs no optimiser state: update the parameters directly
-    plain = optimizers is None and momentum == 0
-    params = [p for p in model.parameters() if p.requires_grad] if plain else []
-    # the benchmark MLP under plain SGD and cross-entropy: a hand-derived step, no autograd
-    fused = plain and loss_fn is None and augment is None and supports_fused(model)
-    if fused:
-        params = fused_parameters(model)
-    if optimizers is None and not plain:
-        optimizers = [torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
-                                      weight_decay=weight_decay)]
-    optimizers = optimizers or []
-    if loss_fn is None:
-        def loss_fn(logits, idx):
-            return F.cross_entropy(logits, y.index_select(0, idx))
-    record_epochs = [e for e in range(start_epoch + 1, epochs + 1)
-                     if record_every and e % record_every == 0]
-    record = None
-    if record_epochs:
-        with torch.no_grad():
-            n_out = model(x[:1]).shape[1]
-        record = torch.empty((len(record_epochs), n, n_out), dtype=record_dtype, device=x.device)
-    slot = {e: t for t, e in enumerate(record_epochs)}
+    step = _stepper(model, y, momentum=momentum, weight_decay=weight_decay,
+                    optimizers=optimizers, loss_fn=loss_fn, augment=augment,
+                    generator=generator)
+    recorder = _Recorder(model, x, range(start_epoch + 1, epochs + 1), record_every,
+                         record_dtype)
     all_idx = torch.arange(n, device=x.device)
     result = TrainResult(epochs_run=start_epoch)
     model.train()
     for epoch in range(start_epoch + 1, epochs + 1):
-        epoch_lr = lr if lr_schedule is None else lr_schedule(epoch)
-        if lr_schedule is not None and optimizers:
-            for group in optimizers[0].param_groups:
-                group["lr"] = epoch_lr
+        step.set_lr(lr if lr_schedule is None else lr_schedule(epoch),
+                    scheduled=lr_schedule is not None)
         if full_batch:
             batches = [all_idx]
         else:
-            perm = torch.randperm(n, generator=generator).to(x.device)
-            batches = perm.split(batch_size)
+            batches = torch.randperm(n, generator=generator).to(x.device).split(batch_size)
         total = 0.0
         for idx in batches:
             if len(idx) < min_batch:
                 continue
             # full batch: no per-epoch copy of x; index_select is the cheap gather of rows
             xb = x if full_batch else x.index_select(0, idx)
-            if fused:
-                yb = y if full_batch else y.index_select(0, idx)
-                logits, batch_loss = fused_sgd_step(model, params, xb, yb, epoch_lr, weight_decay)
-            else:
-                if augment is not None:
-                    xb = augment(xb, generator)
-                logits = model(xb)
-                loss = loss_fn(logits, idx)
-                if plain:
-                    _sgd_step(loss, params, epoch_lr, weight_decay)
-                else:
-                    for opt in optimizers:
-                        opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    for opt in optimizers:
-                        opt.step()
-                batch_loss = loss.detach() * len(idx)
+            logits, batch_loss = step(xb, idx)
             if after_step is not None:
                 after_step()
-            if epoch in slot:
-                record[slot[epoch]].index_copy_(0, idx, logits.detach().to(record_dtype))
+            recorder.add(epoch, idx, logits)
             total += batch_loss
         epoch_loss = (total / n).item()
         result.losses.append(epoch_loss)
@@ -173,24 +139,125 @@ def train(model, x, y, *, epochs, lr=0.1, batch_size=None, momentum=0.0, weight_
         if on_epoch is not None and on_epoch(epoch, epoch_loss):
             result.stopped_early = True
             break
-    if record is not None:
-        kept = [e for e in record_epochs if e <= result.epochs_run]
-        result.dynamics = Dynamics(np.array(kept), record[:len(kept)].float().cpu().numpy())
+    result.dynamics = recorder.dynamics(result.epochs_run)
     return result
 
 
-def _sgd_step(loss, params, lr, weight_decay):
-    """``torch.optim.SGD``'s update without momentum, from gradients that never touch ``.grad``."""
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
-    if any(g is None for g in grads):           # parameters the loss does not reach stay put
-        kept = [(p, g) for p, g in zip(params, grads) if g is not None]
-        if not kept:
-            return
-        params, grads = map(list, zip(*kept))
-    with torch.no_grad():
-        if weight_decay:
-            grads = torch._foreach_add(grads, params, alpha=weight_decay)
-        torch._foreach_add_(params, grads, alpha=-lr)
+def _stepper(model, y, *, momentum, weight_decay, optimizers, loss_fn, augment, generator):
+    """The cheapest step that computes what was asked: the hand-derived SimpleNN step,
+    autograd with the engine's own update, or the given optimisers."""
+    if optimizers is None and loss_fn is None and augment is None and supports_fused(model):
+        return _FusedStep(model, y, momentum, weight_decay)
+    if loss_fn is None:
+        loss_fn = functools.partial(_cross_entropy, y)
+    if optimizers is not None:
+        return _OptimizerStep(model, optimizers, loss_fn, augment, generator)
+    return _AutogradStep(model, loss_fn, augment, generator, momentum, weight_decay)
+
+
+def _cross_entropy(y, logits, idx):
+    return F.cross_entropy(logits, y.index_select(0, idx))
+
+
+class _FusedStep:
+    """SimpleNN, default loss, no augmentation: :class:`~raydiff.engine.fused.FusedStep`."""
+
+    def __init__(self, model, y, momentum, weight_decay):
+        self.fused, self.y = FusedStep(model, momentum=momentum), y
+        self.momentum, self.weight_decay = momentum, weight_decay
+        self.device = y.device
+
+    def set_lr(self, lr, *, scheduled):
+        self.hyper = Hyper.of(lr, self.weight_decay, self.momentum, device=self.device)
+
+    def __call__(self, xb, idx):
+        yb = self.y if len(idx) == len(self.y) else self.y.index_select(0, idx)
+        return self.fused(xb, yb, self.hyper)
+
+
+class _AutogradStep:
+    """Any model and loss: gradients by ``torch.autograd.grad`` (``.grad`` stays None),
+    then the one update of :func:`raydiff.engine.sgd.sgd_update_`. A parameter the loss
+    does not reach stays put (no decay either), as under ``torch.optim.SGD``."""
+
+    def __init__(self, model, loss_fn, augment, generator, momentum, weight_decay):
+        self.model, self.loss_fn = model, loss_fn
+        self.augment, self.generator = augment, generator
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.buffers = ([torch.zeros_like(p)[None] for p in self.params] if momentum
+                        else None)
+        self.momentum, self.weight_decay = momentum, weight_decay
+
+    def set_lr(self, lr, *, scheduled):
+        device = self.params[0].device if self.params else "cpu"
+        self.hyper = Hyper.of(lr, self.weight_decay, self.momentum, device=device)
+
+    def __call__(self, xb, idx):
+        if self.augment is not None:
+            xb = self.augment(xb, self.generator)
+        logits = self.model(xb)
+        loss = self.loss_fn(logits, idx)
+        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+        reached = [i for i, g in enumerate(grads) if g is not None]
+        if reached:
+            sgd_update_([self.params[i][None] for i in reached],
+                        [grads[i][None] for i in reached], self.hyper,
+                        buffers=None if self.buffers is None
+                        else [self.buffers[i] for i in reached])
+        return logits, loss.detach() * len(idx)
+
+
+class _OptimizerStep:
+    """The caller's optimisers, zeroed and stepped together; a scheduled rate is set on
+    the first one's parameter groups (the model's by convention)."""
+
+    def __init__(self, model, optimizers, loss_fn, augment, generator):
+        self.model, self.optimizers, self.loss_fn = model, optimizers, loss_fn
+        self.augment, self.generator = augment, generator
+
+    def set_lr(self, lr, *, scheduled):
+        if scheduled and self.optimizers:
+            for group in self.optimizers[0].param_groups:
+                group["lr"] = lr
+
+    def __call__(self, xb, idx):
+        if self.augment is not None:
+            xb = self.augment(xb, self.generator)
+        logits = self.model(xb)
+        loss = self.loss_fn(logits, idx)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in self.optimizers:
+            opt.step()
+        return logits, loss.detach() * len(idx)
+
+
+class _Recorder:
+    """The logits every sample gets in the training pass of every ``record_every``-th
+    epoch, kept on the device in ``record_dtype`` until training ends."""
+
+    def __init__(self, model, x, epochs, record_every, record_dtype):
+        self.epochs = [e for e in epochs if record_every and e % record_every == 0]
+        self.slot = {e: t for t, e in enumerate(self.epochs)}
+        self.record = None
+        if self.epochs:
+            with torch.no_grad():
+                n_out = model(x[:1]).shape[1]
+            self.record = torch.empty((len(self.epochs), len(x), n_out), dtype=record_dtype,
+                                      device=x.device)
+
+    def add(self, epoch, idx, logits):
+        if epoch in self.slot:
+            self.record[self.slot[epoch]].index_copy_(0, idx,
+                                                      logits.detach().to(self.record.dtype))
+
+    def dynamics(self, last_epoch):
+        """:class:`Dynamics` of the recorded epochs up to ``last_epoch``, or None."""
+        if self.record is None:
+            return None
+        kept = [e for e in self.epochs if e <= last_epoch]
+        return Dynamics(np.array(kept), self.record[:len(kept)].float().cpu().numpy())
 
 
 def step_schedule(lr, *, milestones=(), gamma=0.1):

@@ -44,6 +44,12 @@ class BinaryData:
     test_x: torch.Tensor
     test_y: torch.Tensor
     test_id: np.ndarray
+    pos: int = 1
+    neg: int = 0
+
+    def class_of(self, y):
+        """The dataset's class (``pos`` / ``neg``) of 0/1 labels ``y`` ((N,) tensor)."""
+        return np.where(y.cpu().numpy() >= 0.5, self.pos, self.neg)
 
 
 def _split(data, sample_id, test_fraction, seed):
@@ -81,6 +87,7 @@ def binary_data(config, data, device):
         y = torch.as_tensor(label[positions] == config.pos, dtype=torch.float32, device=device)
         parts += [tensors.x[t], y, tensors.sample_id[positions]]
     out = BinaryData(*parts)
+    out.pos, out.neg = config.pos, config.neg
     if len(out.train_y) < 2 or len(out.test_y) < 1:
         raise ValueError(f"only {len(out.train_y)} training and {len(out.test_y)} test images of "
                          f"classes {config.pos}/{config.neg}; raise subset_size")

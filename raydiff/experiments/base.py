@@ -150,6 +150,7 @@ class Report:
         self.device = device
         self.history = []          # (step, metrics)
         self.tags = {}
+        self.training_set = None   # what trains_on declared (a table), or None
 
     # -- metrics and checkpoints --------------------------------------------------------
     def __call__(self, metrics, *, step=None, checkpoint=None):
@@ -168,6 +169,24 @@ class Report:
 
     def tag(self, key, value):
         self.tags[key] = str(value)
+
+    # -- what the run trained on ----------------------------------------------------------
+    def trains_on(self, sample_id, observed_label, is_noisy=None):
+        """Declare the training set of this run: ``sample_id`` (N,) ints (index in the
+        loaded dataset) and the ``observed_label`` (N,) ints the run fits (after injected
+        noise), ``is_noisy`` (N,) bool when known. Kept as :attr:`training_set` (a table
+        with ``split == "train"``); the Tune trainable logs it as the MLflow run's dataset
+        input, so equal training sets read as equal digests in the UI."""
+        table = pd.DataFrame({"sample_id": np.asarray(sample_id, dtype=np.int64),
+                              "observed_label": np.asarray(observed_label, dtype=np.int64),
+                              "split": "train"})
+        if is_noisy is not None:
+            table["is_noisy"] = np.asarray(is_noisy, dtype=bool)
+        self.training_set = table
+        self._trained_on(table)
+
+    def _trained_on(self, table):
+        """Hook for subclasses: the run declared its training set (``trains_on``)."""
 
     # -- artifacts ----------------------------------------------------------------------
     def _written(self, path):

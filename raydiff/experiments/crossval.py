@@ -56,6 +56,7 @@ def run(config, report, data):
     fold = fold_assignment(observed, folds=config.folds, seed=config.seed)
     tr = tensors.take(np.flatnonzero(fold != config.fold))
     held = tensors.take(np.flatnonzero(fold == config.fold))
+    report.trains_on(tr.sample_id, tr.observed_label, tr.is_noisy)
     # held.y holds the observed labels: all a fold may know about its held-out part
     fitted = fit(config, report, tr.x, tr.y, num_classes=tensors.num_classes,
                  eval_sets={"heldout": (held.x, held.y)}, best_of="heldout",
@@ -115,6 +116,9 @@ def run_pack(configs, reports, data):
              for c, t in zip(cfgs, tensors)]
     train_pos = [np.flatnonzero(f != c.fold) for f, c in zip(folds, cfgs)]
     held_pos = [np.flatnonzero(f == c.fold) for f, c in zip(folds, cfgs)]
+    for j, i in enumerate(ok):
+        t, pos = tensors[j], train_pos[j]
+        reports[i].trains_on(t.sample_id[pos], t.observed_label[pos], t.is_noisy[pos])
     x = tensors[0].x
     y = torch.stack([t.y for t in tensors])
     pack = Pack.init([derived_seed(c.seed, INIT_STREAM) for c in cfgs], input_shape=x.shape[1:],

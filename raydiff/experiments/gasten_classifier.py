@@ -55,6 +55,7 @@ def run(config, report, data):
                   torch.as_tensor(np.sort(order[n_val:]), device=device))
     x, y = binary.train_x[train], binary.train_y[train]
     xv, yv = binary.train_x[val], binary.train_y[val]
+    report.trains_on(binary.train_id[train.cpu().numpy()], binary.class_of(y))
 
     model = make_classifier(config.classifier, config.nf,
                             seed=derived_seed(config.seed, INIT_STREAM)).to(device)

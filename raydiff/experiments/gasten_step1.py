@@ -37,7 +37,9 @@ class Config(GanTraining):
 
 def run(config, report, data):
     device = report.device
-    x = binary_data(config, data, device).train_x
+    binary = binary_data(config, data, device)
+    x = binary.train_x
+    report.trains_on(binary.train_id, binary.class_of(binary.train_y))
     G, D = make_gan(z_dim=config.z_dim, width=config.width,
                     seed=derived_seed(config.seed, INIT_STREAM, config.run))
     G, D = G.to(device), D.to(device)

@@ -77,6 +77,7 @@ def run(config, report, data):
     device = report.device
     alpha = parse_alpha(config.alpha)
     binary = binary_data(config, data, device)
+    report.trains_on(binary.train_id, binary.class_of(binary.train_y))
     classifier_state = report.upstream("gasten_classifier").torch("classifier.pt")
     C = load_classifier(classifier_state, device)
     start_state = report.upstream("gasten_step1").torch(f"step1_epoch{config.step1_epoch:03d}.pt")

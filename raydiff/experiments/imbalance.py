@@ -106,6 +106,8 @@ def _cell(config, report, data):
         hard, train_ratio=config.train_ratio, remaining_ratio=config.remaining_train_ratio,
         reduce_hard=config.reduce_hard, rng=rng_for(config.seed, SPLIT_STREAM))
     tests = {"full": np.concatenate([test_hard, test_easy]), "hard": test_hard, "easy": test_easy}
+    report.trains_on(tensors.sample_id[train_idx], upstream["observed_label"].to_numpy()[train_idx],
+                     upstream["is_noisy"].to_numpy(dtype=bool)[train_idx])
     true = torch.as_tensor(tensors.label, device=device)
     return tensors, hard, train_idx, tests, true
 

@@ -61,6 +61,7 @@ def run(config, report, data):
     keep = keep_mask(table["score"].to_numpy(), observed, subset_frac=config.subset_frac,
                      level=config.drop_level)
     train_pos = position[keep]
+    report.trains_on(table["sample_id"].to_numpy()[keep], observed[keep], noisy[keep])
     x = tensors.x[torch.as_tensor(train_pos, device=device)]
     y = torch.as_tensor(observed[keep], device=device)
     test_x = tensors.x[torch.as_tensor(test_pos, device=device)]

@@ -27,15 +27,18 @@ class ReportContext:
         keys inherited from an earlier stage as ``<stage>.<key>``) and the final value of
         every metric (prefixed ``m.``)
     out : folder the CSV and PNG files go to
+    per_cell : also draw the figures of every single cell of a grid (off: one figure
+        per question; ``raydiff report --per-cell``)
     """
 
-    def __init__(self, runs, out):
+    def __init__(self, runs, out, *, per_cell=False):
         if "noise_ratio" in runs.columns:
             # reports group by noise kind and ratio; runs logged before noise_kind existed
             # drew uniform noise
             runs = runs.assign(noise_kind=runs["noise_kind"].fillna(DEFAULT_NOISE_KIND)
                                if "noise_kind" in runs.columns else DEFAULT_NOISE_KIND)
         self.runs = runs
+        self.per_cell = per_cell
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.written = []
@@ -86,8 +89,8 @@ class FolderContext(ReportContext):
     """Runs whose artifacts lie in ``root/<run_id>/`` and metric histories in
     ``root/<run_id>/history.csv`` (step, key, value): for tests and offline use."""
 
-    def __init__(self, runs, out, root):
-        super().__init__(runs, out)
+    def __init__(self, runs, out, root, **options):
+        super().__init__(runs, out, **options)
         self.root = Path(root)
 
     def artifact(self, run_id, name):

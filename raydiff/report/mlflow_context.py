@@ -5,8 +5,8 @@ from raydiff.report.base import ReportContext
 
 
 class MlflowContext(ReportContext):
-    def __init__(self, runs, out, tracker):
-        super().__init__(runs, out)
+    def __init__(self, runs, out, tracker, **options):
+        super().__init__(runs, out, **options)
         self.tracker = tracker
         self._cache = self.out / ".artifacts"
 

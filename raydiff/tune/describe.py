@@ -175,3 +175,86 @@ def training_data(table, config):
     name = str(config.get("dataset") or "data")
     return {"name": name, "digest": data_digest(rows["sample_id"], rows["observed_label"]),
             "num_rows": int(len(rows)), "properties": properties}
+
+
+# the metrics a stage's first view shows beside its swept keys (else its MAIN_METRIC)
+VIEW_METRICS = {
+    "identify": ["noise_auroc", "n_hard"],
+    "imbalance": ["acc_full_mean", "acc_hard_mean", "acc_easy_mean"],
+    "inversion": ["inversion_epoch_mean", "noise_auroc"],
+    "crossval": ["heldout_true_accuracy", "oof_epoch"],
+    "gasten_step2": ["acd", "fid_smallcnn"],
+}
+
+
+def first_view(table):
+    """What a researcher should see first of one session's trial runs: per stage, the
+    keys the stage swept and its main metrics, and a chart of the main metric over the
+    swept axis where one fits.
+
+    ``table``: the session's trial runs as :func:`raydiff.tracking.runs_table` gives them
+    (one row per run: ``stage``, ``experiment``, ``start_time``, the params, metrics as
+    ``m.<key>``). Returns ``{"stages", "params", "main_metrics", "metrics", "charts"}``:
+    the stages in the order they started, the swept
+    keys (stages in the order they started, a stage's keys in its Config's field order,
+    each key once), each stage's main metric, its other first-view metrics (metrics no
+    run logged left out), and per stage with a numeric swept key one scatter
+    ``{"stage", "x", "y"}`` of its main metric over the last such key, the axis its grid
+    is read by.
+    """
+    view = {"stages": [], "params": [], "main_metrics": [], "metrics": [], "charts": []}
+    if table is None or not len(table) or "stage" not in table.columns:
+        return view
+    if "start_time" in table.columns:
+        table = table.sort_values("start_time", kind="stable")
+    for stage, rows in table.groupby("stage", sort=False):
+        experiment = rows["experiment"].iloc[0]
+        view["stages"].append(stage)
+        specs = _specs(rows, _field_order(experiment))
+        keys = varied_keys(specs)
+        wanted = VIEW_METRICS.get(experiment) or [MAIN_METRIC.get(experiment)]
+        found = [m for m in wanted if m and f"m.{m}" in rows and rows[f"m.{m}"].notna().any()]
+        main = MAIN_METRIC.get(experiment)
+        main = main if main in found else (found[0] if found else None)
+        view["params"] += [k for k in keys if k not in view["params"]]
+        if main and main not in view["main_metrics"]:
+            view["main_metrics"].append(main)
+        view["metrics"] += [m for m in found if m != main and m not in view["metrics"]]
+        numeric = [k for k in keys if k != "seed" and all(
+            isinstance(s["params"].get(k), (int, float)) and not isinstance(s["params"].get(k), bool)
+            for s in specs)]
+        if numeric and main:
+            view["charts"].append({"stage": stage, "x": numeric[-1], "y": main})
+    view["metrics"] = [m for m in view["metrics"] if m not in view["main_metrics"]]
+    return view
+
+
+_NOT_PARAMS = {"run_id", "status", "stage", "experiment", "session", "trial_seconds",
+               "start_time"}
+
+
+def _specs(rows, order):
+    """The params of each run of ``rows`` as trial specs, keys in ``order`` ({key: rank});
+    a key a run lacks (NaN in the table) left out."""
+    def present(value):
+        return not (isinstance(value, float) and math.isnan(value))
+
+    return [{"params": dict(sorted(
+        ((k, v) for k, v in row.items()
+         if k not in _NOT_PARAMS and not k.startswith("m.") and present(v)),
+        key=lambda kv: order.get(kv[0], len(order))))}
+        for row in rows.to_dict("records")]
+
+
+def _field_order(experiment):
+    """{key: position} of the experiment's Config fields (the order its sweep keys read
+    in), or {} for an experiment this installation does not know."""
+    import dataclasses
+
+    from raydiff.experiments import get_experiment
+    try:
+        fields = dataclasses.fields(get_experiment(experiment).Config)
+    except (KeyError, ValueError, TypeError):
+        return {}
+    return {f.name: i for i, f in enumerate(fields)}
+

@@ -67,10 +67,16 @@ class TuneReport(Report):
             self._log_training_data(path)
 
     def _log_training_data(self, path):
-        """The first per-sample table names the samples and labels the trial trained on:
-        log them as the run's dataset input (the MLflow UI's Dataset column)."""
+        """The first per-sample table names the samples and labels the trial trained on,
+        unless the experiment declared them (``trains_on``)."""
         import pandas as pd
-        table = pd.read_parquet(path, columns=None)
+        self._trained_on(pd.read_parquet(path, columns=None))
+
+    def _trained_on(self, table):
+        """Log the training set as the run's dataset input (the MLflow UI's Dataset
+        column), once per run."""
+        if self._data_logged:
+            return
         found = describe.training_data(table, self.config)
         if found is not None:
             self.tracker.log_training_data(self.run_id, **found)
