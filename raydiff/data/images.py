@@ -158,8 +158,8 @@ def match_histograms(perturbed, reference):
     perturbed image's rank order (exact histogram specification, per image and channel).
 
     Ties of the perturbed image (a flat background, clipped noise) are broken by its local
-    brightness (:func:`_smooth`, reaching 4 pixels), so the values a tie has to take go
-    next to the bright structure first (a shifted digit that lost columns gets slightly
+    brightness (:func:`_smooth` at three reaches, up to 8 pixels), so the values a tie has
+    to take go to the middle of a bright plateau and next to the bright structure first (a shifted digit that lost columns gets slightly
     thicker strokes, not a stripe at the top), then by position.
 
     Parameters
@@ -175,7 +175,11 @@ def match_histograms(perturbed, reference):
     """
     k, c = reference.shape[:2]
     key = perturbed.reshape(k, c, -1)
-    order = np.lexsort((_smooth(perturbed).reshape(k, c, -1), key), axis=-1)
+    # three reaches, summed: inside a flat plateau (a zoomed stroke's saturated core) the
+    # wider ones still rank the pixels by depth, so a tie is cut along the structure,
+    # not in reading order
+    local = sum(_smooth(perturbed, radius) for radius in (1, 2, 4))
+    order = np.lexsort((local.reshape(k, c, -1), key), axis=-1)
     values = np.sort(reference.reshape(k, c, -1), axis=-1)
     out = np.empty_like(values)
     np.put_along_axis(out, order, values, axis=-1)
@@ -184,6 +188,11 @@ def match_histograms(perturbed, reference):
 
 def perturb(kind, images, rng, *, lo, hi, background):
     """The hard images of ``kind``: :func:`raw_perturbation` then :func:`match_histograms`
-    against ``images`` itself. images (k, C, H, W) -> array of the same shape and dtype."""
+    against ``images`` itself. images (k, C, H, W) -> array of the same shape and dtype.
+
+    near_ood is ranked by its noisy pixels as they are; the resampled kinds (far_ood,
+    zoom, shift) by a light smoothing of them (:func:`_smooth`, radius 1), since bilinear
+    resampling leaves sub-grey-level ripples on a stroke that would otherwise decide, in
+    a lattice pattern, which part of an enlarged stroke keeps the clean image's values."""
     raw = raw_perturbation(kind, images, rng, lo=lo, hi=hi, background=background)
-    return match_histograms(raw, images)
+    return match_histograms(raw if kind == "near_ood" else _smooth(raw, 1), images)
