@@ -87,13 +87,12 @@ def test_pair_permutation_has_no_fixed_point_and_is_seeded(num_classes):
 def test_pair_noise_sends_each_class_to_its_one_partner_with_the_exact_count():
     labels = np.repeat(np.arange(10), 137)
     noisy, mask = inject_label_noise(labels, ratio=0.3, num_classes=10,
-                                     rng=np.random.default_rng(2), kind="pair")
+                                     rng=np.random.default_rng(2), kind="pair",
+                                     class_rng=np.random.default_rng(9))
     assert mask.sum() == int(len(labels) * 0.3)                  # same count as uniform
     assert (noisy[~mask] == labels[~mask]).all()
-    # planted truth: the permutation the generator draws after the samples
-    rng = np.random.default_rng(2)
-    rng.choice(len(labels), size=int(len(labels) * 0.3), replace=False)
-    perm = pair_permutation(10, rng)
+    # planted truth: the permutation of the class generator alone, whatever the ratio
+    perm = pair_permutation(10, np.random.default_rng(9))
     assert (noisy[mask] == perm[labels[mask]]).all()
     for c in range(10):             # every flipped label of class c lands on one class
         assert set(noisy[mask & (labels == c)].tolist()) == {perm[c]}
@@ -101,10 +100,13 @@ def test_pair_noise_sends_each_class_to_its_one_partner_with_the_exact_count():
     _, uniform_mask = inject_label_noise(labels, ratio=0.3, num_classes=10,
                                          rng=np.random.default_rng(2))
     assert (uniform_mask == mask).all()
-    again = inject_label_noise(labels, ratio=0.3, num_classes=10,
-                               rng=np.random.default_rng(2), kind="pair")
+    again = inject_label_noise(labels, ratio=0.3, num_classes=10, rng=np.random.default_rng(2),
+                               kind="pair", class_rng=np.random.default_rng(9))
     assert (again[0] == noisy).all() and (again[1] == mask).all()
-    with pytest.raises(ValueError, match="unknown noise kind 'asym'.*uniform.*pair"):
+    with pytest.raises(ValueError, match="class_rng"):
+        inject_label_noise(labels, ratio=0.3, num_classes=10, rng=np.random.default_rng(2),
+                           kind="pair")
+    with pytest.raises(ValueError, match="unknown hardness.*'asym'.*uniform.*pair"):
         inject_label_noise(labels, ratio=0.3, num_classes=10, rng=np.random.default_rng(2),
                            kind="asym")
 
@@ -112,7 +114,7 @@ def test_pair_noise_sends_each_class_to_its_one_partner_with_the_exact_count():
 def test_noise_kind_config_key_is_validated_and_reaches_prepare():
     assert Common().noise_kind == "uniform"
     assert build_config(Common, {"noise_kind": "pair"}).noise_kind == "pair"
-    with pytest.raises(ConfigError, match=r"noise_kind='asym'.*\['uniform', 'pair'\]"):
+    with pytest.raises(ConfigError, match=r"noise_kind='asym'.*\['uniform', 'pair', "):
         build_config(Common, {"noise_kind": "asym"})
     ds = load_dataset("digits")
     pair = prepare(ds, subset_size=500, noise_ratio=0.2, noise_kind="pair", noise_seed=3)

@@ -427,7 +427,8 @@ def test_a_packed_sweep_keeps_one_run_per_config_and_resumes_without_redoing(tmp
 
 def test_a_pack_holds_one_copy_of_inputs_its_configs_share():
     """Configs of a pack differ in labels (noise seed), not in inputs: the pack keeps one
-    copy of x, not one per config; a config with other inputs keeps its own."""
+    copy of x, not one per config; a config with other inputs (another subset, an image
+    kind of hardness) runs alone, since the pack trains on one x."""
     from types import SimpleNamespace
 
     from raydiff.data import load_dataset
@@ -439,9 +440,10 @@ def test_a_pack_holds_one_copy_of_inputs_its_configs_share():
                             {"subset_size": size, "noise_ratio": 0.2, "seed": seed})
                for size, seed in ((300, 0), (300, 1), (300, 2), (200, 0))]
     reports = [SimpleNamespace(device="cpu")] * len(configs)
-    _, ok, _, _, tensors = _packs.start(configs, reports, data, packable=lambda c: True,
-                                        run=None, prepare_one=config_tensors)
-    assert ok == [0, 1, 2, 3]
+    alone = []
+    outcomes, ok, _, _, tensors = _packs.start(
+        configs, reports, data, packable=lambda c: True,
+        run=lambda c, r, d: alone.append(c.subset_size) or {}, prepare_one=config_tensors)
+    assert ok == [0, 1, 2] and alone == [200] and outcomes[3] == {}
     assert tensors[1].x is tensors[0].x and tensors[2].x is tensors[0].x
     assert not torch.equal(tensors[0].y, tensors[1].y)          # their own noisy labels
-    assert len(tensors[3].x) == 200 and tensors[3].x is not tensors[0].x

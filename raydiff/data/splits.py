@@ -1,8 +1,9 @@
-"""Held-out splits of a prepared subset, and the noisy training data every split sees.
+"""Held-out splits of a prepared subset, and the hard training data every split sees.
 
-The label noise is drawn once over the whole subset (:func:`raydiff.data.prepare`), before
-any split: one seed and one subset give the same flipped label for the same ``sample_id``
-in every experiment, whatever part it later holds out.
+The hard samples are drawn once over the whole subset (:func:`raydiff.data.prepare`),
+before any split: one seed and one subset give the same changed label or image for the
+same ``sample_id`` in every experiment, whatever part it later holds out (and a held-out
+test split gets its true labels and clean images back).
 """
 
 import numpy as np
@@ -12,11 +13,11 @@ from raydiff.data.streams import FOLD_STREAM, SPLIT_STREAM
 
 
 def config_tensors(config, device, data):
-    """``data`` prepared as ``config`` asks: its subset, its label noise (seeded by
-    ``config.seed``) and its normalisation (scalar when it has no ``normalize``), on
-    ``device``. The argument order is ``run_pack``'s ``prepare_one``."""
+    """``data`` prepared as ``config`` asks: its subset, its hard samples (``hardness`` at
+    ``noise_ratio``, seeded by ``config.seed``) and its normalisation (scalar when it has
+    no ``normalize``), on ``device``. The argument order is ``run_pack``'s ``prepare_one``."""
     return prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                   noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
+                   noise_ratio=config.noise_ratio, hardness=config.hardness,
                    noise_seed=config.seed, normalize=getattr(config, "normalize", "scalar"),
                    device=device)
 
@@ -47,9 +48,9 @@ def noisy_splits(config, data, device):
     ``config`` has the common keys (dataset subset, noise, seed) plus ``normalize``,
     ``test_fraction`` and ``val_fraction``. The noise is drawn over the whole subset by the
     one rule of :func:`raydiff.data.prepare` (so a training sample has the same observed
-    label here as in every other experiment of the same seed), then the test samples get
-    their true labels back; the validation samples keep theirs, as a real validation set
-    would.
+    label and image here as in every other experiment of the same seed), then the test
+    samples get their true labels and clean images back; the validation samples stay as
+    they were made, as a real validation set would.
     """
     tensors = config_tensors(config, device, data)
     train_pos, val_pos, test_pos = split_positions(

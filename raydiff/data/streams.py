@@ -11,7 +11,9 @@ run, so sharing the number is harmless, and each keeps the value its seeded resu
 made with.
 """
 
-NOISE_STREAM = 1        # which labels are flipped, and to what (every experiment)
+import numpy as np
+
+NOISE_STREAM = 1        # which samples are made hard, and their new labels (every experiment)
 INIT_STREAM = 2         # model initialisation (``derived_seed(seed, INIT_STREAM, run)``)
 SPLIT_STREAM = 3        # test / validation hold-outs, imbalance subsampling
 BATCH_STREAM = 4        # mini-batch order and augmentation draws of the supervised loop
@@ -19,7 +21,16 @@ SMALL_LOSS_BATCH_STREAM = 5   # mini-batch order of train_classifier (the small-
 FOLD_STREAM = 5         # crossval's stratified fold assignment
 GAN_STREAM = 5          # batch order and every z of a GASTeN GAN run
 CSCORE_SUBSET_STREAM = 6  # the random training subset of each C-score model
+HARDNESS_CLASS_STREAM = 7   # a hardness kind's class structure: pair permutation,
+                            # asymmetric transition rows (drawn once per seed, whatever p)
+IMAGE_STREAM = 8        # per-image draws of the image kinds (noise, far-OOD patches, shift side)
 
 STREAMS = {"noise": NOISE_STREAM, "init": INIT_STREAM, "split": SPLIT_STREAM,
            "batch": BATCH_STREAM, "small_loss_batch": SMALL_LOSS_BATCH_STREAM,
-           "fold": FOLD_STREAM, "gan": GAN_STREAM, "cscore_subset": CSCORE_SUBSET_STREAM}
+           "fold": FOLD_STREAM, "gan": GAN_STREAM, "cscore_subset": CSCORE_SUBSET_STREAM,
+           "hardness_class": HARDNESS_CLASS_STREAM, "image": IMAGE_STREAM}
+
+
+def rng_for(seed, stream):
+    """The numpy Generator of ``stream`` for experiment seed ``seed``."""
+    return np.random.default_rng([int(seed), int(stream)])

@@ -101,12 +101,18 @@ def start(configs, reports, data, *, packable, run, prepare_one):
         outcomes[i] = alone(run, configs[i], reports[i], data)
     if not ok:
         return outcomes, ok, [], None, []
-    cfgs = [configs[i] for i in ok]
     device = reports[ok[0]].device
-    tensors = []
-    for c in cfgs:
-        tensors.append(share_inputs(prepare_one(c, device, data), tensors[0] if tensors else None))
-    return outcomes, ok, cfgs, device, tensors
+    tensors, kept = [], []
+    for i in ok:
+        t = share_inputs(prepare_one(configs[i], device, data), tensors[0] if tensors else None)
+        if tensors and t.x is not tensors[0].x:
+            # other inputs than the pack's (an image kind of hardness: each seed and ratio
+            # has its own images); the pack trains on one x, so this config runs alone
+            outcomes[i] = alone(run, configs[i], reports[i], data)
+            continue
+        tensors.append(t)
+        kept.append(i)
+    return outcomes, kept, [configs[i] for i in kept], device, tensors
 
 
 def share_inputs(tensors, first):

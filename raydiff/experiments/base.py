@@ -14,25 +14,40 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-PER_SAMPLE_COLUMNS = ("sample_id", "label", "observed_label", "is_noisy", "noise_kind", "split",
-                      "hard", "score")
+PER_SAMPLE_COLUMNS = ("sample_id", "label", "observed_label", "is_noisy", "is_hard", "hardness",
+                      "noise_kind", "split", "hard", "score")
 
 
-def per_sample_table(*, sample_id, label, observed_label, is_noisy, noise_kind, split, hard,
-                     score, **extra):
+def per_sample_table(*, sample_id, label, observed_label, is_noisy, split, hard, score,
+                     hardness=None, is_hard=None, noise_kind=None, **extra):
     """The per-sample contract: one row per scored sample, higher ``score`` = harder.
 
-    ``noise_kind`` is the config's (uniform / pair), so a table read on its own says how its
-    ``is_noisy`` labels were flipped; ``hard`` may be None (the method makes no decision);
-    ``split`` is "train"/"test" or an array of them; ``extra`` adds method-specific columns.
+    The ground truth: ``hardness`` is the config's kind (``noise_kind``, its old name, is
+    accepted and written as a copy of it, so reports that group by noise_kind still read
+    new tables); ``is_hard`` is True exactly for the samples made hard (any kind),
+    ``is_noisy`` for those whose label was changed (False everywhere for an image kind).
+    ``TensorData.ground_truth()`` gives all three. ``is_hard`` may be left out for a label
+    kind (it is then ``is_noisy``), not for an image kind. ``hard`` may be None (the method
+    makes no decision); ``split`` is "train"/"test" or an array of them; ``extra`` adds
+    method-specific columns.
     """
+    from raydiff.data import IMAGE_KINDS, resolve_hardness
+
+    kind = resolve_hardness(hardness, noise_kind)
+    if is_hard is None:
+        if kind in IMAGE_KINDS:
+            raise ValueError(f"hardness {kind!r} changes images, not labels: pass is_hard "
+                             f"(e.g. **tensors.ground_truth()) to per_sample_table")
+        is_hard = is_noisy
     n = len(sample_id)
     table = pd.DataFrame({
         "sample_id": np.asarray(sample_id, dtype=np.int64),
         "label": np.asarray(label, dtype=np.int64),
         "observed_label": np.asarray(observed_label, dtype=np.int64),
         "is_noisy": np.asarray(is_noisy, dtype=bool),
-        "noise_kind": np.broadcast_to(np.asarray(noise_kind, dtype=object), (n,)),
+        "is_hard": np.asarray(is_hard, dtype=bool),
+        "hardness": np.broadcast_to(np.asarray(kind, dtype=object), (n,)),
+        "noise_kind": np.broadcast_to(np.asarray(kind, dtype=object), (n,)),
         "split": np.broadcast_to(np.asarray(split, dtype=object), (n,)),
         "hard": (pd.array([None] * n, dtype="boolean") if hard is None
                  else pd.array(np.asarray(hard, dtype=bool), dtype="boolean")),

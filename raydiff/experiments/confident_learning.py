@@ -66,7 +66,8 @@ def run(config, report, data=None):
     issues = label_issues(probs, labels=observed, filter_by=config.filter_by)
     report.table("per_sample.parquet", per_sample_table(
         sample_id=table["sample_id"], label=table["label"], observed_label=observed,
-        is_noisy=noisy, noise_kind=config.noise_kind, split="train", hard=issues, score=score,
+        is_noisy=noisy, is_hard=table.get("is_hard", table["is_noisy"]).to_numpy(dtype=bool),
+        hardness=config.hardness, split="train", hard=issues, score=score,
         oof_predicted=probs.argmax(axis=1), fold=table["fold"].to_numpy(),
         **{f"score_{k}": v for k, v in scores.items()}))
     metrics = {"n_issues": int(issues.sum()), "folds": len(ups),

@@ -53,6 +53,11 @@ def _datasets():
     return sorted(DATASETS)
 
 
+def _hardness_kinds():
+    from raydiff.data import HARDNESS_KINDS
+    return list(HARDNESS_KINDS)
+
+
 @dataclass
 class Common:
     """Keys every experiment has: what data, which subset, what noise, which seed.
@@ -68,12 +73,34 @@ class Common:
     image_size: int = at_least(64, 8)
     subset_size: typing.Optional[int] = at_least(None, 10)
     subset_seed: int = 0
+    # the proportion p of samples made hard, int(p * N) of the subset, for every kind
     noise_ratio: float = ratio(0.0)
-    # uniform: a flipped label goes to any other class; pair: class c always to perm(c)
-    noise_kind: str = choice("uniform", ["uniform", "pair"])
+    # the kind of hardness (docs/hardness.md): a label kind (uniform, pair, asymmetric,
+    # adjacent, class_map, instance) or an image kind (near_ood, far_ood, zoom, shift)
+    hardness: typing.Optional[str] = choice(None, _hardness_kinds)
+    # the old name of hardness, kept as an alias (set one of them); after construction
+    # both hold the resolved kind, so runs that group by noise_kind still read it
+    noise_kind: typing.Optional[str] = choice(None, _hardness_kinds)
 
     # shrunk values for --smoke runs and tests; experiments extend this
     SMOKE: typing.ClassVar[dict] = {"subset_size": 300}
+
+    def __post_init__(self):
+        from raydiff.data import IMAGE_KINDS, class_map_for, resolve_hardness
+        try:
+            kind = resolve_hardness(self.hardness, self.noise_kind)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.hardness = self.noise_kind = kind
+        dataset = getattr(self, "dataset", None)
+        if kind == "class_map":
+            try:
+                class_map_for(dataset)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if kind in IMAGE_KINDS and dataset == "blobs":
+            raise ConfigError(f"hardness {kind!r} perturbs images; dataset 'blobs' has none "
+                              f"(pick a label kind, or an image dataset)")
 
     @classmethod
     def smoke_overrides(cls):
@@ -188,7 +215,8 @@ def check_value(cls, key, value, where, *, label=None):
     choices = meta.get("choices")
     if choices is not None:
         allowed = choices() if callable(choices) else choices
-        if value not in allowed:
+        # a None default (unset: resolved later, as hardness is) is always allowed
+        if value not in allowed and not (value is None and fields[key].default is None):
             raise ConfigError(f"{where}: {name}={value!r} is not allowed; valid values: {allowed}")
     if meta.get("ratio") and value is not None and not 0.0 <= value <= 1.0:
         raise ConfigError(f"{where}: {name}={value!r} is outside [0, 1]")
@@ -226,7 +254,10 @@ def build_config(cls, values, where="config"):
         check_value(cls, key, value, where)
     values = {k: _mapping_value(mapping_class(cls, k), v) if mapping_class(cls, k) else v
               for k, v in values.items()}
-    config = cls(**values)
+    try:
+        config = cls(**values)
+    except ConfigError as exc:          # raised while resolving keys (Common.__post_init__)
+        raise ConfigError(f"{where}: {exc}") from None
     check = getattr(config, "check", None)
     if check is not None:
         check(where)

@@ -74,6 +74,7 @@ def _score(config, report, tensors, held, n_train, logits, epoch, started):
     probs = torch.softmax(torch.from_numpy(logits[:, epoch - 1]).double(), dim=1).numpy()
     table = pd.DataFrame({"sample_id": held.sample_id, "label": held.label,
                           "observed_label": held.observed_label, "is_noisy": held.is_noisy,
+                          "is_hard": held.is_hard, "hardness": held.hardness,
                           "fold": config.fold})
     for c in range(tensors.num_classes):
         table[f"p_{c}"] = probs[:, c]

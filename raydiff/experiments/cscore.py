@@ -210,8 +210,8 @@ def run(config, report, data):
         extra[f"cscore_r{r:g}"] = row
     report.table("per_sample.parquet", per_sample_table(
         sample_id=tensors.sample_id, label=tensors.label,
-        observed_label=tensors.observed_label, is_noisy=noisy,
-        noise_kind=config.noise_kind, split="train", hard=hard, score=score, **extra,
+        observed_label=tensors.observed_label,
+        **tensors.ground_truth(), split="train", hard=hard, score=score, **extra,
         **{f"score_{k}": v for k, v in scores.items()}))
     report.figure("cscore_by_ratio.png", plots.cscore_by_ratio(levels, per_ratio, noisy))
 

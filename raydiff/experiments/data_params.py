@@ -123,7 +123,7 @@ def run(config, report, data):
         extra["sigma_peak"] = traj["instance_sigma"][:, :epoch].max(axis=1)
     report.table("per_sample.parquet", per_sample_table(
         sample_id=tr.sample_id, label=tr.label, observed_label=observed,
-        is_noisy=tr.is_noisy, noise_kind=config.noise_kind,
+        **tr.ground_truth(),
         split="train", hard=hard, score=score,
         **extra))
     fig = config.figures

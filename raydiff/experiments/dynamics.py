@@ -119,7 +119,7 @@ def _score(config, report, tensors, logits, early, norms, epoch):
     hard = top_k_mask(score, config.noise_ratio)
     report.table("per_sample.parquet", per_sample_table(
         sample_id=tensors.sample_id, label=tensors.label, observed_label=observed,
-        is_noisy=tensors.is_noisy, noise_kind=config.noise_kind,
+        **tensors.ground_truth(),
         split="train", hard=hard, score=score,
         **{f"carto_{k}": v for k, v in carto.items()},
         **{f"score_{k}": v for k, v in scores.items()}))

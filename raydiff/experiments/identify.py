@@ -167,7 +167,7 @@ def _score(config, report, data, tensors, fitted, clean=None):
     epoch_of = np.array([inversion.get(c, -1) for c in range(C)])
     table = per_sample_table(
         sample_id=tensors.sample_id, label=tensors.label, observed_label=observed,
-        is_noisy=tensors.is_noisy, noise_kind=config.noise_kind,
+        **tensors.ground_truth(),
         split="train", hard=hard, score=score,
         straggler=straggler, judged_at_inversion=judged, inversion_epoch=epoch_of[observed],
         **{f"score_{name}": s for name, s in scores.items()})

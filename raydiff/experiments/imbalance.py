@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from raydiff.data import INIT_STREAM, SPLIT_STREAM, derived_seed, prepare, rng_for
+from raydiff.data import INIT_STREAM, SPLIT_STREAM, derived_seed, rng_for
+from raydiff.data.splits import config_tensors
 from raydiff.engine import accuracy, predict, train
 from raydiff.engine.packed import Pack, predict_packed, train_packed
 from raydiff.experiments import _packs
@@ -88,8 +89,7 @@ def _cell(config, report, data):
     and the test sets {full, hard, easy} of this cell, and the true labels (device)."""
     device = report.device
     upstream = report.upstream("identify").table("per_sample.parquet")
-    tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                      device=device)
+    tensors = config_tensors(config, device, data)     # identify's hard images, if any
     if not np.array_equal(upstream["sample_id"].to_numpy(), tensors.sample_id):
         raise ValueError("the identify stage scored a different subset of the data "
                          "(dataset/subset_size/subset_seed differ); align them in the sweep")
@@ -171,7 +171,11 @@ def run_pack(configs, reports, data):
             outcomes[i] = cell
             continue
         tensors, _, train_idx, _, _ = cell
-        _packs.share_inputs(tensors, next(iter(cells.values()))[0] if cells else None)
+        lead = next(iter(cells.values()))[0] if cells else None
+        _packs.share_inputs(tensors, lead)
+        if lead is not None and tensors.x is not lead.x:     # other images (an image kind)
+            outcomes[i] = _packs.alone(run, configs[i], reports[i], data)
+            continue
         cells[i] = cell
         for m in range(configs[i].models_per_cell):
             owners.append((i, m))

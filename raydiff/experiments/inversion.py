@@ -65,7 +65,7 @@ def to_parity(tensors):
     label = tensors.label % 2
     observed = tensors.y % 2
     return TensorData(x.view_as(tensors.x), observed, label, label != observed.cpu().numpy(),
-                      tensors.sample_id, 2)
+                      tensors.sample_id, 2, tensors.is_hard, tensors.hardness)
 
 
 def radii_table(epochs, radii, centroid_dist, smoothing=5):
@@ -91,7 +91,7 @@ def radii_table(epochs, radii, centroid_dist, smoothing=5):
 def _tensors(config, device, data):
     """The trial's prepared subset (parity: labels mod 2, ``digit`` kept beside)."""
     tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                      noise_ratio=config.noise_ratio, noise_kind=config.noise_kind,
+                      noise_ratio=config.noise_ratio, hardness=config.hardness,
                       noise_seed=config.seed, normalize="none" if config.parity else "scalar",
                       device=device)
     digit = tensors.label
@@ -129,7 +129,7 @@ def _score(config, report, data, tensors, fitted):
 
     table = per_sample_table(
         sample_id=tensors.sample_id, label=tensors.label, observed_label=observed,
-        is_noisy=tensors.is_noisy, noise_kind=config.noise_kind,
+        **tensors.ground_truth(),
         split="train", hard=straggler, score=learned.astype(float),
         learned_epoch=learned, straggler_margin=margin_score, judged_at_inversion=judged,
         inversion_epoch=epoch_of[observed], **({"digit": digit} if config.parity else {}))

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from raydiff.data import prepare
+from raydiff.data import clean_positions
+from raydiff.data.splits import config_tensors
 from raydiff.engine import accuracy, predict
 from raydiff.engine.supervised import fit
 from raydiff.experiments.common import TrainConfig, load_split
@@ -47,14 +48,14 @@ def run(config, report, data):
     upstream = report.upstream("data_params")
     table = upstream.table("per_sample.parquet")
     test_ids, _ = load_split(upstream)
-    tensors = prepare(data, subset_size=config.subset_size, subset_seed=config.subset_seed,
-                      normalize=config.normalize, device=device)
+    tensors = config_tensors(config, device, data)     # the first stage's hard images, if any
     position = np.searchsorted(tensors.sample_id, table["sample_id"].to_numpy())
     test_pos = np.searchsorted(tensors.sample_id, test_ids)
     if (position >= len(tensors)).any() or not np.array_equal(
             tensors.sample_id[position.clip(max=len(tensors) - 1)], table["sample_id"]):
         raise ValueError("the data_params stage used a different subset of the data "
                          "(dataset/subset_size/subset_seed differ); align them in the sweep")
+    clean_positions(tensors, test_pos)                 # its test split: clean, as there
     observed = table["observed_label"].to_numpy()
     noisy = table["is_noisy"].to_numpy(dtype=bool)
     keep = keep_mask(table["score"].to_numpy(), observed, subset_frac=config.subset_frac,

@@ -128,7 +128,7 @@ def _score(config, report, tensors, model, *, start, epochs_run):
     noisy = tensors.is_noisy
     report.table("per_sample.parquet", per_sample_table(
         sample_id=tensors.sample_id, label=tensors.label, observed_label=tensors.observed_label,
-        is_noisy=noisy, noise_kind=config.noise_kind, split="train",
+        **tensors.ground_truth(), split="train",
         hard=top_k_mask(score, config.noise_ratio), score=score,
         **{f"score_{k}": v for k, v in scores.items()}))
     metrics = {

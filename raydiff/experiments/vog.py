@@ -155,7 +155,7 @@ def run(config, report, data):
     accumulators.clear()       # the N x pixels moments are large: free them now
     table = pd.concat([per_sample_table(
         sample_id=part.sample_id, label=part.label, observed_label=part.observed_label,
-        is_noisy=part.is_noisy, noise_kind=config.noise_kind, split=split, hard=None,
+        **part.ground_truth(), split=split, hard=None,
         score=columns[split]["vog_complete_norm"], predicted=predicted[split],
         **columns[split], **{f"score_{k}": v for k, v in registered[split].items()})
         for split, part in (("train", tr), ("test", te))], ignore_index=True)

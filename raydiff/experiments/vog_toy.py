@@ -113,7 +113,8 @@ def run(config, report, data=None):
               for k in columns["train"]}
     table = per_sample_table(
         sample_id=np.arange(config.n_samples), label=blobs.y, observed_label=blobs.y,
-        is_noisy=np.zeros(config.n_samples, dtype=bool), noise_kind=config.noise_kind,
+        is_noisy=np.zeros(config.n_samples, dtype=bool), is_hard=np.zeros(config.n_samples, dtype=bool),
+        hardness=config.hardness,
         split=split_of, hard=None,
         score=merged["vog_complete_norm"], x0=blobs.x[:, 0], x1=blobs.x[:, 1],
         distance=distance, predicted=predicted, **merged)

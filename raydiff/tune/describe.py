@@ -45,6 +45,8 @@ def varied_keys(specs, own=()):
     keys = list(dict.fromkeys(k for spec in specs for k in spec["params"]))
     varied = [k for k in keys
               if len({_canonical(spec["params"].get(k)) for spec in specs}) > 1]
+    if "hardness" in varied:        # noise_kind is hardness's old name: the same axis
+        varied = [k for k in varied if k != "noise_kind"]
     own = set(own)
     # an earlier stage's own axes (dotted) read first, then the data keys it passed on
     order = ([k for k in varied if "." in k]
@@ -163,11 +165,13 @@ def training_data(table, config):
     if "split" in table.columns and (table["split"] == "train").any():
         rows = table[table["split"] == "train"]
     properties = {"rows": int(len(rows))}
-    for key in ("noise_ratio", "noise_kind", "subset_size", "subset_seed", "seed"):
+    for key in ("noise_ratio", "noise_kind", "hardness", "subset_size", "subset_seed", "seed"):
         if config.get(key) is not None:
             properties[key] = config[key]
     if "is_noisy" in rows.columns:
         properties["noisy_labels"] = int(rows["is_noisy"].sum())
+    if "is_hard" in rows.columns:
+        properties["hard_samples"] = int(rows["is_hard"].sum())
     name = str(config.get("dataset") or "data")
     return {"name": name, "digest": data_digest(rows["sample_id"], rows["observed_label"]),
             "num_rows": int(len(rows)), "properties": properties}
