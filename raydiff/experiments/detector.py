@@ -140,12 +140,12 @@ def run(config, report, data=None):
     scores = compute_all("detector_probs", prob, observed)
     score = scores["detector"]
     noisy = table["is_noisy"].to_numpy(dtype=bool)
-    extra = {c: table[c].to_numpy() for c in ("hardness", "is_hard") if c in table.columns}
+    is_hard = table["is_hard"] if "is_hard" in table.columns else table["is_noisy"]
     report.table("per_sample.parquet", per_sample_table(
         sample_id=table["sample_id"], label=table["label"], observed_label=observed,
-        is_noisy=noisy, noise_kind=config.noise_kind, split="train",
-        hard=top_k_mask(score, config.noise_ratio),
-        score=score, **extra, **{f"score_{k}": v for k, v in scores.items()}))
+        is_noisy=noisy, is_hard=is_hard.to_numpy(dtype=bool), hardness=config.hardness,
+        split="train", hard=top_k_mask(score, config.noise_ratio),
+        score=score, **{f"score_{k}": v for k, v in scores.items()}))
     report.json("detector.json", {"source_run": source.run_id, "source": source.params,
                                   "target_run": target.run_id, "losses": fitted.losses,
                                   "epochs_in_source": int(src_seq.shape[1]),

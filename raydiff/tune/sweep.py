@@ -490,6 +490,10 @@ def _matches(own, up, shared, only=None):
                                       else k in shared or k in COMMON_KEYS))
 
 
+# a key and its old name: a config that sets either does not inherit the other
+ALIASES = {"hardness": "noise_kind", "noise_kind": "hardness"}
+
+
 def join(stage, own_configs, upstream_by_stage):
     """Pair each own config with matching upstream trials -> list of trial specs.
 
@@ -514,7 +518,7 @@ def join(stage, own_configs, upstream_by_stage):
                 group = up if isinstance(up, list) else [up]
                 first = group[0]
                 for key in COMMON_KEYS:
-                    if key not in own and key in first.config:
+                    if key not in own and ALIASES.get(key) not in own and key in first.config:
                         config[key] = first.config[key]
                         params[key] = first.config[key]
                 for key, value in first.params.items():
