@@ -38,41 +38,56 @@ def auroc(score, positive):
 
 
 def average_precision(score, positive):
-    """Average precision: mean of the precision at the rank of every positive.
+    """Average precision (area under the precision-recall curve, step-wise), as
+    :func:`sklearn.metrics.average_precision_score` computes it.
 
     Parameters
     ----------
     score : array of shape (N,), higher = more likely positive
-    positive : bool array of shape (N,)
+    positive : bool array of shape (N,), the positive class (e.g. the hard samples)
 
     Returns
     -------
-    float in [0, 1]; equals the positive rate for a random score; NaN without positives.
-    Samples are taken in decreasing score, ties broken by index (stable sort).
+    float in [0, 1]: ``sum_t (R_t - R_{t-1}) P_t`` over the distinct score values ``t`` in
+    decreasing order, ``P_t`` and ``R_t`` the precision and recall of ``score >= t``; about
+    the positive rate for a random score; NaN without positives.
+
+    Tied samples enter at one threshold together, so their order (e.g. by index) cannot move
+    the value: a score with many ties (counts of forgetting events, a learned epoch,
+    correctness, the C-score's accuracies) is judged on its ties as a whole.
     """
     score, positive = _check(score, positive)
     if positive.sum() == 0:
         return float("nan")
     order = np.argsort(-score, kind="stable")
-    hits = positive[order]
-    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    return float(precision[hits].mean())
+    ranked, hits = score[order], positive[order]
+    # the last position of every run of equal scores closes one threshold
+    last = np.r_[np.flatnonzero(ranked[1:] != ranked[:-1]), len(ranked) - 1]
+    tp = np.cumsum(hits)[last]
+    precision = tp / (last + 1)
+    recall_step = np.diff(np.r_[0, tp]) / tp[-1]
+    return float(np.sum(recall_step * precision))
 
 
 def precision_at_k(score, positive, *, k):
     """Fraction of positives among the ``k`` highest-scoring samples.
 
     ``k`` is a count (int >= 1) or, if a float in (0, 1), a fraction of N rounded down
-    (at least 1). Returns NaN for k = 0.
+    (at least 1). Returns NaN for k = 0. When the k-th place falls inside a run of tied
+    scores, the tied samples fill the remaining places in proportion to their positives
+    (the expected precision over every order of the ties), so the value does not depend
+    on the samples' index order.
     """
     score, positive = _check(score, positive)
     if isinstance(k, float) and 0 < k < 1:
         k = max(1, int(k * len(score)))
-    k = int(k)
+    k = min(int(k), len(score))
     if k <= 0:
         return float("nan")
-    top = np.argsort(-score, kind="stable")[:k]
-    return float(positive[top].mean())
+    cut = np.sort(score)[::-1][k - 1]                      # the k-th highest score
+    above, tied = score > cut, score == cut
+    expected = positive[above].sum() + (k - above.sum()) * positive[tied].mean()
+    return float(expected / k)
 
 
 def _as_sets(a, b):
