@@ -65,8 +65,9 @@ def average_precision(score, positive):
     last = np.r_[np.flatnonzero(ranked[1:] != ranked[:-1]), len(ranked) - 1]
     tp = np.cumsum(hits)[last]
     precision = tp / (last + 1)
-    recall_step = np.diff(np.r_[0, tp]) / tp[-1]
-    return float(np.sum(recall_step * precision))
+    # the recall steps are the positives each threshold adds over all positives; dividing
+    # once at the end keeps a perfect ranking at exactly 1
+    return float(np.sum(np.diff(np.r_[0, tp]) * precision) / tp[-1])
 
 
 def precision_at_k(score, positive, *, k):
@@ -171,3 +172,63 @@ def detection(score, noisy, noise_ratio):
     k = noise_ratio if 0 < noise_ratio < 1 else int(noisy.sum())
     return {"auroc": auroc(score, noisy), "ap": average_precision(score, noisy),
             "precision_at_k": precision_at_k(score, noisy, k=k)}
+
+
+HARDNESS = ("auprc", "auroc", "precision_at_k")
+
+
+def hardness_detection(score, hard):
+    """How well ``score`` finds the hard samples: the hardness benchmark's three numbers.
+
+    Parameters
+    ----------
+    score : array of shape (N,), higher = harder
+    hard : bool array of shape (N,), True for exactly the perturbed samples (the positive
+        class)
+
+    Returns
+    -------
+    ``{"auprc", "auroc", "precision_at_k"}``: average precision with the hard samples as
+    positives (:func:`average_precision`; chance is the hard fraction), AUROC (chance 0.5)
+    and the precision among the k highest scores for k = the number of hard samples (equal
+    to the recall there; chance is the hard fraction). All NaN unless both groups are
+    present.
+    """
+    hard = np.asarray(hard, dtype=bool)
+    if not hard.any() or hard.all():
+        return dict.fromkeys(HARDNESS, float("nan"))
+    return {"auprc": average_precision(score, hard), "auroc": auroc(score, hard),
+            "precision_at_k": precision_at_k(score, hard, k=int(hard.sum()))}
+
+
+def seed_stability(scored):
+    """How much a method's scores agree between runs of different seeds.
+
+    Parameters
+    ----------
+    scored : list of (ids, score) pairs, one per seed: ``ids`` (N_i,) sample ids and
+        ``score`` (N_i,) the method's scores of those samples (higher = harder)
+
+    Returns
+    -------
+    (mean, std, pairs): the mean and standard deviation (ddof 0) over every pair of runs of
+    the Spearman correlation of their scores on the samples both scored, and the number of
+    pairs it averages. 1 for a method that orders the samples the same whatever the seed,
+    about 0 for one that orders them at random. A pair sharing fewer than 3 samples, or in
+    which a score is constant, has no correlation and is left out; NaN when none is left.
+    """
+    from scipy.stats import spearmanr
+
+    rhos = []
+    for i in range(len(scored)):
+        for j in range(i + 1, len(scored)):
+            (ids_a, a), (ids_b, b) = scored[i], scored[j]
+            _, ia, ib = np.intersect1d(np.asarray(ids_a), np.asarray(ids_b),
+                                       assume_unique=True, return_indices=True)
+            a, b = np.asarray(a, dtype=np.float64)[ia], np.asarray(b, dtype=np.float64)[ib]
+            if len(ia) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+                continue
+            rhos.append(float(spearmanr(a, b).statistic))
+    if not rhos:
+        return float("nan"), float("nan"), 0
+    return float(np.mean(rhos)), float(np.std(rhos)), len(rhos)
