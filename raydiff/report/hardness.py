@@ -242,9 +242,6 @@ def friedman(ranked):
     not differ significantly). ``statistic`` and the rest are NaN / empty where the test
     cannot run (fewer than 3 methods or 2 blocks).
     """
-    import scikit_posthocs
-    from scipy.stats import friedmanchisquare, studentized_range
-
     tests = []
     for (dataset, kind), part in ranked.groupby(KIND, sort=True, dropna=False):
         matrix = part.pivot_table(index=["ratio", "seed"], columns="method", values="auprc",
@@ -260,6 +257,10 @@ def friedman(ranked):
             ranks = complete.rank(axis=1, ascending=False, method="average").mean()
             test["ranks"] = ranks.sort_values(kind="stable")
         if k >= 3 and n >= 2:
+            # imported here: scikit-posthocs brings statsmodels, seconds to import
+            import scikit_posthocs
+            from scipy.stats import friedmanchisquare, studentized_range
+
             with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
                 warnings.simplefilter("ignore", RuntimeWarning)   # every block tied
                 result = friedmanchisquare(*(complete[c].to_numpy() for c in complete.columns))
