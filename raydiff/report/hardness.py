@@ -157,7 +157,11 @@ def collect(ctx, runs):
                        "ratio": ratio_of(run, hard), "seed": run.get("seed", 0)}
             for method, column in columns.items():
                 score = table[column].to_numpy(dtype=np.float64)
-                if np.isnan(score).any():        # a method that could not score every sample
+                if np.isnan(score).any():
+                    # a method that could not score every sample would be judged on
+                    # another set than the rest: left out, and said so
+                    warnings.warn(f"hardness report: method {method!r} of run "
+                                  f"{run['run_id']} has NaN scores; left out", stacklevel=2)
                     continue
                 scores[len(rows)] = pd.Series(score, index=ids)
                 rows.append({"method": method, "stage": stage, "run_id": run["run_id"],
