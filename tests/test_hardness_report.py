@@ -254,3 +254,17 @@ def test_older_tables_fall_back_to_is_noisy_and_noise_kind(tmp_path):
     cell = frame.set_index(["method", "hardness", "seed"])
     assert cell.loc[("sigma[model=a]", "pair", 0), "auprc"] == 1.0
     assert cell.loc[("sigma[model=b]", "pair", 0), "auroc"] == 0.0
+
+
+def test_one_run_gives_tables_but_no_test_or_cd_diagram(tmp_path):
+    runs = write_runs(tmp_path / "runs").iloc[:1]
+    ctx = FolderContext(runs, tmp_path / "out", tmp_path / "runs")
+    hardness.build(ctx, runs)
+    written = {p.name for p in ctx.written}
+    assert {"hardness_detection.csv", "hardness_ranks.csv", "hardness_stability.csv",
+            "hardness_tables.md", "hardness_auprc.png"} <= written
+    assert not any(name.startswith("hardness_cd_") for name in written)
+    assert np.isnan(pd.read_csv(tmp_path / "out" / "hardness_friedman.csv")["pvalue"]).all()
+    assert "No Friedman test: 4 methods in all of 1 blocks" in (
+        tmp_path / "out" / "hardness_tables.md").read_text()
+    assert pd.read_csv(tmp_path / "out" / "hardness_stability.csv")["pairs"].eq(0).all()
