@@ -95,6 +95,8 @@ def test_smoke_sweep_logs_runs_metrics_and_tables(workdir):
     assert len(reports) == 1 and reports[0].info.status == "FINISHED"
     names = {a.path for a in client.list_artifacts(reports[0].info.run_id)}
     assert "imbalance_summary.csv" in names
+    # the hardness report reads the identify tables' injected noise and is logged too
+    assert {"hardness_detection.csv", "hardness_tables.md"} <= names
 
 
 def test_resume_after_driver_killed_runs_only_unfinished(workdir):

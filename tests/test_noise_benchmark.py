@@ -144,38 +144,75 @@ def test_dynamics_table_has_every_score_and_the_cartography_columns(tmp_path):
     assert np.load(tmp_path / "dynamics_logits.npy").shape == (3, 80, 4)
 
 
-def test_crossval_predicts_from_the_best_heldout_epoch(tmp_path):
+def test_crossval_predicts_from_the_best_clean_validation_epoch(tmp_path):
     # overlapping classes, a wide MLP and many epochs of a high rate: each fold model
-    # memorises its flipped labels, so its held-out accuracy on the noisy labels peaks early
+    # memorises its flipped labels, so its accuracy on clean held-out samples peaks early
     data = toy_dataset(n=300, dim=20, spread=1.0)
     recipe = dict(hidden=[128], epochs=40, batch_size=16, checkpoint_every=40)
     final, _ = run_crossval_and_cl(data, tmp_path / "final", oof_epoch="final", **recipe)
-    best, ups = run_crossval_and_cl(data, tmp_path / "best", **recipe)
+    best, ups = run_crossval_and_cl(data, tmp_path / "best", **recipe)     # best_clean
     chosen = [up.json("crossval.json")["oof_epoch"] for up in ups]
     assert min(chosen) < 40                     # some fold peaked before the end
-    # confident learning ranks the planted noisy labels better from the best epochs
+    # confident learning ranks the planted noisy labels better from the chosen epochs
     assert best["detect_auroc"] > final["detect_auroc"] + 0.02
     assert best["detect_auroc"] > 0.95
 
 
-def test_crossval_best_epoch_is_the_first_heldout_maximum_and_its_probabilities(tmp_path):
+def test_clean_validation_beats_noisy_labels_at_choosing_the_epoch_under_pair_noise(tmp_path):
+    # 40% of each class flipped to one other class: a structured flip the fold models learn.
+    # Judged on the noisy labels, the epochs that have learnt it look best, and their
+    # predictions hide exactly those errors; a clean validation part does not reward them.
+    data = toy_dataset(n=1200, dim=20, spread=1.0)
+    recipe = dict(hidden=[128], epochs=20, batch_size=32, checkpoint_every=20,
+                  noise_ratio=0.4, noise_kind="pair", seed=5)
+    noisy, _ = run_crossval_and_cl(data, tmp_path / "noisy", oof_epoch="best", **recipe)
+    clean, _ = run_crossval_and_cl(data, tmp_path / "clean", oof_epoch="best_clean", **recipe)
+    assert clean["detect_auroc"] > noisy["detect_auroc"] + 0.05    # measured 0.938 vs 0.763
+    assert clean["detect_auroc"] > 0.9
+
+
+def test_crossval_best_epoch_is_the_first_clean_validation_maximum_and_its_probabilities(
+        tmp_path):
     data = toy_dataset(n=300, dim=20, spread=1.0)
     values = {**TRAIN, "hidden": [128], "epochs": 40, "batch_size": 16, "checkpoint_every": 40,
               "folds": 3, "fold": 1}
+    config = build_config(crossval.Config, values)
+    assert config.oof_epoch == "best_clean"                   # the default
     report = Report(tmp_path / "long")
-    metrics = crossval.run(build_config(crossval.Config, values), report, data)
-    accuracy = [m["heldout_accuracy"] for step, m in report.history if step is not None]
+    metrics = crossval.run(config, report, data)
+    # the clean part: 10% of each observed class of the training part, outside training and
+    # the held-out part, the same for the same seed and fold
+    prepared = prepare(data, noise_ratio=TRAIN["noise_ratio"], noise_seed=TRAIN["seed"])
+    fold = crossval.fold_assignment(prepared.observed_label, folds=3, seed=TRAIN["seed"])
+    train, val, held = crossval.fold_parts(config, prepared.observed_label, fold)
+    assert len(np.intersect1d(train, val)) == 0 and (fold[val] != 1).all()
+    assert len(train) + len(val) + len(held) == 300 and len(val) == metrics["n_clean_val"]
+    assert len(val) == sum(int((prepared.observed_label[fold != 1] == c).sum() * 0.1)
+                           for c in range(4))
+    again = crossval.fold_parts(config, prepared.observed_label, fold)[1]
+    assert np.array_equal(val, again)
+    accuracy = [m["clean_val_accuracy"] for step, m in report.history if step is not None]
     epoch = int(np.argmax(accuracy)) + 1                     # the first epoch at the maximum
     assert metrics["oof_epoch"] == epoch < 40
     assert report.folder.joinpath("crossval.json").read_text().count(f'"oof_epoch": {epoch}')
-    # a run stopped at that epoch predicts exactly the saved out-of-fold probabilities
-    crossval.run(build_config(crossval.Config, {**values, "epochs": epoch, "oof_epoch": "final",
+    # a run stopped at that epoch (its own first maximum) predicts exactly the saved
+    # out-of-fold probabilities
+    crossval.run(build_config(crossval.Config, {**values, "epochs": epoch,
                                                 "checkpoint_every": epoch}),
                  Report(tmp_path / "short"), data)
     long = pd.read_parquet(tmp_path / "long" / "oof.parquet")
     short = pd.read_parquet(tmp_path / "short" / "oof.parquet")
     p = [c for c in long.columns if c.startswith("p_")]
     np.testing.assert_allclose(long[p].to_numpy(), short[p].to_numpy(), atol=1e-6)
+    # oof_epoch: best judges by the observed labels of the held-out part instead
+    report = Report(tmp_path / "noisy")
+    metrics = crossval.run(build_config(crossval.Config, {**values, "oof_epoch": "best"}),
+                           report, data)
+    accuracy = [m["heldout_accuracy"] for step, m in report.history if step is not None]
+    assert metrics["oof_epoch"] == int(np.argmax(accuracy)) + 1
+    assert metrics["n_clean_val"] == 0
+    with pytest.raises(ConfigError, match="clean_val_fraction"):
+        build_config(crossval.Config, {**values, "clean_val_fraction": 0.0})
 
 
 def test_confident_learning_refuses_missing_folds(tmp_path):

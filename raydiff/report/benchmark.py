@@ -7,8 +7,11 @@ one method named after its stage, plus ``[key=value]`` for the keys that vary be
 that stage's runs (other than seed and noise). A name two stages share gets its stage as
 a prefix. Runs repeating a method at the same dataset, noise kind, noise ratio and seed (an
 ``identify`` strategy grid computes all three scores in each trial) count once. Only
-the training split is scored. Everything is grouped by noise kind (``uniform``, ``pair``;
-runs from before ``noise_kind`` existed count as uniform) and ratio.
+the training split is scored. Everything is grouped by noise kind (``uniform``, ``pair``:
+the table's or run's ``hardness``, else ``noise_kind``; runs from before ``noise_kind``
+existed count as uniform) and ratio (``hardness_ratio``, else ``noise_ratio``). The
+hardness report (:mod:`raydiff.report.hardness`) reads the same tables for every kind of
+hardness, ``is_hard`` as the truth.
 
 Written, when at least one such table holds injected noise:
 
@@ -37,7 +40,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from raydiff.report.base import DEFAULT_NOISE_KIND
+from raydiff.report.hardness import kind_of, ratio_of
 from raydiff.scores.metrics import DETECTION, detection
 
 NAME = "*"
@@ -45,8 +48,8 @@ TABLE = "per_sample.parquet"
 NOISE = ["noise_kind", "noise_ratio"]
 SETTING = ["dataset", *NOISE, "seed"]
 RUN_COLUMNS = {"run_id", "status", "stage", "experiment", "session", "trial_seconds"}
-NOT_VARIANTS = {"seed", "noise_ratio", "noise_kind", "fold", "subset_seed", "data_root",
-                "download"}
+NOT_VARIANTS = {"seed", "noise_ratio", "noise_kind", "hardness", "hardness_ratio", "fold",
+                "subset_seed", "data_root", "download"}
 QUALITY = list(DETECTION)
 TOP_K_WITHOUT_NOISE = 0.1
 
@@ -83,7 +86,7 @@ def collect(ctx, runs):
             seconds = float(run.get("trial_seconds", np.nan))
             upstream = pd.to_numeric(run.get("m.upstream_seconds", 0.0), errors="coerce")
             seconds += 0.0 if pd.isna(upstream) else float(upstream)
-            noise = run["noise_ratio"] if "noise_ratio" in run.index else noisy.mean()
+            noise = ratio_of(run, noisy)
             kind = _noise_kind(run, table)
             for method, column in columns.items():
                 score = table[column].to_numpy(dtype=np.float64)
@@ -111,11 +114,9 @@ def collect(ctx, runs):
 
 
 def _noise_kind(run, table):
-    """The run's noise kind: its param, else its table's column, else uniform (older runs)."""
-    kind = run.get("noise_kind")
-    if (kind is None or pd.isna(kind)) and "noise_kind" in table.columns and len(table):
-        kind = table["noise_kind"].iloc[0]
-    return DEFAULT_NOISE_KIND if kind is None or pd.isna(kind) else str(kind)
+    """The run's kind of noise (:func:`raydiff.report.hardness.kind_of`: the table's or the
+    run's ``hardness``, else ``noise_kind``, else uniform for older runs)."""
+    return kind_of(run, table)
 
 
 def same_labels(frame, scores):

@@ -38,41 +38,57 @@ def auroc(score, positive):
 
 
 def average_precision(score, positive):
-    """Average precision: mean of the precision at the rank of every positive.
+    """Average precision (area under the precision-recall curve, step-wise), as
+    :func:`sklearn.metrics.average_precision_score` computes it.
 
     Parameters
     ----------
     score : array of shape (N,), higher = more likely positive
-    positive : bool array of shape (N,)
+    positive : bool array of shape (N,), the positive class (e.g. the hard samples)
 
     Returns
     -------
-    float in [0, 1]; equals the positive rate for a random score; NaN without positives.
-    Samples are taken in decreasing score, ties broken by index (stable sort).
+    float in [0, 1]: ``sum_t (R_t - R_{t-1}) P_t`` over the distinct score values ``t`` in
+    decreasing order, ``P_t`` and ``R_t`` the precision and recall of ``score >= t``; about
+    the positive rate for a random score; NaN without positives.
+
+    Tied samples enter at one threshold together, so their order (e.g. by index) cannot move
+    the value: a score with many ties (counts of forgetting events, a learned epoch,
+    correctness, the C-score's accuracies) is judged on its ties as a whole.
     """
     score, positive = _check(score, positive)
     if positive.sum() == 0:
         return float("nan")
     order = np.argsort(-score, kind="stable")
-    hits = positive[order]
-    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    return float(precision[hits].mean())
+    ranked, hits = score[order], positive[order]
+    # the last position of every run of equal scores closes one threshold
+    last = np.r_[np.flatnonzero(ranked[1:] != ranked[:-1]), len(ranked) - 1]
+    tp = np.cumsum(hits)[last]
+    precision = tp / (last + 1)
+    # the recall steps are the positives each threshold adds over all positives; dividing
+    # once at the end keeps a perfect ranking at exactly 1
+    return float(np.sum(np.diff(np.r_[0, tp]) * precision) / tp[-1])
 
 
 def precision_at_k(score, positive, *, k):
     """Fraction of positives among the ``k`` highest-scoring samples.
 
     ``k`` is a count (int >= 1) or, if a float in (0, 1), a fraction of N rounded down
-    (at least 1). Returns NaN for k = 0.
+    (at least 1). Returns NaN for k = 0. When the k-th place falls inside a run of tied
+    scores, the tied samples fill the remaining places in proportion to their positives
+    (the expected precision over every order of the ties), so the value does not depend
+    on the samples' index order.
     """
     score, positive = _check(score, positive)
     if isinstance(k, float) and 0 < k < 1:
         k = max(1, int(k * len(score)))
-    k = int(k)
+    k = min(int(k), len(score))
     if k <= 0:
         return float("nan")
-    top = np.argsort(-score, kind="stable")[:k]
-    return float(positive[top].mean())
+    cut = np.sort(score)[::-1][k - 1]                      # the k-th highest score
+    above, tied = score > cut, score == cut
+    expected = positive[above].sum() + (k - above.sum()) * positive[tied].mean()
+    return float(expected / k)
 
 
 def _as_sets(a, b):
@@ -156,3 +172,63 @@ def detection(score, noisy, noise_ratio):
     k = noise_ratio if 0 < noise_ratio < 1 else int(noisy.sum())
     return {"auroc": auroc(score, noisy), "ap": average_precision(score, noisy),
             "precision_at_k": precision_at_k(score, noisy, k=k)}
+
+
+HARDNESS = ("auprc", "auroc", "precision_at_k")
+
+
+def hardness_detection(score, hard):
+    """How well ``score`` finds the hard samples: the hardness benchmark's three numbers.
+
+    Parameters
+    ----------
+    score : array of shape (N,), higher = harder
+    hard : bool array of shape (N,), True for exactly the perturbed samples (the positive
+        class)
+
+    Returns
+    -------
+    ``{"auprc", "auroc", "precision_at_k"}``: average precision with the hard samples as
+    positives (:func:`average_precision`; chance is the hard fraction), AUROC (chance 0.5)
+    and the precision among the k highest scores for k = the number of hard samples (equal
+    to the recall there; chance is the hard fraction). All NaN unless both groups are
+    present.
+    """
+    hard = np.asarray(hard, dtype=bool)
+    if not hard.any() or hard.all():
+        return dict.fromkeys(HARDNESS, float("nan"))
+    return {"auprc": average_precision(score, hard), "auroc": auroc(score, hard),
+            "precision_at_k": precision_at_k(score, hard, k=int(hard.sum()))}
+
+
+def seed_stability(scored):
+    """How much a method's scores agree between runs of different seeds.
+
+    Parameters
+    ----------
+    scored : list of (ids, score) pairs, one per seed: ``ids`` (N_i,) sample ids and
+        ``score`` (N_i,) the method's scores of those samples (higher = harder)
+
+    Returns
+    -------
+    (mean, std, pairs): the mean and standard deviation (ddof 0) over every pair of runs of
+    the Spearman correlation of their scores on the samples both scored, and the number of
+    pairs it averages. 1 for a method that orders the samples the same whatever the seed,
+    about 0 for one that orders them at random. A pair sharing fewer than 3 samples, or in
+    which a score is constant, has no correlation and is left out; NaN when none is left.
+    """
+    from scipy.stats import spearmanr
+
+    rhos = []
+    for i in range(len(scored)):
+        for j in range(i + 1, len(scored)):
+            (ids_a, a), (ids_b, b) = scored[i], scored[j]
+            _, ia, ib = np.intersect1d(np.asarray(ids_a), np.asarray(ids_b),
+                                       assume_unique=True, return_indices=True)
+            a, b = np.asarray(a, dtype=np.float64)[ia], np.asarray(b, dtype=np.float64)[ib]
+            if len(ia) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+                continue
+            rhos.append(float(spearmanr(a, b).statistic))
+    if not rhos:
+        return float("nan"), float("nan"), 0
+    return float(np.mean(rhos)), float(np.std(rhos)), len(rhos)
