@@ -40,25 +40,15 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from raydiff.report.hardness import kind_of, ratio_of
+from raydiff.report.hardness import kind_of, ratio_of, varying_keys
 from raydiff.scores.metrics import DETECTION, detection
 
 NAME = "*"
 TABLE = "per_sample.parquet"
 NOISE = ["noise_kind", "noise_ratio"]
 SETTING = ["dataset", *NOISE, "seed"]
-RUN_COLUMNS = {"run_id", "status", "stage", "experiment", "session", "trial_seconds"}
-NOT_VARIANTS = {"seed", "noise_ratio", "noise_kind", "hardness", "hardness_ratio", "fold",
-                "subset_seed", "data_root", "download"}
 QUALITY = list(DETECTION)
 TOP_K_WITHOUT_NOISE = 0.1
-
-
-def _varying_keys(runs):
-    """Config keys whose value differs between ``runs`` (one stage), other than the setting."""
-    keys = [c for c in runs.columns if c not in RUN_COLUMNS and not c.startswith("m.")
-            and "." not in c and c not in NOT_VARIANTS]
-    return [k for k in keys if runs[k].astype(str).nunique() > 1]
 
 
 def collect(ctx, runs):
@@ -68,7 +58,7 @@ def collect(ctx, runs):
     if "stage" not in runs.columns:          # runs named by their experiment alone
         runs = runs.assign(stage=runs["experiment"])
     for stage, part in runs.groupby("stage", sort=True, dropna=False):
-        varying = _varying_keys(part)
+        varying = varying_keys(part)
         for _, run in part.iterrows():
             if not ctx.has_artifact(run["run_id"], TABLE):
                 continue

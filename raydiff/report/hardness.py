@@ -53,7 +53,9 @@ TABLE = "per_sample.parquet"
 KIND = ["dataset", "hardness"]
 CELL = [*KIND, "ratio"]
 SETTING = [*CELL, "seed"]
-RUN_COLUMNS = {"run_id", "status", "stage", "experiment", "session", "trial_seconds"}
+# what MLflow says of a run, not its config: never a variant of a method
+RUN_COLUMNS = {"run_id", "status", "stage", "experiment", "session", "trial_seconds",
+               "start_time"}
 NOT_VARIANTS = {"seed", "noise_ratio", "noise_kind", "hardness", "hardness_ratio", "fold",
                 "subset_seed", "data_root", "download"}
 ALPHA = 0.05          # the post-hoc test's level: the cliques and the critical difference
@@ -121,7 +123,8 @@ def methods_of(table, own_name):
     return columns, set(columns)
 
 
-def _varying_keys(runs):
+def varying_keys(runs):
+    """Config keys whose value differs between ``runs`` (one stage), other than the setting."""
     keys = [c for c in runs.columns if c not in RUN_COLUMNS and not c.startswith("m.")
             and "." not in c and c not in NOT_VARIANTS]
     return [k for k in keys if runs[k].astype(str).nunique() > 1]
@@ -135,7 +138,7 @@ def collect(ctx, runs):
     if "stage" not in runs.columns:
         runs = runs.assign(stage=runs["experiment"])
     for stage, part in runs.groupby("stage", sort=True, dropna=False):
-        varying = _varying_keys(part)
+        varying = varying_keys(part)
         for _, run in part.iterrows():
             if not ctx.has_artifact(run["run_id"], TABLE):
                 continue
