@@ -29,17 +29,26 @@ FLUSH_SECONDS = 2.0
 class TuneReport(Report):
     """A Report that sends metrics to MLflow (batched) and Tune, and artifacts to MLflow."""
 
-    def __init__(self, folder, *, tracker, run_id, config=None, **kwargs):
+    def __init__(self, folder, *, tracker, run_id, config=None, logged=None, **kwargs):
         super().__init__(folder, **kwargs)
         self.tracker, self.run_id = tracker, run_id
         self.config = dict(config or {})
+        # {metric: last step} an earlier attempt of this run logged (:func:`_logged_steps`):
+        # epochs redone after a resume from an older checkpoint are not logged twice
+        self.logged = dict(logged or {})
         self._data_logged = False
         self._pending, self._last_flush, self._last_tune = [], time.monotonic(), 0.0
         self._latest = {}
 
+    def _new(self, metrics, step):
+        """The points of ``metrics`` at ``step`` not logged by an earlier attempt."""
+        if not self.logged or not step:
+            return metrics.items()
+        return [(k, v) for k, v in metrics.items() if step > self.logged.get(k, 0)]
+
     def _emit(self, metrics, step, checkpoint):
         now_ms = int(time.time() * 1000)
-        self._pending.extend((k, v, step, now_ms) for k, v in metrics.items())
+        self._pending.extend((k, v, step, now_ms) for k, v in self._new(metrics, step))
         self._latest.update(metrics)
         now = time.monotonic()
         if checkpoint is not None or now - self._last_flush > FLUSH_SECONDS:
@@ -149,7 +158,8 @@ def run_trial(param, *, datasets, context):
                       "raydiff.pid": str(os.getpid()), "raydiff.device": device}
         state = _restore_state(extra_tags)
         report = TuneReport(work / "artifacts", tracker=tracker, run_id=run_id,
-                            config=params, upstream=upstream, resume_state=state, device=device)
+                            config=params, upstream=upstream, resume_state=state, device=device,
+                            logged=_logged_steps(tracker, run_id) if status != "NEW" else None)
         if status != "NEW":
             extra_tags["raydiff.retried"] = "true"
         tracker.set_tags(run_id, extra_tags)
@@ -189,7 +199,7 @@ class PackMemberReport(TuneReport):
 
     def _emit(self, metrics, step, checkpoint):
         now_ms = int(time.time() * 1000)
-        self._pending.extend((k, v, step, now_ms) for k, v in metrics.items())
+        self._pending.extend((k, v, step, now_ms) for k, v in self._new(metrics, step))
         self._latest.update(metrics)
         if time.monotonic() - self._last_flush > FLUSH_SECONDS:
             self.flush()
@@ -280,7 +290,8 @@ def _open_member(member, index, *, pack_id, pack_size, trial_id, tracker, contex
     folder = work / f"member{index}"
     upstream = _upstreams(tracker, member["upstream"], folder)
     report = PackMemberReport(folder / "artifacts", tracker=tracker, run_id=run_id,
-                              config=params, upstream=upstream, resume_state=None, device=device)
+                              config=params, upstream=upstream, resume_state=None, device=device,
+                              logged=_logged_steps(tracker, run_id) if status != "NEW" else None)
     extra = dict(node_tags)
     if status != "NEW":
         extra["raydiff.retried"] = "true"
@@ -417,6 +428,19 @@ def run_pack_trial(param, *, datasets, context):
     tune.report({**summary, "mlflow_run_id": next(r for r in run_ids if r),
                  "pack_runs": json.dumps(run_ids), "pack_finished": len(done),
                  "pack_failed": len(members) - len(done)})
+
+
+def _logged_steps(tracker, run_id):
+    """{metric: the last step logged} of a run an earlier attempt of the trial logged to.
+
+    A retried or resumed trial goes on from its last checkpoint, which may be older than
+    the last epoch it logged: the epochs in between are trained again from the checkpoint
+    but not logged again, so every (metric, step) is in the run once.
+    """
+    keys = tracker.final_metrics(run_id)
+    return {k: max((m.step for m in tracking.retrying(tracker.client.get_metric_history,
+                                                      run_id, k)), default=0)
+            for k in keys}
 
 
 @functools.lru_cache(maxsize=4)
