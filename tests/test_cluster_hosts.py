@@ -201,7 +201,8 @@ def test_walkthrough_on_two_hosts(launcher, tmp_path):
         # private address
         with timed(times, "MLflow through the SSH tunnel: every run and artifact"):
             head = launcher.ray("get-head-ip", CLUSTER).stdout.strip().splitlines()[-1]
-            private = launcher.exec("hostname -I").stdout.split()[0]
+            # as the docs take it: the last line ray exec prints
+            private = launcher.exec("hostname -I").stdout.strip().splitlines()[-1].split()[0]
             assert head == private == HEAD
             local = free_port()
             tunnel = Proc(["ssh", "-i", KEY, *SSH_OPTS, "-N", "-L", f"{local}:{private}:5000",
