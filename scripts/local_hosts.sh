@@ -143,7 +143,7 @@ start_host() {   # host index
             mount --bind "$3" "$4" && mount -o remount,bind,ro "$4"
             exec /usr/sbin/sshd -D -e -f "$1/h$2/sshd_config"
         ' host "$STATE" "$i" "$(readlink -f "$VENV")" "$VENV_MOUNT" "$HOME_MOUNT" \
-        >>"$STATE/h$i/sshd.log" 2>&1 </dev/null &
+        >>"$STATE/h$i/sshd.log" 2>&1 </dev/null 9>&- &
     echo $! > "$STATE/h$i/unshare.pid"
     # ready when sshd answers with its banner
     local tries=0
