@@ -96,6 +96,7 @@ class Launcher:
             self.env.pop(key, None)
         self.ray("get-auth-token", "--generate", timeout=120)
         self.token = (home / ".ray" / "auth_token").read_text().strip()
+        self.times = {}                 # walkthrough step -> wall seconds
 
     def ray(self, *args, timeout=600, check=True):
         done = subprocess.run([str(BIN / "ray"), *map(str, args)], capture_output=True,
@@ -143,12 +144,14 @@ def launcher(tmp_path_factory):
         script("down", check=False)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster(launcher):
-    """`ray up` on the hosts (both up: a host an earlier test lost is started again)."""
-    script("up", "2")
+    """One `ray up` for the module: its tests run in file order as one user's session
+    would (the walkthrough, a host lost, the host back and lost again with the driver,
+    `ray down`), which keeps the module to one cluster start."""
     try:
-        launcher.up()
+        with timed(launcher.times, "ray up -y cluster-local.yaml, until the worker joined"):
+            launcher.up()
         yield launcher
     finally:
         launcher.down()
@@ -181,12 +184,11 @@ def _finished_counts(log):
                                                  log)}
 
 
-def test_walkthrough_on_two_hosts(launcher, tmp_path):
-    """docs/cluster.md, "Walkthrough (your own machines)", step by step."""
-    times, procs = {}, []
+def test_walkthrough_on_two_hosts(cluster, tmp_path):
+    """docs/cluster.md, "Walkthrough (your own machines)", step by step (`ray up` is the
+    fixture's, `ray down` the module's last test)."""
+    launcher, times, procs = cluster, cluster.times, []
     try:
-        with timed(times, "ray up (head set up, worker joined)"):
-            launcher.up()
         port = free_port()
         dashboard = launcher.background("dashboard", "dashboard", "-p", port, CLUSTER)
         procs.append(dashboard)
@@ -239,22 +241,10 @@ def test_walkthrough_on_two_hosts(launcher, tmp_path):
             alive = [n for n in json.loads(body)["data"]["summary"]
                      if n.get("raylet", {}).get("state") == "ALIVE"]
             assert sorted(n["ip"] for n in alive) == [HEAD, WORKER]
-        for proc in procs:
-            proc.stop()
-
-        with timed(times, "ray down"):
-            launcher.ray("down", "-y", CLUSTER, timeout=300)
-        with timed(times, "ray down until no process on either host"):
-            wait_until(lambda: only_sshd(1) and only_sshd(2), 180,
-                       "every process but sshd gone from both hosts")
     finally:
         for proc in procs:
             proc.stop()
-        launcher.down()
-    print("\nwalkthrough, wall time per step (under load):")
-    for step, seconds in times.items():
-        print(f"  {seconds:6.1f} s  {step}")
-    print(f"trials per host: {dict(placed)}; by stage: "
+    print(f"\ntrials per host: {dict(placed)}; by stage: "
           f"{ {f'{s}@{n}': c for (s, n), c in sorted(per_stage.items())} }; "
           f"{files} artifacts on the head's disk")
 
@@ -365,6 +355,14 @@ def test_worker_host_lost_mid_sweep(cluster, tmp_path):
 
 def test_worker_host_and_driver_lost_then_resumed(cluster, tmp_path):
     client = MlflowClient(SERVER)
+    # the lost host comes back (a fresh /tmp, as after a reboot): the autoscaler, which
+    # lost contact with its raylet, sets it up and starts Ray on it again by itself
+    started = time.monotonic()
+    script("up", "2")
+    wait_until(lambda: cluster.alive_nodes() == [HEAD, WORKER], 400,
+               "the autoscaler restarting Ray on the host that came back", every=5)
+    print(f"\nthe lost host back in the cluster {time.monotonic() - started:.0f} s after "
+          f"it came up")
     driver = _start_sweep(cluster, "hostloss2", tmp_path)
     try:
         lost = _wait_for_worker_packs(client, "hostloss2", driver)
@@ -390,3 +388,15 @@ def test_worker_host_and_driver_lost_then_resumed(cluster, tmp_path):
     unfinished = [r for r in head_runs if r.info.status != "FINISHED"]
     print(f"\nhost and driver lost: {len(lost)} configs on the lost host, {len(unfinished)} "
           f"unfinished on the head; --resume took {seconds:.0f} s; {counts}")
+
+
+def test_ray_down_leaves_no_process_on_either_host(cluster):
+    times = cluster.times
+    with timed(times, "ray down -y cluster-local.yaml"):
+        cluster.ray("down", "-y", CLUSTER, timeout=300)
+    with timed(times, "after ray down, until no process but sshd on either host"):
+        wait_until(lambda: only_sshd(1) and only_sshd(2), 180,
+                   "every process but sshd gone from both hosts")
+    print("\nwalkthrough, wall time per step (under load):")
+    for step, seconds in times.items():
+        print(f"  {seconds:6.1f} s  {step}")
