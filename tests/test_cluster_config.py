@@ -115,3 +115,31 @@ def test_a_retried_run_logs_no_epoch_twice(tmp_path):
     assert [k for k, _ in single._new({"loss": 0.5, "acc": 0.9}, 12)] == ["acc"]
     fresh = TuneReport(tmp_path / "f", tracker=Tracker(), run_id="r")
     assert [k for k, _ in fresh._new({"loss": 0.5}, 1)] == ["loss"]
+
+
+def test_a_resumed_trial_takes_the_newest_readable_checkpoint_on_storage(tmp_path):
+    """A checkpoint written after Tune's last state save (the driver died in between) is
+    on the storage path but unknown to Tune: the trial takes the newest readable one."""
+    import torch
+    from ray.tune import Checkpoint
+
+    from raydiff.tune.trainable import _load_first, _newer_checkpoints
+
+    trial = tmp_path / "session" / "main" / "abc_00001_pack_of_2"
+    for n, epoch in ((1, 150), (2, 300), (3, 450)):
+        (trial / f"checkpoint_00000{n}").mkdir(parents=True)
+        torch.save({"epoch": epoch}, trial / f"checkpoint_00000{n}" / "state.pt")
+    (trial / "checkpoint_000004").mkdir()                  # the host died while writing it
+    (trial / "checkpoint_000004" / "state.pt").write_bytes(b"\x80\x02trunc")
+    (tmp_path / "session" / "main" / "abc_00002_other" / "checkpoint_000009").mkdir(parents=True)
+    context = {"storage": str(tmp_path / "session"), "stage_dir": "main"}
+    known = Checkpoint(str(trial / "checkpoint_000001"))    # what Tune's saved state knew
+
+    newer = _newer_checkpoints(context, known, "abc_00001")
+    assert [p.path.rsplit("_", 1)[1] for p in newer] == ["000004", "000003", "000002"]
+    tags = {}
+    assert _load_first(newer + [known], tags) == {"epoch": 450} and tags == {}
+    assert _newer_checkpoints(context, None, "abc_00003") == []        # no folder: Tune's
+    assert _newer_checkpoints({}, known, "abc_00001") == []
+    assert _load_first([Checkpoint(str(trial / "checkpoint_000004"))], tags) is None
+    assert "restarting from scratch" in tags["raydiff.checkpoint_error"]

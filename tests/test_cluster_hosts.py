@@ -325,6 +325,7 @@ def _check_sweep(client, name, lost, log):
     for r in runs:
         if r.info.run_id in {x.info.run_id for x in lost}:
             tags = r.data.tags
+            assert "raydiff.resumed_from_epoch" in tags, (r.data.params["seed"], tags)
             start = int(tags["raydiff.resumed_from_epoch"])       # from the pack's checkpoint
             assert EVERY <= start < EPOCHS and start % EVERY == 0
             assert tags["raydiff.node"] == HEAD                   # finished on the survivor
@@ -391,6 +392,10 @@ def test_worker_host_and_driver_lost_then_resumed(cluster, tmp_path):
 
 
 def test_ray_down_leaves_no_process_on_either_host(cluster):
+    # the host lost last comes back first, so that `ray down` meets the whole cluster
+    script("up", "2")
+    wait_until(lambda: cluster.alive_nodes() == [HEAD, WORKER], 400,
+               "the autoscaler restarting Ray on the host that came back", every=5)
     times = cluster.times
     with timed(times, "ray down -y cluster-local.yaml"):
         cluster.ray("down", "-y", CLUSTER, timeout=300)

@@ -193,7 +193,9 @@ def _run_stage(stage, results_by_stage, *, sweep, session, uri, tracker, experim
         specs = _packed_specs(stage, specs, keys, datasets)
     context = {"tracking_uri": tracker.uri, "experiment_id": experiment_id,
                "sweep": sweep.name, "session": session, "parent_run_id": parent,
-               "cpus_per_trial": stage.resources["cpu"] or 1}
+               "cpus_per_trial": stage.resources["cpu"] or 1,
+               # where the trials' checkpoints are (see trainable._newer_checkpoints)
+               "storage": f"{uri}/{sweep.name}/{session}", "stage_dir": stage.name}
     with_data = tune.with_parameters(run_trial, datasets=datasets, context=context)
     # the dashboard's Actors page shows a trial's actor by its function's name
     with_data.__name__ = f"raydiff {sweep.name}/{stage.name}"
