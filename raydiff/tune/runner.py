@@ -96,7 +96,9 @@ def _stage_run(tracker, experiment_id, sweep, session, stage, keys):
 
 _REGISTRY_LOCK = threading.Lock()
 
-# save Tune's experiment state often, so a killed driver loses little bookkeeping
+# save Tune's experiment state often, so a killed driver loses little bookkeeping. At 1,000
+# trials a save took up to ~0.9 s and ~4% of the driver's time at 5 s, 30 s and "auto"
+# alike (benchmarks/tune_state_checkpoint.py, docs/cluster.md): 5 s costs nothing more.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 
 
