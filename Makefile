@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install demo test smoke bench clean
+.PHONY: install demo test test-hosts smoke bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +28,11 @@ demo: $(STAMP)
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+
+# the cluster path on real SSH hosts made on this machine (root, sshd, rsync; minutes):
+# docs/cluster.md's walkthrough and a host lost mid-sweep (tests/test_cluster_hosts.py)
+test-hosts: $(STAMP)
+	$(PY) -m pytest -q -s -m cluster_hosts tests/test_cluster_hosts.py
 
 # CPU benchmarks, each printing ratios measured in its own run (docs/performance.md);
 # BENCH_ARGS=--smoke runs them at tiny sizes. wrn_epoch.py and data_params_demo.py take

@@ -65,3 +65,81 @@ def test_local_cluster_names_its_machines_and_shares_storage():
     assert config["max_workers"] == len(raw["provider"]["worker_ips"])
     assert "RAYDIFF_STORAGE=/shared/" in _commands(config, "head_setup_commands")
     assert "--dashboard-host=127.0.0.1" in _commands(config, "head_start_ray_commands")
+
+
+def test_local_cluster_carries_what_its_first_real_run_needed():
+    """What `ray up cluster-local.yaml` on real hosts (tests/test_cluster_hosts.py) needed:
+    autoscaler v1 (v2 never starts the local provider's workers), the head's address given,
+    the token on every node, and nothing left running after `ray down`."""
+    config = _validated(_load(LOCAL))
+    head = _commands(config, "head_start_ray_commands")
+    assert "RAY_enable_autoscaler_v2=0" in head and "--node-ip-address=" in head
+    assert "RAY_AUTH_MODE=token" in _commands(config, "setup_commands")
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    assert "scripts/while_ray.sh" in head                     # the server ends with Ray
+    assert "scripts/while_ray.sh --head $RAY_HEAD_IP" in _commands(config, "worker_start_ray_commands")
+    assert "/health" in head                                  # ray up waits for the server
+    assert "pgrep -f 'mlflow server'" not in head              # it matched its own shell
+
+
+def test_local_hosts_script_refuses_without_root():
+    import os
+    import subprocess
+    script = REPO / "scripts" / "local_hosts.sh"
+    run = ["bash", str(script), "up"]
+    if os.geteuid() == 0:
+        run = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + run
+    done = subprocess.run(run, capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0 and "must run as root" in done.stderr
+
+
+def test_a_retried_run_logs_no_epoch_twice(tmp_path):
+    """A trial resumed from a checkpoint older than its last logged epoch trains the
+    epochs in between again; they are not logged again (one point per metric and step)."""
+    from raydiff.tune.trainable import PackMemberReport, TuneReport
+
+    class Tracker:
+        rows = []
+
+        def log_metrics(self, run_id, rows):
+            self.rows += rows
+
+    logged = {"loss": 12, "acc": 10}          # what the attempt before the crash logged
+    report = PackMemberReport(tmp_path / "m", tracker=Tracker(), run_id="r", logged=logged)
+    for epoch in range(11, 15):               # resumed from the checkpoint at epoch 10
+        report({"loss": 0.5, "acc": 0.9}, step=epoch)
+    report.flush()
+    assert sorted((k, step) for k, _, step, _ in report.tracker.rows) == [
+        ("acc", 11), ("acc", 12), ("acc", 13), ("acc", 14), ("loss", 13), ("loss", 14)]
+    single = TuneReport(tmp_path / "s", tracker=Tracker(), run_id="r", logged=logged)
+    assert [k for k, _ in single._new({"loss": 0.5, "acc": 0.9}, 12)] == ["acc"]
+    fresh = TuneReport(tmp_path / "f", tracker=Tracker(), run_id="r")
+    assert [k for k, _ in fresh._new({"loss": 0.5}, 1)] == ["loss"]
+
+
+def test_a_resumed_trial_takes_the_newest_readable_checkpoint_on_storage(tmp_path):
+    """A checkpoint written after Tune's last state save (the driver died in between) is
+    on the storage path but unknown to Tune: the trial takes the newest readable one."""
+    import torch
+    from ray.tune import Checkpoint
+
+    from raydiff.tune.trainable import _load_first, _newer_checkpoints
+
+    trial = tmp_path / "session" / "main" / "abc_00001_pack_of_2"
+    for n, epoch in ((1, 150), (2, 300), (3, 450)):
+        (trial / f"checkpoint_00000{n}").mkdir(parents=True)
+        torch.save({"epoch": epoch}, trial / f"checkpoint_00000{n}" / "state.pt")
+    (trial / "checkpoint_000004").mkdir()                  # the host died while writing it
+    (trial / "checkpoint_000004" / "state.pt").write_bytes(b"\x80\x02trunc")
+    (tmp_path / "session" / "main" / "abc_00002_other" / "checkpoint_000009").mkdir(parents=True)
+    context = {"storage": str(tmp_path / "session"), "stage_dir": "main"}
+    known = Checkpoint(str(trial / "checkpoint_000001"))    # what Tune's saved state knew
+
+    newer = _newer_checkpoints(context, known, "abc_00001")
+    assert [p.path.rsplit("_", 1)[1] for p in newer] == ["000004", "000003", "000002"]
+    tags = {}
+    assert _load_first(newer + [known], tags) == {"epoch": 450} and tags == {}
+    assert _newer_checkpoints(context, None, "abc_00003") == []        # no folder: Tune's
+    assert _newer_checkpoints({}, known, "abc_00001") == []
+    assert _load_first([Checkpoint(str(trial / "checkpoint_000004"))], tags) is None
+    assert "restarting from scratch" in tags["raydiff.checkpoint_error"]

@@ -178,3 +178,26 @@ def test_independent_stages_run_side_by_side_and_resume_after_the_driver_dies(tm
     assert c_start >= a_end                                   # c read a's finished folds
     print(f"b started {(a_end - b_start) / 1000:.1f} s before a's last trial ended; "
           f"{len(before)} runs open when the driver was killed")
+
+
+def test_retried_summary_says_what_ran_again():
+    from types import SimpleNamespace as NS
+
+    from raydiff.tune.runner import retried_summary
+
+    def run(stage, **tags):
+        return NS(data=NS(tags={"raydiff.stage": stage, **tags}))
+
+    runs = [run("a", **{"raydiff.retried": "true", "raydiff.resumed_from_epoch": "200",
+                        "raydiff.node": "10.0.0.1"}),
+            run("a", **{"raydiff.retried": "true", "raydiff.resumed_from_epoch": "400",
+                        "raydiff.node": "10.0.0.1"}),
+            run("a", **{"raydiff.retried": "true", "raydiff.node": "10.0.0.2"}),
+            run("a"), run("b", **{"raydiff.retried": "true"})]
+    assert retried_summary(runs, "a") == ("3 configs retried: 2 resumed from a checkpoint "
+                                          "(epochs 200-400), 1 started over; finished on "
+                                          "10.0.0.1, 10.0.0.2")
+    assert retried_summary(runs, "c") == ""
+    assert graph.summary_lines({"a": {"state": "finished", "finished": 3, "failed": 0,
+                                      "seconds": 5, "retried": "1 config retried: x"}}) == [
+        "  a: finished, 3 trials finished, 0 failed, 5 s; 1 config retried: x"]

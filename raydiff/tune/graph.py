@@ -156,7 +156,8 @@ def run_graph(after, run_stage, *, series=False, log=print, progress_every=60.0,
                     state[name] = FAILED
                     out[name].update(state=FAILED, reason=f"{type(exc).__name__}: {exc}"[:500])
                     continue
-                out[name].update(finished=result["finished"], failed=result["failed"])
+                out[name].update(finished=result["finished"], failed=result["failed"],
+                                 retried=result.get("retried", ""))
                 if result["failed"]:
                     state[name] = FAILED
                     out[name].update(state=FAILED,
@@ -177,5 +178,6 @@ def summary_lines(result):
         else:
             lines.append(f"  {name}: {r['state']}, {r['finished']} trials finished, "
                          f"{r['failed']} failed, {r['seconds']:.0f} s"
+                         + (f"; {r['retried']}" if r.get("retried") else "")
                          + (f" ({r['reason']})" if r["state"] == FAILED and r["reason"] else ""))
     return lines

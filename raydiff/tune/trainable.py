@@ -29,17 +29,26 @@ FLUSH_SECONDS = 2.0
 class TuneReport(Report):
     """A Report that sends metrics to MLflow (batched) and Tune, and artifacts to MLflow."""
 
-    def __init__(self, folder, *, tracker, run_id, config=None, **kwargs):
+    def __init__(self, folder, *, tracker, run_id, config=None, logged=None, **kwargs):
         super().__init__(folder, **kwargs)
         self.tracker, self.run_id = tracker, run_id
         self.config = dict(config or {})
+        # {metric: last step} an earlier attempt of this run logged (:func:`_logged_steps`):
+        # epochs redone after a resume from an older checkpoint are not logged twice
+        self.logged = dict(logged or {})
         self._data_logged = False
         self._pending, self._last_flush, self._last_tune = [], time.monotonic(), 0.0
         self._latest = {}
 
+    def _new(self, metrics, step):
+        """The points of ``metrics`` at ``step`` not logged by an earlier attempt."""
+        if not self.logged or not step:
+            return metrics.items()
+        return [(k, v) for k, v in metrics.items() if step > self.logged.get(k, 0)]
+
     def _emit(self, metrics, step, checkpoint):
         now_ms = int(time.time() * 1000)
-        self._pending.extend((k, v, step, now_ms) for k, v in metrics.items())
+        self._pending.extend((k, v, step, now_ms) for k, v in self._new(metrics, step))
         self._latest.update(metrics)
         now = time.monotonic()
         if checkpoint is not None or now - self._last_flush > FLUSH_SECONDS:
@@ -93,21 +102,74 @@ class TuneReport(Report):
         self._last_flush = time.monotonic()
 
 
-def _restore_state(report_tags):
+def _restore_state(report_tags, context=None):
     """The state saved by the trial's last checkpoint, or None (with the reason tagged when
-    a checkpoint exists but cannot be read: the trial then starts over)."""
+    a checkpoint exists but cannot be read: the trial then starts over).
+
+    The last checkpoint is the newest readable one of the trial's folder on the storage
+    path when that is newer than the one Tune hands back (:func:`_newer_checkpoints`),
+    else Tune's."""
     checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        return None
+    trial_id = tune.get_context().get_trial_id()
+    candidates = _newer_checkpoints(context, checkpoint, trial_id) + (
+        [checkpoint] if checkpoint is not None else [])
+    return _load_first(candidates, report_tags)
+
+
+def _load_first(candidates, report_tags):
+    """The state of the first readable checkpoint of ``candidates``, or None (the reasons
+    tagged ``raydiff.checkpoint_error`` when there were checkpoints but none was readable:
+    truncated, corrupt, or carrying code; read with ``weights_only=True``)."""
     import torch
-    try:
-        with checkpoint.as_directory() as folder:
-            return torch.load(Path(folder) / "state.pt", weights_only=True, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint means: start over
-        reason = f"checkpoint unreadable, restarting from scratch: {type(exc).__name__}: {exc}"
-        print(f"raydiff: {reason}", flush=True)
-        report_tags["raydiff.checkpoint_error"] = reason[:500]
+    if not candidates:
         return None
+    errors = []
+    for found in candidates:
+        try:
+            with found.as_directory() as folder:
+                return torch.load(Path(folder) / "state.pt", weights_only=True,
+                                  map_location="cpu")
+        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint: try the next
+            errors.append(f"{type(exc).__name__}: {exc}")
+    reason = ("checkpoint unreadable, restarting from scratch: " + "; ".join(errors))
+    print(f"raydiff: {reason}", flush=True)
+    report_tags["raydiff.checkpoint_error"] = reason[:500]
+    return None
+
+
+def _newer_checkpoints(context, known, trial_id):
+    """Checkpoints of this trial on the storage path newer than ``known`` (Tune's, or
+    None), newest first.
+
+    Tune hands a resumed trial the last checkpoint its experiment state recorded, and
+    saves that state every ``TUNE_GLOBAL_CHECKPOINT_S``: a checkpoint the trial wrote
+    after the last save (the driver died in between) is on the storage path but unknown
+    to Tune. Looked up in ``<storage>/<stage>/<trial id>_*/checkpoint_NNNNNN``."""
+    from ray.tune import Checkpoint
+    if not context or not context.get("storage"):
+        return []
+    import pyarrow.fs as pafs
+    try:
+        fs, root = pafs.FileSystem.from_uri(context["storage"])
+        stage_dir = f"{root.rstrip('/')}/{context['stage_dir']}"
+        trials = [i.path for i in fs.get_file_info(pafs.FileSelector(stage_dir,
+                                                                     allow_not_found=True))
+                  if i.type == pafs.FileType.Directory and i.base_name.startswith(f"{trial_id}_")]
+        found = [i for t in trials for i in fs.get_file_info(pafs.FileSelector(t))
+                 if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")]
+    except (OSError, ValueError):
+        return []
+    floor = _checkpoint_index(known.path) if known is not None else -1
+    newer = sorted((i for i in found if _checkpoint_index(i.path) > floor),
+                   key=lambda i: _checkpoint_index(i.path), reverse=True)
+    return [Checkpoint(i.path, filesystem=fs) for i in newer]
+
+
+def _checkpoint_index(path):
+    """N of a Tune checkpoint folder ``.../checkpoint_0000NN`` (-1 when not one)."""
+    name = Path(str(path)).name
+    digits = name[len("checkpoint_"):]
+    return int(digits) if name.startswith("checkpoint_") and digits.isdigit() else -1
 
 
 def run_trial(param, *, datasets, context):
@@ -153,9 +215,10 @@ def run_trial(param, *, datasets, context):
         extra_tags = {"raydiff.node": ray.util.get_node_ip_address(),
                       "raydiff.node_id": ray.get_runtime_context().get_node_id(),
                       "raydiff.pid": str(os.getpid()), "raydiff.device": device}
-        state = _restore_state(extra_tags)
+        state = _restore_state(extra_tags, context)
         report = TuneReport(work / "artifacts", tracker=tracker, run_id=run_id,
-                            config=params, upstream=upstream, resume_state=state, device=device)
+                            config=params, upstream=upstream, resume_state=state, device=device,
+                            logged=_logged_steps(tracker, run_id) if status != "NEW" else None)
         if status != "NEW":
             extra_tags["raydiff.retried"] = "true"
         tracker.set_tags(run_id, extra_tags)
@@ -195,7 +258,7 @@ class PackMemberReport(TuneReport):
 
     def _emit(self, metrics, step, checkpoint):
         now_ms = int(time.time() * 1000)
-        self._pending.extend((k, v, step, now_ms) for k, v in metrics.items())
+        self._pending.extend((k, v, step, now_ms) for k, v in self._new(metrics, step))
         self._latest.update(metrics)
         if time.monotonic() - self._last_flush > FLUSH_SECONDS:
             self.flush()
@@ -286,7 +349,8 @@ def _open_member(member, index, *, pack_id, pack_size, trial_id, tracker, contex
     folder = work / f"member{index}"
     upstream = _upstreams(tracker, member["upstream"], folder)
     report = PackMemberReport(folder / "artifacts", tracker=tracker, run_id=run_id,
-                              config=params, upstream=upstream, resume_state=None, device=device)
+                              config=params, upstream=upstream, resume_state=None, device=device,
+                              logged=_logged_steps(tracker, run_id) if status != "NEW" else None)
     extra = dict(node_tags)
     if status != "NEW":
         extra["raydiff.retried"] = "true"
@@ -370,7 +434,7 @@ def run_pack_trial(param, *, datasets, context):
                 data = datasets[data_key(dataclasses.asdict(todo[0][1]))]
             members_now = [t[0] for t in todo]
             restore_tags = {}
-            resume, why = _pack_resume_state(_restore_state(restore_tags), members_now)
+            resume, why = _pack_resume_state(_restore_state(restore_tags, context), members_now)
             if why:
                 print(f"raydiff: {why}", flush=True)
                 restore_tags["raydiff.checkpoint_error"] = why[:500]
@@ -423,6 +487,19 @@ def run_pack_trial(param, *, datasets, context):
     tune.report({**summary, "mlflow_run_id": next(r for r in run_ids if r),
                  "pack_runs": json.dumps(run_ids), "pack_finished": len(done),
                  "pack_failed": len(members) - len(done)})
+
+
+def _logged_steps(tracker, run_id):
+    """{metric: the last step logged} of a run an earlier attempt of the trial logged to.
+
+    A retried or resumed trial goes on from its last checkpoint, which may be older than
+    the last epoch it logged: the epochs in between are trained again from the checkpoint
+    but not logged again, so every (metric, step) is in the run once.
+    """
+    keys = tracker.final_metrics(run_id)
+    return {k: max((m.step for m in tracking.retrying(tracker.client.get_metric_history,
+                                                      run_id, k)), default=0)
+            for k in keys}
 
 
 @functools.lru_cache(maxsize=4)
