@@ -176,6 +176,14 @@ def test_smoke_shrinks_every_stage():
         assert stage.config["epochs"] <= 40
 
 
+def test_a_key_set_on_the_command_line_beats_smoke():
+    path = REPO / "sweeps" / "demo.yaml"
+    sweep = sweeps.load(path, smoke=True, overrides=["identify.epochs=55", "subset_size=400"])
+    assert sweep.stage("identify").config["epochs"] == 55
+    assert sweep.stage("imbalance").config["epochs"] <= 40        # the rest still shrinks
+    assert all(stage.config["subset_size"] == 400 for stage in sweep.stages)
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_sweeps_validate(path):
     sweeps.load(path)

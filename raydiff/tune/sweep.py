@@ -397,12 +397,15 @@ def load(path, *, overrides=(), smoke=False):
     raw = apply_overrides(raw, overrides) if isinstance(raw, dict) else raw
     sweep = validate(raw, source=str(path))
     if smoke:
+        # a key the user sets with --set keeps that value: --smoke shrinks the rest
+        named = {o.split("=", 1)[0].strip() for o in overrides}
         raw = copy.deepcopy(sweep.raw)
         for stage in sweep.stages:
             target = (raw["stages"][stage.name] if "stages" in raw else raw).setdefault("config", {})
             cls = stage.module.Config
             for key, value in cls.smoke_overrides().items():
-                target[key] = overlay(cls, key, target.get(key), value)
+                if key not in named and f"{stage.name}.{key}" not in named:
+                    target[key] = overlay(cls, key, target.get(key), value)
         sweep = validate(raw, source=f"{path} (smoke)")
     return sweep
 
