@@ -117,6 +117,18 @@ def _latest_experiment(tracker):
     return exps[runs[0].info.experiment_id] if runs else None
 
 
+def cmd_server(args):
+    from raydiff import server
+
+    try:
+        return server.serve(host=args.host, port=args.port, folder=args.dir,
+                            backend=args.backend, workers=args.workers,
+                            artifacts_destination=args.artifacts_destination)
+    except server.ServerError as exc:
+        print(f"raydiff: error: {exc}", file=sys.stderr)
+        return 2
+
+
 def cmd_validate(args):
     from raydiff.tune import sweep as sweeps
 
@@ -177,6 +189,22 @@ def parser():
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=cmd_ui)
+
+    srv = sub.add_parser("server", help="run the MLflow tracking server of a cluster "
+                         "(foreground; prints its URI when ready; SIGTERM/Ctrl-C stops it)")
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="bind address (default loopback only; 0.0.0.0 on a cluster head)")
+    srv.add_argument("--port", type=int, default=5000)
+    srv.add_argument("--dir", default="mlflow-server",
+                     help="folder of the store, the artifacts and the log (default ./mlflow-server)")
+    srv.add_argument("--backend", choices=["postgresql", "sqlite"],
+                     help="postgresql: a private PostgreSQL cluster under --dir (the default "
+                          "where its programs are installed; holds a cluster's load); "
+                          "sqlite: a SQLite file in WAL mode")
+    srv.add_argument("--workers", type=int, default=4, help="server worker processes (default 4)")
+    srv.add_argument("--artifacts-destination", metavar="URI",
+                     help="where proxied artifacts go (default DIR/artifacts; e.g. s3://BUCKET/...)")
+    srv.set_defaults(func=cmd_server)
 
     val = sub.add_parser("validate", help="check sweep files without running them")
     val.add_argument("sweeps", nargs="+")
