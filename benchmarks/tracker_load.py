@@ -25,6 +25,7 @@ process done, and the slowest and median process.
 import argparse
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -255,7 +256,22 @@ def _warm(ctx, folder, args):
     gc.freeze()
 
 
+CHILD_MIB = 40          # a forked trial's own memory, measured (~25-30 MiB), with margin
+
+
+def _available_mib():
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) // 1024
+    return None
+
+
 def load(ctx, uri, store, n, args, work):
+    free = _available_mib()
+    if free is not None and free < n * CHILD_MIB + 2048:
+        print(f"   {store} N={n}: skipped, it needs about {n * CHILD_MIB + 2048} MiB of "
+              f"memory and {free} MiB are available", flush=True)
+        return None
     name = f"load-{store}-{n}"
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -338,6 +354,8 @@ def main(argv=None):
                 print(f"   {store}: up in {server.start_seconds:.0f} s at {uri}", flush=True)
             for n in args.n:
                 r = load(ctx, uri, store, n, args, work)
+                if r is None:
+                    continue
                 rows.append(r)
                 print(f"   {_row(r)}" + (f"  first error: {r['first_error']}"
                                          if r["first_error"] else ""), flush=True)
@@ -349,8 +367,13 @@ def main(argv=None):
         print(_row(r))
     lost = sum(r["n"] - r["finished"] + r["points_missing"] + r["artifacts_missing"]
                for r in rows)
-    print(f"summary: {len(rows)} loads, {'nothing lost' if not lost else f'{lost} lost'}; "
-          f"work folder {work}")
+    if args.work:
+        kept = f"; the stores are in {work}"
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+        kept = ""
+    print(f"summary: {len(rows)} loads, {'nothing lost' if not lost else f'{lost} lost'}"
+          + kept)
     return 1 if args.check and lost else 0
 
 

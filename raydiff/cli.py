@@ -6,8 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from raydiff.data import DatasetNotFound
-from raydiff.experiments.config import ConfigError
+
+def _user_errors():
+    """The errors the command reports as one line (exit 2) instead of a traceback; imported
+    when one is raised, so `raydiff server` on a head starts without importing torch."""
+    from raydiff.data import DatasetNotFound
+    from raydiff.experiments.config import ConfigError
+    from raydiff.tracking import TrackingError
+    return ConfigError, DatasetNotFound, TrackingError
 
 
 def _overrides(args):
@@ -65,6 +71,8 @@ def build(name, out, tracking_uri, session):
     from raydiff import tracking
     from raydiff.report import build_report
     from raydiff.report.mlflow_context import MlflowContext
+
+    from raydiff.experiments.config import ConfigError
 
     tracker = tracking.Tracker(tracking_uri)
     tracker.check()
@@ -218,12 +226,8 @@ def main(argv=None):
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DatasetNotFound) as exc:
-        print(f"raydiff: error: {exc}", file=sys.stderr)
-        return 2
     except Exception as exc:
-        from raydiff.tracking import TrackingError
-        if isinstance(exc, TrackingError):
+        if isinstance(exc, _user_errors()):
             print(f"raydiff: error: {exc}", file=sys.stderr)
             return 2
         raise
