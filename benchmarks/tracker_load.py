@@ -305,6 +305,7 @@ def load(ctx, uri, store, n, args, work):
     return {"store": store, "n": n, "wall": wall, **counted, "retries": retries,
             "errors": len(errors), "killed": n - len(done),
             "first_error": errors[0] if errors else "",
+            "load": os.getloadavg()[0],
             "slowest": seconds[-1] if seconds else float("nan"),
             "median": statistics.median(seconds) if seconds else float("nan")}
 
@@ -313,12 +314,13 @@ def _row(r):
     lost = r["n"] - r["runs"]
     return (f"| {r['store']} | {r['n']} | {r['wall']:.1f} | {r['finished']} | {r['running']} | "
             f"{lost} | {r['points_missing']} | {r['artifacts_missing']} | {r['retries']} | "
-            f"{r['errors'] + r['killed']} | {r['slowest']:.1f} / {r['median']:.1f} |")
+            f"{r['errors'] + r['killed']} | {r['slowest']:.1f} / {r['median']:.1f} | "
+            f"{r['load']:.0f} |")
 
 
 HEAD = ("| store | N | wall s | runs FINISHED | left RUNNING | never created | points missing "
-        "| artifacts missing | retries | trials failed | slowest / median process s |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|")
+        "| artifacts missing | retries | trials failed | slowest / median process s "
+        "| load avg |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def main(argv=None):

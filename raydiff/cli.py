@@ -1,4 +1,4 @@
-"""The ``raydiff`` command: run sweeps, build reports, open the MLflow UI."""
+"""The ``raydiff`` command: run sweeps, build reports, open the MLflow UI, serve tracking."""
 
 import argparse
 import os
