@@ -102,9 +102,11 @@ def _pg_data_dir(folder, user):
     data.rmdir()
     key = hashlib.sha1(str(folder).encode()).hexdigest()[:12]
     other = Path("/var/lib/raydiff") / key / "postgres"
-    other.parent.mkdir(parents=True, exist_ok=True)
+    other.mkdir(parents=True, exist_ok=True)
     os.chmod(other.parent.parent, 0o755)
     os.chmod(other.parent, 0o755)
+    shutil.chown(other, user)
+    os.chmod(other, 0o700)
     (other.parent / "for").write_text(f"{folder}\n")
     return other
 
