@@ -331,6 +331,8 @@ def main(argv=None):
                                                               os.environ.get("PYTHONPATH")]))
     ctx = multiprocessing.get_context("fork")
     work = Path(args.work or tempfile.mkdtemp(prefix="tracker-load-"))
+    work.mkdir(parents=True, exist_ok=True)
+    os.chmod(work, 0o755)     # run as root, raydiff server's PostgreSQL runs as `postgres`
     _warm(ctx, work / "warm", args)
     load_avg = " ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"== tracker load: {args.epochs} epochs x {args.metrics} metrics, "

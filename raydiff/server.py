@@ -82,9 +82,17 @@ def _run_as():
                           "`raydiff server` as an ordinary user, or pass --backend sqlite") from None
 
 
+def _as_user(user):
+    """subprocess arguments that run a program as ``user`` with that user's own group
+    (``user=`` alone would keep root's group), or nothing when ``user`` is None."""
+    if user is None:
+        return {}
+    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
+
+
 def _reachable_by(user, folder):
-    return subprocess.run(["test", "-w", str(folder), "-a", "-x", str(folder)], user=user,
-                          check=False).returncode == 0
+    return subprocess.run(["test", "-w", str(folder), "-a", "-x", str(folder)],
+                          check=False, **_as_user(user)).returncode == 0
 
 
 def _pg_data_dir(folder, user):
@@ -112,9 +120,10 @@ def _pg_data_dir(folder, user):
 
 
 def _pg(bin_dir, user, *args, check=True, timeout=120):
-    done = subprocess.run([str(bin_dir / args[0]), *map(str, args[1:])], user=user,
+    done = subprocess.run([str(bin_dir / args[0]), *map(str, args[1:])],
                           capture_output=True, text=True, timeout=timeout,
-                          start_new_session=True)   # a terminal's Ctrl-C is ours to pass on
+                          start_new_session=True,   # a terminal's Ctrl-C is ours to pass on
+                          **_as_user(user))
     if check and done.returncode != 0:
         raise ServerError(f"PostgreSQL's {args[0]} failed ({done.returncode}): "
                           f"{(done.stderr or done.stdout).strip()[-1500:]}")
