@@ -1,4 +1,4 @@
-"""The ``raydiff`` command: run sweeps, build reports, open the MLflow UI."""
+"""The ``raydiff`` command: run sweeps, build reports, open the MLflow UI, serve tracking."""
 
 import argparse
 import os
@@ -6,8 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from raydiff.data import DatasetNotFound
-from raydiff.experiments.config import ConfigError
+
+def _user_errors():
+    """The errors the command reports as one line (exit 2) instead of a traceback; imported
+    when one is raised, so `raydiff server` on a head starts without importing torch."""
+    from raydiff.data import DatasetNotFound
+    from raydiff.experiments.config import ConfigError
+    from raydiff.tracking import TrackingError
+    return ConfigError, DatasetNotFound, TrackingError
 
 
 def _overrides(args):
@@ -65,6 +71,8 @@ def build(name, out, tracking_uri, session, per_cell=False):
     from raydiff import tracking
     from raydiff.report import build_report
     from raydiff.report.mlflow_context import MlflowContext
+
+    from raydiff.experiments.config import ConfigError
 
     tracker = tracking.Tracker(tracking_uri)
     tracker.check()
@@ -140,6 +148,18 @@ def _latest_experiment(tracker):
     return exps[runs[0].info.experiment_id] if runs else None
 
 
+def cmd_server(args):
+    from raydiff import server
+
+    try:
+        return server.serve(host=args.host, port=args.port, folder=args.dir,
+                            backend=args.backend, workers=args.workers,
+                            artifacts_destination=args.artifacts_destination)
+    except server.ServerError as exc:
+        print(f"raydiff: error: {exc}", file=sys.stderr)
+        return 2
+
+
 def cmd_validate(args):
     from raydiff.tune import sweep as sweeps
 
@@ -205,6 +225,22 @@ def parser():
                     help="only store the first view and print its URL (no server)")
     ui.set_defaults(func=cmd_ui)
 
+    srv = sub.add_parser("server", help="run the MLflow tracking server of a cluster "
+                         "(foreground; prints its URI when ready; SIGTERM/Ctrl-C stops it)")
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="bind address (default loopback only; 0.0.0.0 on a cluster head)")
+    srv.add_argument("--port", type=int, default=5000)
+    srv.add_argument("--dir", default="mlflow-server",
+                     help="folder of the store, the artifacts and the log (default ./mlflow-server)")
+    srv.add_argument("--backend", choices=["postgresql", "sqlite"],
+                     help="postgresql: a private PostgreSQL cluster under --dir (the default "
+                          "where its programs are installed; holds a cluster's load); "
+                          "sqlite: a SQLite file in WAL mode")
+    srv.add_argument("--workers", type=int, default=4, help="server worker processes (default 4)")
+    srv.add_argument("--artifacts-destination", metavar="URI",
+                     help="where proxied artifacts go (default DIR/artifacts; e.g. s3://BUCKET/...)")
+    srv.set_defaults(func=cmd_server)
+
     val = sub.add_parser("validate", help="check sweep files without running them")
     val.add_argument("sweeps", nargs="+")
     val.add_argument("--set", action="append", metavar="KEY=VALUE")
@@ -217,12 +253,8 @@ def main(argv=None):
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DatasetNotFound) as exc:
-        print(f"raydiff: error: {exc}", file=sys.stderr)
-        return 2
     except Exception as exc:
-        from raydiff.tracking import TrackingError
-        if isinstance(exc, TrackingError):
+        if isinstance(exc, _user_errors()):
             print(f"raydiff: error: {exc}", file=sys.stderr)
             return 2
         raise

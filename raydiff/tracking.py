@@ -2,22 +2,38 @@
 
 Every trial is one MLflow run, created through the client with explicit run ids (no
 fluent, process-global "active run"), found again by its Tune trial id when the trial is
-retried or resumed, so a trial never leaves two runs or a run stuck in RUNNING. Every call
-to the store retries for a while, so a tracking server that is briefly away loses nothing.
+retried or resumed, so a trial never leaves two runs or a run stuck in RUNNING.
+
+Under load (a cluster's 128 trials logging at once) the store answers some calls with an
+error that goes away by itself: a server out of database connections ("QueuePool limit"),
+429, 5xx, a connection refused or reset, SQLite's "database is locked". Such calls are
+retried with exponential backoff and full jitter (so that many trials do not come back in
+step) for up to ``RAYDIFF_TRACKING_RETRY_S``; any other error is raised at once. Metrics
+are buffered per run and sent in a few large batches (every ``RAYDIFF_TRACKING_FLUSH_S``,
+and always before the run is ended), which is most of what a trial sends.
 """
 
+import atexit
 import fcntl
 import json
 import os
+import random
+import re
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pandas as pd
 
-import mlflow
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.tracking import MlflowClient
+# The Tracker owns retrying (with jitter, counted, printed); MLflow's own HTTP retries
+# (7, up to minutes, silent) would stack under it. Set before mlflow reads it.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+
+import mlflow  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.exceptions import MlflowException, RestException  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
 
 # a trial downloading its upstream's artifacts would print a progress bar per file,
 # through Ray, to the driver's terminal
@@ -31,7 +47,8 @@ TAG_PARENT = "mlflow.parentRunId"       # the UI folds a run under this one
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 TRAINING_KIND = "custom_model_development"     # a model-training experiment, not GenAI
 RETRY_SECONDS = float(os.environ.get("RAYDIFF_TRACKING_RETRY_S", "120"))
-
+FLUSH_SECONDS = float(os.environ.get("RAYDIFF_TRACKING_FLUSH_S", "5"))
+BATCH_METRICS = 1000            # MLflow's limit of metrics per log_batch call
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used; the message says why and what to do."""
@@ -52,38 +69,83 @@ def resolve_uri(uri=None):
     return uri
 
 
+# error codes a server or store gives for a state that passes
+_TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED",
+                    "DEADLINE_EXCEEDED", "SERVICE_UNDER_MAINTENANCE", "ABORTED"}
+# ... and the words of such states, wherever they surface (a 400 from the server's
+# connection pool, a driver error, a wrapped requests/urllib3 exception)
+_TRANSIENT_TEXT = re.compile(
+    r"queuepool limit|database is locked|database table is locked|too many clients"
+    r"|could not connect|server closed the connection|connection (refused|reset|aborted)"
+    r"|remotedisconnected|max retries exceeded|broken pipe|timed out|read timeout"
+    r"|temporarily unavailable|error code (408|429|5\d\d)\b", re.IGNORECASE)
+
+retry_count = 0          # retries made by this process (the load benchmark reports it)
+
+
+def transient(exc):
+    """Whether ``exc`` from a tracking call is worth retrying: the store is overloaded or
+    briefly away (429, 5xx, "QueuePool limit", "database is locked", a connection refused,
+    reset or timed out). Anything else (a bad value, a missing run, a 4xx) is permanent."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):       # refused, reset, broken pipe
+        return True
+    if isinstance(exc, RestException):          # the server answered with an error
+        status = exc.get_http_status_code()
+        if status in (408, 429) or status >= 500:
+            return True
+    if isinstance(exc, MlflowException) and exc.error_code in _TRANSIENT_CODES:
+        return True
+    if type(exc).__name__ in ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout"):
+        return True                              # requests' exceptions, not builtins
+    return bool(_TRANSIENT_TEXT.search(f"{exc}"))
+
+
+def backoff(attempt, *, base=0.5, cap=10.0, rng=random):
+    """Seconds to wait before retry ``attempt`` (0, 1, ...): "full jitter", uniform in
+    [0, min(cap, base * 2**attempt)], so that callers who failed together spread out."""
+    return rng.uniform(0.0, min(cap, base * 2 ** attempt))
+
+
 def retrying(fn, *args, what="MLflow call", seconds=None, **kwargs):
-    """Call ``fn`` until it succeeds or ``seconds`` (default RAYDIFF_TRACKING_RETRY_S) pass."""
+    """Call ``fn``; retry it while it fails with a :func:`transient` error, with
+    :func:`backoff`, until ``seconds`` (default RAYDIFF_TRACKING_RETRY_S) have passed.
+    A permanent error, or a transient one past the deadline, is raised."""
+    global retry_count
     deadline = time.monotonic() + (RETRY_SECONDS if seconds is None else seconds)
-    delay = 0.5
+    attempt = 0
     while True:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the store's errors are many and untyped
-            if time.monotonic() + delay > deadline or not _transient(exc):
+            delay = max(0.05, backoff(attempt))
+            if not transient(exc) or time.monotonic() + delay > deadline:
                 raise
+            retry_count += 1
+            attempt += 1
             print(f"raydiff: {what} failed ({type(exc).__name__}: {str(exc)[:200]}); "
                   f"retrying in {delay:.1f}s", flush=True)
             time.sleep(delay)
-            delay = min(delay * 2, 10.0)
-
-
-def _transient(exc):
-    text = f"{type(exc).__name__} {exc}".lower()
-    return any(s in text for s in ("locked", "connection", "timed out", "timeout", "refused",
-                                   "temporarily", "unavailable", "max retries", "503", "502",
-                                   "504", "reset by peer", "broken pipe"))
 
 
 class Tracker:
-    """MLflow access for one tracking URI."""
+    """MLflow access for one tracking URI.
 
-    def __init__(self, uri=None):
+    Metrics given to :meth:`log_metrics` are buffered per run and sent once the oldest
+    unsent point is ``flush_seconds`` old, on :meth:`flush` (before a checkpoint), before
+    :meth:`end` closes the run, and when the process exits normally.
+    """
+
+    def __init__(self, uri=None, *, flush_seconds=None):
         self.uri = resolve_uri(uri)
+        self.flush_seconds = FLUSH_SECONDS if flush_seconds is None else flush_seconds
+        self._buffer = {}          # run id -> [Metric] not yet sent
+        self._oldest = {}          # run id -> monotonic time its oldest unsent point came
+        self._lock = threading.Lock()
         if self.uri.startswith("sqlite:///"):
             self.client = self._open_sqlite()
         else:
             self.client = MlflowClient(tracking_uri=self.uri)
+        atexit.register(self._flush_at_exit)
 
     def _open_sqlite(self):
         """A client of the SQLite store, which is created if new while a lock on its folder
@@ -253,16 +315,26 @@ class Tracker:
         tags = {**tags, TAG_STAGE: stage}
         query = (f"tags.`{TAG_TRIAL}` = '{trial_id}' and tags.`{TAG_SESSION}` = '{tags[TAG_SESSION]}'"
                  f" and tags.`{TAG_STAGE}` = '{stage}'")
-        found = retrying(self.client.search_runs, [experiment_id], query, max_results=1)
-        if found:
-            run = found[0]
+        all_tags = {**tags, TAG_TRIAL: trial_id, **({TAG_PARENT: parent} if parent else {}),
+                    TAG_PARAMS: json.dumps(params, sort_keys=True, default=str)}
+
+        tried = []
+
+        def find_or_create():
+            # one attempt = look, then create: a create whose answer was lost (the server
+            # timed out after committing) is found on the retry, not made twice, and is
+            # still this call's new run
+            found = self.client.search_runs([experiment_id], query, max_results=1)
+            if found:
+                return found[0], bool(tried)
+            tried.append(True)
+            return self.client.create_run(experiment_id, run_name=run_name, tags=all_tags), True
+
+        run, created = retrying(find_or_create, what="opening the trial's run")
+        if not created:
             if run.info.status != "FINISHED":
                 retrying(self.client.update_run, run.info.run_id, status="RUNNING")
             return run.info.run_id, run.info.status
-        run = retrying(self.client.create_run, experiment_id, run_name=run_name,
-                       tags={**tags, TAG_TRIAL: trial_id,
-                             **({TAG_PARENT: parent} if parent else {}),
-                             TAG_PARAMS: json.dumps(params, sort_keys=True, default=str)})
         flat = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(flat), 100):
             retrying(self.client.log_batch, run.info.run_id, params=flat[i:i + 100])
@@ -272,11 +344,46 @@ class Tracker:
         return dict(retrying(self.client.get_run, run_id).data.metrics)
 
     def log_metrics(self, run_id, rows):
-        """``rows``: list of (key, value, step, timestamp_ms)."""
+        """Buffer ``rows`` (list of (key, value, step, timestamp_ms)) for run ``run_id``;
+        the buffer is sent when its oldest point is ``flush_seconds`` old."""
         metrics = [Metric(k, float(v), int(ts), int(step or 0)) for k, v, step, ts in rows]
-        for i in range(0, len(metrics), 1000):
-            retrying(self.client.log_batch, run_id, metrics=metrics[i:i + 1000],
-                     what="logging metrics")
+        with self._lock:
+            self._buffer.setdefault(run_id, []).extend(metrics)
+            self._oldest.setdefault(run_id, time.monotonic())
+            due = time.monotonic() - self._oldest[run_id] >= self.flush_seconds
+        if due:
+            self.flush(run_id)
+
+    def pending(self, run_id=None):
+        """Number of buffered, unsent metric points (of ``run_id``, or of every run)."""
+        with self._lock:
+            return sum(len(v) for k, v in self._buffer.items() if run_id in (None, k))
+
+    def flush(self, run_id=None):
+        """Send the buffered metrics of ``run_id`` (of every run when None), in batches of
+        up to 1,000 points. Points a failed batch held stay buffered for the next flush."""
+        for rid in ([run_id] if run_id is not None else list(self._buffer)):
+            with self._lock:
+                metrics = self._buffer.pop(rid, [])
+                self._oldest.pop(rid, None)
+            for i in range(0, len(metrics), BATCH_METRICS):
+                try:
+                    # MLflow stores a point once: a batch retried after a lost answer adds nothing
+                    retrying(self.client.log_batch, rid, metrics=metrics[i:i + BATCH_METRICS],
+                             what="logging metrics")
+                except BaseException:
+                    with self._lock:
+                        self._buffer[rid] = metrics[i:] + self._buffer.get(rid, [])
+                        self._oldest.setdefault(rid, time.monotonic())
+                    raise
+
+    def _flush_at_exit(self):
+        if self.pending():
+            try:
+                self.flush()
+            except Exception as exc:  # noqa: BLE001 - the process is ending: say so, go on
+                print(f"raydiff: {self.pending()} metric points could not be sent at exit: "
+                      f"{exc}", flush=True)
 
     def set_tags(self, run_id, tags):
         retrying(self.client.log_batch, run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
@@ -286,6 +393,14 @@ class Tracker:
                  what=f"uploading {Path(path).name}")
 
     def end(self, run_id, status="FINISHED"):
+        """Send the run's buffered metrics, then close it as ``status``. The run is closed
+        even when its metrics cannot be sent (then FAILED, and the error is raised), so no
+        run is left RUNNING by a tracker that could still reach the store."""
+        try:
+            self.flush(run_id)
+        except Exception:
+            retrying(self.client.set_terminated, run_id, "FAILED")
+            raise
         retrying(self.client.set_terminated, run_id, status)
 
     def download(self, run_id, dst, path=""):

@@ -49,8 +49,10 @@ def test_aws_cluster_head_serves_mlflow_and_gpu_spot_workers_autoscale():
     assert all(t["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot" for t in workers)
     assert all(t["min_workers"] < t["max_workers"] for t in workers)    # they autoscale
     head_start = _commands(config, "head_start_ray_commands")
-    assert "mlflow server" in head_start and "--serve-artifacts" in head_start
-    assert "--artifacts-destination s3://" in head_start and "sqlite:///" in head_start
+    # the tracking server as raydiff runs it: PostgreSQL, artifacts proxied to S3
+    assert "raydiff server --host 0.0.0.0" in head_start and "--backend postgresql" in head_start
+    assert "--artifacts-destination s3://" in head_start
+    assert "postgresql" in _commands(config, "head_setup_commands")      # its programs
     assert "--dashboard-host=127.0.0.1" in head_start
     setup = _commands(config, "setup_commands")
     assert "-c ~/raydiff/constraints.txt" in setup                 # the pinned versions
@@ -64,7 +66,9 @@ def test_local_cluster_names_its_machines_and_shares_storage():
     config = _validated(raw)
     assert config["max_workers"] == len(raw["provider"]["worker_ips"])
     assert "RAYDIFF_STORAGE=/shared/" in _commands(config, "head_setup_commands")
-    assert "--dashboard-host=127.0.0.1" in _commands(config, "head_start_ray_commands")
+    head_start = _commands(config, "head_start_ray_commands")
+    assert "--dashboard-host=127.0.0.1" in head_start
+    assert "raydiff server --host" in head_start and "--backend postgresql" in head_start
 
 
 def test_local_cluster_carries_what_its_first_real_run_needed():
@@ -103,6 +107,9 @@ def test_a_retried_run_logs_no_epoch_twice(tmp_path):
 
         def log_metrics(self, run_id, rows):
             self.rows += rows
+
+        def flush(self, run_id):
+            pass
 
     logged = {"loss": 12, "acc": 10}          # what the attempt before the crash logged
     report = PackMemberReport(tmp_path / "m", tracker=Tracker(), run_id="r", logged=logged)

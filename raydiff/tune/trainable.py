@@ -23,11 +23,10 @@ from raydiff.experiments.config import build_config
 from raydiff import tracking
 from raydiff.tune import describe, packs
 
-FLUSH_SECONDS = 2.0
-
 
 class TuneReport(Report):
-    """A Report that sends metrics to MLflow (batched) and Tune, and artifacts to MLflow."""
+    """A Report that sends metrics to MLflow (buffered and batched by the Tracker, flushed
+    before every checkpoint) and Tune, and artifacts to MLflow."""
 
     def __init__(self, folder, *, tracker, run_id, config=None, logged=None, **kwargs):
         super().__init__(folder, **kwargs)
@@ -37,7 +36,7 @@ class TuneReport(Report):
         # epochs redone after a resume from an older checkpoint are not logged twice
         self.logged = dict(logged or {})
         self._data_logged = False
-        self._pending, self._last_flush, self._last_tune = [], time.monotonic(), 0.0
+        self._last_tune = 0.0
         self._latest = {}
 
     def _new(self, metrics, step):
@@ -48,10 +47,11 @@ class TuneReport(Report):
 
     def _emit(self, metrics, step, checkpoint):
         now_ms = int(time.time() * 1000)
-        self._pending.extend((k, v, step, now_ms) for k, v in self._new(metrics, step))
+        self.tracker.log_metrics(self.run_id, [(k, v, step, now_ms)
+                                               for k, v in self._new(metrics, step)])
         self._latest.update(metrics)
         now = time.monotonic()
-        if checkpoint is not None or now - self._last_flush > FLUSH_SECONDS:
+        if checkpoint is not None:      # MLflow holds every epoch the checkpoint covers
             self.flush()
         # Tune sees the latest values at most once a second, and with every checkpoint
         if checkpoint is not None:
@@ -96,10 +96,7 @@ class TuneReport(Report):
         self.tracker.set_tags(self.run_id, {key: value})
 
     def flush(self):
-        if self._pending:
-            self.tracker.log_metrics(self.run_id, self._pending)
-            self._pending = []
-        self._last_flush = time.monotonic()
+        self.tracker.flush(self.run_id)
 
 
 def _restore_state(report_tags, context=None):
@@ -258,10 +255,9 @@ class PackMemberReport(TuneReport):
 
     def _emit(self, metrics, step, checkpoint):
         now_ms = int(time.time() * 1000)
-        self._pending.extend((k, v, step, now_ms) for k, v in self._new(metrics, step))
+        self.tracker.log_metrics(self.run_id, [(k, v, step, now_ms)
+                                               for k, v in self._new(metrics, step)])
         self._latest.update(metrics)
-        if time.monotonic() - self._last_flush > FLUSH_SECONDS:
-            self.flush()
 
     def _save_checkpoint(self, state, step):
         pass
