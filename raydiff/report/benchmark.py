@@ -40,7 +40,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from raydiff.report.hardness import kind_of, ratio_of, varying_keys
+from raydiff.report.hardness import kind_of, ratio_of, scored_tables
 from raydiff.scores.metrics import DETECTION, detection
 
 NAME = "*"
@@ -55,42 +55,35 @@ def collect(ctx, runs):
     """Scored entries: a DataFrame with one row per (run, method) and a dict of score
     Series (indexed by sample_id) and noise masks keyed by the row's position."""
     rows, scores = [], {}
-    if "stage" not in runs.columns:          # runs named by their experiment alone
-        runs = runs.assign(stage=runs["experiment"])
-    for stage, part in runs.groupby("stage", sort=True, dropna=False):
-        varying = varying_keys(part)
-        for _, run in part.iterrows():
-            if not ctx.has_artifact(run["run_id"], TABLE):
-                continue
-            table = ctx.read_table(run["run_id"], TABLE)
-            if not {"sample_id", "is_noisy", "score"} <= set(table.columns):
-                continue
-            if "split" in table.columns:
-                table = table[table["split"].astype(str) == "train"]
-            columns = {c.removeprefix("score_"): c for c in table.columns
-                       if c.startswith("score_")}
-            if not columns:
-                suffix = ",".join(f"{k}={run[k]}" for k in varying)
-                columns = {f"{stage}[{suffix}]" if suffix else str(stage): "score"}
-            noisy = table["is_noisy"].to_numpy(dtype=bool)
-            seconds = float(run.get("trial_seconds", np.nan))
-            upstream = pd.to_numeric(run.get("m.upstream_seconds", 0.0), errors="coerce")
-            seconds += 0.0 if pd.isna(upstream) else float(upstream)
-            noise = ratio_of(run, noisy)
-            kind = _noise_kind(run, table)
-            for method, column in columns.items():
-                score = table[column].to_numpy(dtype=np.float64)
-                key = len(rows)
-                rows.append({"method": method, "stage": stage, "run_id": run["run_id"],
-                             "dataset": run.get("dataset", ""), "noise_kind": kind,
-                             "noise_ratio": float(noise),
-                             "seed": run.get("seed", 0), "n": len(score),
-                             "n_noisy": int(noisy.sum()), "seconds": seconds,
-                             "methods_in_run": len(columns), **quality(score, noisy, noise)})
-                ids = table["sample_id"].to_numpy()
-                labels = table["observed_label"] if "observed_label" in table.columns else None
-                scores[key] = (pd.Series(score, index=ids), noisy,
-                               None if labels is None else pd.Series(labels.to_numpy(), index=ids))
+    for stage, varying, run, table in scored_tables(ctx, runs):
+        if not {"sample_id", "is_noisy", "score"} <= set(table.columns):
+            continue
+        if "split" in table.columns:
+            table = table[table["split"].astype(str) == "train"]
+        columns = {c.removeprefix("score_"): c for c in table.columns
+                   if c.startswith("score_")}
+        if not columns:
+            suffix = ",".join(f"{k}={run[k]}" for k in varying)
+            columns = {f"{stage}[{suffix}]" if suffix else str(stage): "score"}
+        noisy = table["is_noisy"].to_numpy(dtype=bool)
+        seconds = float(run.get("trial_seconds", np.nan))
+        upstream = pd.to_numeric(run.get("m.upstream_seconds", 0.0), errors="coerce")
+        seconds += 0.0 if pd.isna(upstream) else float(upstream)
+        noise = ratio_of(run, noisy)
+        kind = _noise_kind(run, table)
+        for method, column in columns.items():
+            score = table[column].to_numpy(dtype=np.float64)
+            key = len(rows)
+            rows.append({"method": method, "stage": stage, "run_id": run["run_id"],
+                         "dataset": run.get("dataset", ""), "noise_kind": kind,
+                         "noise_ratio": float(noise),
+                         "seed": run.get("seed", 0), "n": len(score),
+                         "n_noisy": int(noisy.sum()), "seconds": seconds,
+                         "methods_in_run": len(columns), **quality(score, noisy, noise)})
+            ids = table["sample_id"].to_numpy()
+            labels = table["observed_label"] if "observed_label" in table.columns else None
+            scores[key] = (pd.Series(score, index=ids), noisy,
+                           None if labels is None else pd.Series(labels.to_numpy(), index=ids))
     frame = pd.DataFrame(rows)
     if not len(frame):
         return frame, scores

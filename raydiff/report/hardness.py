@@ -130,48 +130,53 @@ def varying_keys(runs):
     return [k for k in keys if runs[k].astype(str).nunique() > 1]
 
 
-def collect(ctx, runs):
-    """One row per (run, method) with the run's setting and the three detection numbers,
-    and ``{row index: score Series indexed by sample_id}``; only settings with hard
-    samples (and some not hard)."""
-    rows, scores = [], {}
+def scored_tables(ctx, runs):
+    """(stage, its varying keys, run, the run's per-sample table) for every run of
+    ``runs`` that logged one, stage by stage (runs without a stage tag by experiment)."""
     if "stage" not in runs.columns:
         runs = runs.assign(stage=runs["experiment"])
     for stage, part in runs.groupby("stage", sort=True, dropna=False):
         varying = varying_keys(part)
         for _, run in part.iterrows():
-            if not ctx.has_artifact(run["run_id"], TABLE):
+            if ctx.has_artifact(run["run_id"], TABLE):
+                yield stage, varying, run, ctx.read_table(run["run_id"], TABLE)
+
+
+def collect(ctx, runs):
+    """One row per (run, method) with the run's setting and the three detection numbers,
+    and ``{row index: score Series indexed by sample_id}``; only settings with hard
+    samples (and some not hard)."""
+    rows, scores = [], {}
+    for stage, varying, run, table in scored_tables(ctx, runs):
+        hard = truth(table)
+        if hard is None or not {"sample_id", "score"} <= set(table.columns):
+            continue
+        if "split" in table.columns:
+            keep = (table["split"].astype(str) == "train").to_numpy()
+            table, hard = table[keep], hard[keep]
+        if not hard.any() or hard.all():
+            continue
+        variant = ",".join(f"{k}={run[k]}" for k in varying)
+        own = f"{stage}[{variant}]" if variant else str(stage)
+        columns, from_columns = methods_of(table, own)
+        ids = table["sample_id"].to_numpy()
+        setting = {"dataset": run.get("dataset", "") if _present(run.get("dataset"))
+                   else "", "hardness": kind_of(run, table),
+                   "ratio": ratio_of(run, hard), "seed": run.get("seed", 0)}
+        for method, column in columns.items():
+            score = table[column].to_numpy(dtype=np.float64)
+            if np.isnan(score).any():
+                # a method that could not score every sample would be judged on
+                # another set than the rest: left out, and said so
+                warnings.warn(f"hardness report: method {method!r} of run "
+                              f"{run['run_id']} has NaN scores; left out", stacklevel=2)
                 continue
-            table = ctx.read_table(run["run_id"], TABLE)
-            hard = truth(table)
-            if hard is None or not {"sample_id", "score"} <= set(table.columns):
-                continue
-            if "split" in table.columns:
-                keep = (table["split"].astype(str) == "train").to_numpy()
-                table, hard = table[keep], hard[keep]
-            if not hard.any() or hard.all():
-                continue
-            variant = ",".join(f"{k}={run[k]}" for k in varying)
-            own = f"{stage}[{variant}]" if variant else str(stage)
-            columns, from_columns = methods_of(table, own)
-            ids = table["sample_id"].to_numpy()
-            setting = {"dataset": run.get("dataset", "") if _present(run.get("dataset"))
-                       else "", "hardness": kind_of(run, table),
-                       "ratio": ratio_of(run, hard), "seed": run.get("seed", 0)}
-            for method, column in columns.items():
-                score = table[column].to_numpy(dtype=np.float64)
-                if np.isnan(score).any():
-                    # a method that could not score every sample would be judged on
-                    # another set than the rest: left out, and said so
-                    warnings.warn(f"hardness report: method {method!r} of run "
-                                  f"{run['run_id']} has NaN scores; left out", stacklevel=2)
-                    continue
-                scores[len(rows)] = pd.Series(score, index=ids)
-                rows.append({"method": method, "stage": stage, "run_id": run["run_id"],
-                             **setting, "variant": variant,
-                             "from_column": method in from_columns, "n": len(score),
-                             "n_hard": int(hard.sum()),
-                             **hardness_detection(score, hard)})
+            scores[len(rows)] = pd.Series(score, index=ids)
+            rows.append({"method": method, "stage": stage, "run_id": run["run_id"],
+                         **setting, "variant": variant,
+                         "from_column": method in from_columns, "n": len(score),
+                         "n_hard": int(hard.sum()),
+                         **hardness_detection(score, hard)})
     frame = pd.DataFrame(rows)
     if not len(frame):
         return frame, scores
