@@ -34,16 +34,3 @@ def workdir(tmp_path, monkeypatch):
     """A clean working folder (the MLflow store and Ray results land here)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-# Tests that start real processes (Ray, an MLflow server, the raydiff driver) run one after
-# another on one pytest-xdist worker, as they did before the suite ran on two: they use
-# both cores themselves and some pace their faults by the clock. The rest (single-threaded
-# torch, see one_thread) share the other worker. Without xdist the mark does nothing.
-REAL_PROCESS_MODULES = {"test_end_to_end", "test_faults", "test_graph", "test_ui", "test_cluster"}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.get_closest_marker("slow") or item.module.__name__ in REAL_PROCESS_MODULES:
-            item.add_marker(pytest.mark.xdist_group("real_processes"))

@@ -36,13 +36,14 @@ def test_a_crossval_fold_trains_on_the_other_folds_with_their_noisy_labels(tmp_p
     sets, held = [], []
     for fold in range(3):
         report = Report(tmp_path / f"f{fold}")
-        crossval.run(build_config(crossval.Config, {**TRAIN, "folds": 3, "fold": fold}),
-                     report, data)
+        metrics = crossval.run(build_config(crossval.Config, {**TRAIN, "folds": 3, "fold": fold}),
+                               report, data)
         oof = pd.read_parquet(report.folder / "oof.parquet")
         train = report.training_set
-        # disjoint from its held-out part, together the whole subset
+        # disjoint from its held-out part; with the clean validation part (held out of
+        # training to choose the epoch, oof_epoch: best_clean) together the whole subset
         assert not set(train["sample_id"]) & set(oof["sample_id"])
-        assert len(train) + len(oof) == 200
+        assert len(train) + len(oof) + metrics["n_clean_val"] == 200
         # the labels it fit are the noisy ones: some differ from the truth
         truth = data.y[train["sample_id"].to_numpy()]
         assert (train["observed_label"].to_numpy() != truth).sum() == train["is_noisy"].sum() > 0
