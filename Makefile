@@ -26,6 +26,7 @@ demo: $(STAMP)
 # two pytest-xdist workers: the tests that train on one thread (one_thread) fill the core
 # that was idle; the real-process tests wait on Ray, MLflow and their drivers with timeouts,
 # not fixed sleeps. TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 
