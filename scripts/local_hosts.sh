@@ -135,12 +135,15 @@ start_host() {   # host index
     ip netns exec "$ns" unshare --pid --fork --mount-proc --mount --propagation private \
         bash -c '
             set -e
+            # the environment first: it may itself live under /tmp (a CI clone)
+            mount --bind "$3" "$4" && mount -o remount,bind,ro "$4"
             mount --bind "$1/h$2/tmp" /tmp
             mount --bind "$1/h$2/home" "$5"
             mount --bind "$1/h$2/passwd" /etc/passwd
             mount -t tmpfs -o size=2g,mode=1777 tmpfs /dev/shm
             mount --bind "$1/shared" /shared
-            mount --bind "$3" "$4" && mount -o remount,bind,ro "$4"
+            # its scripts name their Python by the original path: show it there too
+            case "$3" in /tmp/*) mkdir -p "$3" && mount --bind "$4" "$3" ;; esac
             exec /usr/sbin/sshd -D -e -f "$1/h$2/sshd_config"
         ' host "$STATE" "$i" "$(readlink -f "$VENV")" "$VENV_MOUNT" "$HOME_MOUNT" \
         >>"$STATE/h$i/sshd.log" 2>&1 </dev/null 9>&- &
