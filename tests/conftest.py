@@ -34,3 +34,18 @@ def workdir(tmp_path, monkeypatch):
     """A clean working folder (the MLflow store and Ray results land here)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def toy_dataset(n=240, classes=4, dim=8, seed=0, spread=3.0):
+    """``n`` samples of ``classes`` Gaussian clusters in ``dim`` dimensions (unit noise
+    around centres drawn with std ``spread``), as a non-image Dataset."""
+    import numpy as np
+
+    from raydiff.data import Dataset
+
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, spread, (classes, dim))
+    y = rng.integers(0, classes, n)
+    x = (centers[y] + rng.normal(0, 1.0, (n, dim))).astype(np.float32)
+    return Dataset("toy", x, y.astype(np.int64), classes, np.array(["train"] * n),
+                   is_image=False)

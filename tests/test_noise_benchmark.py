@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raydiff.data import Dataset, prepare
+from conftest import toy_dataset
+from raydiff.data import prepare
 from raydiff.experiments import (confident_learning, crossval, data_params, dynamics, identify,
                                  inversion, train_classifier)
 from raydiff.experiments.base import Report, Upstream
@@ -53,15 +54,6 @@ def test_dynamics_aum_stops_at_the_first_milestone_and_el2n_is_an_eval_pass(tmp_
 
 
 # -- experiments: same noisy labels everywhere, detection on planted noise ---------------------
-
-def toy_dataset(n=240, classes=4, dim=8, seed=0, spread=3.0):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(0, spread, (classes, dim))
-    y = rng.integers(0, classes, n)
-    x = (centers[y] + rng.normal(0, 1.0, (n, dim))).astype(np.float32)
-    return Dataset("toy", x, y.astype(np.int64), classes, np.array(["train"] * n),
-                   is_image=False)
-
 
 TRAIN = dict(dataset="blobs", subset_size=None, noise_ratio=0.25, seed=3, model="simple_nn",
              hidden=[32], epochs=8, batch_size=32, lr=0.1, weight_decay=0.0, lr_milestones=[],

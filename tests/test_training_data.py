@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import toy_dataset
 from raydiff import tracking
-from raydiff.data import Dataset, load_dataset
+from raydiff.data import load_dataset
 from raydiff.experiments import crossval, get_experiment, imbalance, retrain
 from raydiff.experiments import data_params as dpx
 from raydiff.experiments.base import Report, Upstream
@@ -17,22 +18,13 @@ from raydiff.tune import describe
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def toy_dataset(n=200, classes=4, dim=8, seed=0):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(0, 3.0, (classes, dim))
-    y = rng.integers(0, classes, n)
-    x = (centers[y] + rng.normal(0, 1.0, (n, dim))).astype(np.float32)
-    return Dataset("toy", x, y.astype(np.int64), classes, np.array(["train"] * n),
-                   is_image=False)
-
-
 TRAIN = dict(dataset="blobs", subset_size=None, noise_ratio=0.25, seed=3, model="simple_nn",
              hidden=[16], epochs=2, batch_size=32, lr=0.1, weight_decay=0.0, lr_milestones=[],
              checkpoint_every=2)
 
 
 def test_a_crossval_fold_trains_on_the_other_folds_with_their_noisy_labels(tmp_path):
-    data = toy_dataset()
+    data = toy_dataset(n=200)
     sets, held = [], []
     for fold in range(3):
         report = Report(tmp_path / f"f{fold}")
@@ -73,7 +65,7 @@ def _identify_table(data, hard_every=4):
 
 
 def test_an_imbalance_cell_trains_on_its_reduced_split_with_identifys_labels(tmp_path):
-    data = toy_dataset()
+    data = toy_dataset(n=200)
     (tmp_path / "identify").mkdir()
     table = _identify_table(data)
     table.to_parquet(tmp_path / "identify" / "per_sample.parquet")
