@@ -124,7 +124,7 @@ def run_stages(sweep, work, *, threads=1, device="cpu", stages=None, rows=None, 
         module = stage.module
         seconds[stage.name] = []
         for i, spec in enumerate(specs):
-            config = build_config(module.Config, spec["config"], f"stages.{stage.name}")
+            config = build_config(module.Config, spec.config, f"stages.{stage.name}")
             key = (config.dataset, config.data_root, config.download, config.image_size)
             if key not in datasets and getattr(module, "NEEDS_DATA", True):
                 # loaded once, like the driver does
@@ -146,7 +146,7 @@ def run_stages(sweep, work, *, threads=1, device="cpu", stages=None, rows=None, 
                               for k, v in m.items()], columns=["step", "key", "value"]
                              ).to_csv(folder / "history.csv", index=False)
                 rows.append({"run_id": run_id, "stage": stage.name, "experiment": module.NAME,
-                             "trial_seconds": seconds[stage.name][-1], **spec["params"],
+                             "trial_seconds": seconds[stage.name][-1], **spec.params,
                              **vars(config), **{f"m.{k}": v for k, v in metrics.items()}})
             if verbose:
                 print(f"{run_id}: {seconds[stage.name][-1]:.1f} s", flush=True)
@@ -157,7 +157,7 @@ def upstream_folders(sweep, stage, spec, folders):
     """{experiment: folder (or list of folders)} of the earlier-stage results ``spec`` takes,
     from the ``folders`` :func:`run_stages` returned."""
     out = {}
-    for experiment, ids in spec["upstream"].items():
+    for experiment, ids in spec.upstream.items():
         # plan() numbers each stage's trials; the id belongs to the earlier stage that runs
         # this experiment
         u_stage = next(s for s in stage.after if sweep.stage(s).experiment == experiment)

@@ -111,8 +111,8 @@ def prepare_trial(name, smoke, device, work):
     upstream = {k: [str(f) for f in v] if isinstance(v, list) else str(v)
                 for k, v in upstream.items()}
     print(f"-- {name}: sweeps/{file}, stage {stage.name} ({stage.experiment}), first trial "
-          f"{ {k: v for k, v in spec['config'].items()} }")
-    return json.dumps({"experiment": stage.experiment, "config": spec["config"],
+          f"{ {k: v for k, v in spec.config.items()} }")
+    return json.dumps({"experiment": stage.experiment, "config": spec.config,
                        "upstream": upstream, "device": device})
 
 

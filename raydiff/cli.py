@@ -171,10 +171,8 @@ def cmd_validate(args):
     return 0
 
 
-def parser():
-    p = argparse.ArgumentParser(prog="raydiff", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_run(sub):
+    """The ``raydiff run`` command and its options."""
     run = sub.add_parser("run", help="run a sweep file on Ray Tune, tracked in MLflow")
     run.add_argument("sweep", help="sweep YAML file (see sweeps/)")
     run.add_argument("--smoke", action="store_true", help="tiny data, 1-2 epochs per trial")
@@ -205,6 +203,13 @@ def parser():
                      help="Tune's own verbose output: a config box per trial start, "
                           "every result (default: one progress table per stage)")
     run.set_defaults(func=cmd_run)
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="raydiff", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    _add_run(sub)
 
     rep = sub.add_parser("report", help="tables and figures from a sweep's MLflow runs")
     rep.add_argument("name", help="sweep name (= MLflow experiment)")

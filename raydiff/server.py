@@ -293,37 +293,13 @@ def serve(*, host="127.0.0.1", port=5000, folder="mlflow-server", backend=None,
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     pg, popen, code = None, None, 0
     try:
-        if backend == "postgresql":
-            size, overflow = POOL[backend]
-            pg = Postgres(folder, max_connections=workers * (size + overflow) + 20).start()
-            store = pg.uri
-            from raydiff.tracking import Tracker
-            Tracker(store).check(timeout=60)   # MLflow's tables, made once before the workers
-            where = f"PostgreSQL {pg.data} (socket in {pg.socket_dir})"
-        else:
-            store = sqlite_store(folder)
-            where = f"SQLite {folder / 'mlflow.db'} (WAL)"
+        pg, store, where = _backend_store(backend, folder, workers)
         log = folder / "server.log"
-        cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
-               "--backend-store-uri", store, "--serve-artifacts",
-               "--artifacts-destination", artifacts, "--workers", str(workers),
-               # uvicorn kills a worker that misses a 5 s health ping: a loaded head's
-               # workers, still importing MLflow, would be killed and restarted in a loop
-               "--uvicorn-opts", "--timeout-worker-healthcheck 120 --timeout-keep-alive 30"]
-        with open(log, "ab") as sink:
-            popen = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=folder,
-                                     env=server_env(backend, workers), start_new_session=True)
+        popen = _start_mlflow(store, host=host, port=port, folder=folder, log=log,
+                              artifacts=artifacts, workers=workers, backend=backend)
         url = _url(host, port)
         local = _url(_connect_host(host), port)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not healthy(local):
-            if popen.poll() is not None:
-                raise ServerError(f"mlflow server exited ({popen.returncode}) before answering; "
-                                  f"its log, {log}:\n{_tail(log)}")
-            if time.monotonic() > deadline:
-                raise ServerError(f"mlflow server did not answer {local}/health within "
-                                  f"{START_TIMEOUT:.0f} s; its log, {log}:\n{_tail(log)}")
-            time.sleep(0.5)
+        _wait_healthy(popen, local, log)
         out(f"raydiff: tracking URI {local}", flush=True)
         if local != url:
             out(f"raydiff: listening on {host}:{port}: other hosts use "
@@ -347,6 +323,50 @@ def serve(*, host="127.0.0.1", port=5000, folder="mlflow-server", backend=None,
             for s, handler in old.items():
                 signal.signal(s, handler)
     return code
+
+
+def _backend_store(backend, folder, workers):
+    """(the PostgreSQL started, or None; the store URI; a line saying where it is) of the
+    server's backend store, its tables made once before MLflow's workers start."""
+    if backend != "postgresql":
+        return None, sqlite_store(folder), f"SQLite {folder / 'mlflow.db'} (WAL)"
+    size, overflow = POOL[backend]
+    pg = Postgres(folder, max_connections=workers * (size + overflow) + 20).start()
+    try:
+        from raydiff.tracking import Tracker
+        Tracker(pg.uri).check(timeout=60)
+    except BaseException:
+        pg.stop()
+        raise
+    return pg, pg.uri, f"PostgreSQL {pg.data} (socket in {pg.socket_dir})"
+
+
+def _start_mlflow(store, *, host, port, folder, log, artifacts, workers, backend):
+    """Start ``mlflow server`` on ``store`` in a process group of its own, its output
+    appended to ``log``; returns the Popen at once."""
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
+           "--backend-store-uri", store, "--serve-artifacts",
+           "--artifacts-destination", artifacts, "--workers", str(workers),
+           # uvicorn kills a worker that misses a 5 s health ping: a loaded head's
+           # workers, still importing MLflow, would be killed and restarted in a loop
+           "--uvicorn-opts", "--timeout-worker-healthcheck 120 --timeout-keep-alive 30"]
+    with open(log, "ab") as sink:
+        return subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=folder,
+                                env=server_env(backend, workers), start_new_session=True)
+
+
+def _wait_healthy(popen, local, log):
+    """Wait until the server at ``local`` answers /health (ServerError with the log's
+    tail when it exits first or takes longer than START_TIMEOUT)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while not healthy(local):
+        if popen.poll() is not None:
+            raise ServerError(f"mlflow server exited ({popen.returncode}) before answering; "
+                              f"its log, {log}:\n{_tail(log)}")
+        if time.monotonic() > deadline:
+            raise ServerError(f"mlflow server did not answer {local}/health within "
+                              f"{START_TIMEOUT:.0f} s; its log, {log}:\n{_tail(log)}")
+        time.sleep(0.5)
 
 
 def _tail(path, n=3000):

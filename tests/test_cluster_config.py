@@ -100,7 +100,7 @@ def test_local_hosts_script_refuses_without_root():
 def test_a_retried_run_logs_no_epoch_twice(tmp_path):
     """A trial resumed from a checkpoint older than its last logged epoch trains the
     epochs in between again; they are not logged again (one point per metric and step)."""
-    from raydiff.tune.trainable import PackMemberReport, TuneReport
+    from raydiff.tune.trainable import PackConfigReport, TuneReport
 
     class Tracker:
         rows = []
@@ -112,7 +112,7 @@ def test_a_retried_run_logs_no_epoch_twice(tmp_path):
             pass
 
     logged = {"loss": 12, "acc": 10}          # what the attempt before the crash logged
-    report = PackMemberReport(tmp_path / "m", tracker=Tracker(), run_id="r", logged=logged)
+    report = PackConfigReport(tmp_path / "m", tracker=Tracker(), run_id="r", logged=logged)
     for epoch in range(11, 15):               # resumed from the checkpoint at epoch 10
         report({"loss": 0.5, "acc": 0.9}, step=epoch)
     report.flush()

@@ -334,8 +334,8 @@ def test_an_experiment_logs_is_hard_for_an_image_kind(tmp_path, mnist):
 
 def test_a_run_is_named_by_hardness_once_not_by_its_alias_too():
     from raydiff.tune import describe
-    specs = [{"params": {"hardness": k, "noise_kind": k, "seed": 0}} for k in ("zoom", "pair")]
-    assert describe.varied_keys(specs) == ["hardness"]
+    params = [{"hardness": k, "noise_kind": k, "seed": 0} for k in ("zoom", "pair")]
+    assert describe.varied_keys(params) == ["hardness"]
     table = pd.DataFrame({"sample_id": [0, 1, 2], "observed_label": [0, 1, 1],
                           "is_noisy": [False] * 3, "is_hard": [True, False, False],
                           "split": ["train"] * 3})

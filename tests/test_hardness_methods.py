@@ -290,9 +290,35 @@ def test_a_detector_stage_gathers_every_seed_and_noise_of_its_data():
     planned = sweeps.plan(sweeps.validate(raw))
     assert len(planned["detector"]) == 9                     # one per seed and noise setting
     for spec in planned["detector"]:
-        assert len(spec["upstream"]["dynamics"]) == 9        # every dynamics run of the data
+        assert len(spec.upstream["dynamics"]) == 9        # every dynamics run of the data
     for spec in planned["cl"]:                                 # other gatherers: own setting only
-        assert len(spec["upstream"]["crossval"]) == 2
+        assert len(spec.upstream["crossval"]) == 2
+
+
+def test_the_cifar10_sweep_plans_the_demos_settings_with_resnet18_on_quarter_gpus():
+    from pathlib import Path
+
+    from raydiff.tune import sweep as sweeps
+    repo = Path(__file__).resolve().parents[1]
+    demo = sweeps.plan(sweeps.load(repo / "sweeps" / "hardness_demo.yaml"))
+    sweep = sweeps.load(repo / "sweeps" / "hardness_cifar10.yaml")
+    cifar = sweeps.plan(sweep)
+
+    def settings(specs):
+        return sorted({(s.config["hardness"], s.config["noise_ratio"], s.config["seed"])
+                       for s in specs})
+
+    assert len(settings(cifar["dynamics"])) == 90
+    for stage in cifar:              # every stage it keeps sees every (kind, p, seed)
+        assert settings(cifar[stage]) == settings(demo[stage])
+    assert {s.name for s in sweep.stages} == set(demo) - {"data_params", "vog"}
+    for stage in ("dynamics", "final_model", "crossval"):
+        config = sweeps.resolved(sweep.stage(stage), cifar[stage][0].config)
+        assert (config["dataset"], config["model"]) == ("CIFAR10", "resnet18")
+    final = sweeps.resolved(sweep.stage("final_model"), cifar["final_model"][0].config)
+    assert (final["optimizer"], final["lr"], final["batch_size"], final["epochs"]) == (
+        "adam", 0.001, 64, 10)                      # H-CAT's recipe
+    assert all(s.resources == {"cpu": 2, "gpu": 0.25} for s in sweep.stages)
 
 
 def test_hcat_recipe_lenet_with_adam_trains_in_dynamics_and_crossval(tmp_path):

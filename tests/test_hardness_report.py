@@ -164,6 +164,20 @@ def test_detection_planted_truth(report):
         assert abs(cell.loc[(kind, ratio, "random"), "auprc_mean"] - chance) < 0.08
 
 
+def test_the_tables_open_on_an_overview_of_method_by_kind(report):
+    from raydiff.report.hardness import middle_ratio
+    assert middle_ratio([0.3, 0.1, 0.2]) == 0.2 and middle_ratio([0.05, 0.1, 0.2]) == 0.1
+    out, _ = report
+    text = (out / "hardness_tables.md").read_text()
+    overview = text[text.index("## Overview"):text.index("## near_ood")]
+    rows = [line for line in overview.splitlines() if line.startswith("| ")]
+    # kinds in the order of docs/hardness.md (label kinds first), at the middle ratio
+    assert rows[0] == "| method | pair @ 0.1 | near_ood @ 0.1 | mean rank |"
+    assert rows[1].startswith("| perfect | **1.000 ± 0.000** | **1.000 ± 0.000** | 1.00")
+    assert rows[-2].startswith("| inverted |")            # methods by mean rank
+    assert rows[-1].startswith("| *chance* | 0.100 | 0.100")
+
+
 def test_ranks_friedman_and_critical_difference(report):
     out, _ = report
     ranks = pd.read_csv(out / "hardness_ranks.csv", dtype={"ratio": str})

@@ -232,20 +232,20 @@ def test_benchmark_sweeps_validate_and_gather_every_fold():
         assert len(planned["confident_learning"]) == settings
         by_id = {f"planned-{i}": s for i, s in enumerate(planned["crossval"])}
         for spec in planned["confident_learning"]:
-            assert len(spec["upstream"]["crossval"]) == folds
-            for run_id in spec["upstream"]["crossval"]:   # the folds of its own noise
-                fold, own = by_id[run_id]["config"], spec["config"]
+            assert len(spec.upstream["crossval"]) == folds
+            for run_id in spec.upstream["crossval"]:   # the folds of its own noise
+                fold, own = by_id[run_id].config, spec.config
                 assert (fold.get("noise_kind", "uniform"), fold["noise_ratio"], fold["seed"]) == (
                     own.get("noise_kind", "uniform"), own["noise_ratio"], own["seed"])
     # the C-score stage: one trial per setting, >= 500 models each, its own recipe
     cscore = sweeps.plan(sweeps.load("sweeps/benchmark_demo.yaml"))["cscore"]
     assert len(cscore) == 6 * 3
     for spec in cscore:
-        config = spec["config"]
+        config = spec.config
         assert len(config["ratios"]) * config["models_per_ratio"] >= 500
         assert (config["hidden"], config["batch_size"]) == ([20, 20], 128)
     demo = sweeps.plan(sweeps.load("sweeps/benchmark_demo.yaml"))["vog"]
-    assert {(s["config"]["noise_kind"], s["config"]["noise_ratio"]) for s in demo} == {
+    assert {(s.config["noise_kind"], s.config["noise_ratio"]) for s in demo} == {
         ("uniform", 0.0), ("uniform", 0.1), ("uniform", 0.2), ("uniform", 0.4),
         ("pair", 0.2), ("pair", 0.4)}
 

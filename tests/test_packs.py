@@ -14,6 +14,7 @@ from raydiff.experiments.base import Report, Upstream
 from raydiff.experiments.config import ConfigError, build_config
 from raydiff.tune import packs
 from raydiff.tune import sweep as sweeps
+from raydiff.tune.spec import TrialSpec
 
 import rounding
 
@@ -28,7 +29,7 @@ def _groups(raw, size=None, slots=1):
     stage = sweep.stages[0]
     own, _ = sweeps.expand_own(stage)
     specs = sweeps.join(stage, own, {})
-    configs = [sweeps.resolved(stage, s["config"]) for s in specs]
+    configs = [sweeps.resolved(stage, s.config) for s in specs]
     groups = packs.make_packs(specs, stage.module, configs, size or stage.pack,
                               resources=stage.resources, slots=slots)
     return [[configs[i] for i in g] for g in groups]
@@ -108,14 +109,15 @@ def test_the_cli_refuses_a_bad_pack_flag():
 
 
 def test_a_pack_trial_is_named_for_what_it_stacks():
-    members = [{"stage": "identify", "experiment": "identify", "name": f"identify s={s}",
-                "params": {"strategy": st, "noise_ratio": nr, "epochs": 40}}
+    configs = [TrialSpec("identify", "identify", {}, {"strategy": st, "noise_ratio": nr,
+                                                      "epochs": 40}, name=f"identify s={s}")
                for s, (st, nr) in enumerate([("stragglers", 0.0), ("energy", 0.1),
                                              ("energy", 0.0)])]
-    spec = packs.pack_spec("identify", members, {"strategy": "strategy", "noise_ratio": "noise",
+    spec = packs.pack_spec("identify", configs, {"strategy": "strategy", "noise_ratio": "noise",
                                                  "epochs": "epochs"})
-    assert spec["name"] == "identify pack of 3 (strategy x noise)"
-    assert spec["params"]["epochs"] == 40 and spec["params"]["strategy"] == "2 values"
+    assert packs.is_pack(spec) and spec.configs == configs
+    assert spec.name == "identify pack of 3 (strategy x noise)"
+    assert spec.params["epochs"] == 40 and spec.params["strategy"] == "2 values"
 
 
 # -- packed == alone, per experiment --------------------------------------------------------
@@ -310,11 +312,11 @@ def test_a_killed_pack_resumes_from_its_checkpoint_and_ends_as_an_unkilled_one(
             assert again[i]["epochs_run"] == straight[i]["epochs_run"] == 5
 
 
-def test_a_pack_checkpoint_is_used_only_for_the_members_it_was_saved_for():
+def test_a_pack_checkpoint_is_used_only_for_the_configs_it_was_saved_for():
     from raydiff.tune.trainable import _pack_resume_state
-    saved = {"pack_members": [0, 2, 3], "pack": {"epoch": 4}}
+    saved = {"pack_configs": [0, 2, 3], "pack": {"epoch": 4}}
     assert _pack_resume_state(saved, [0, 2, 3]) == ({"epoch": 4}, None)
-    state, why = _pack_resume_state(saved, [2, 3])         # member 0 finished since
+    state, why = _pack_resume_state(saved, [2, 3])         # config 0 finished since
     assert state is None and "restarting those from scratch" in why
     assert _pack_resume_state(None, [0]) == (None, None)
 

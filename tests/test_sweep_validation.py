@@ -1,5 +1,6 @@
 """Bad sweep files are refused before Ray starts, with the key and the allowed values."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -133,15 +134,15 @@ def test_cases_axis_is_a_union_of_grids_crossed_with_the_other_axes():
     counts = sweeps.planned_counts(sweep)
     assert counts == {"identify": 2 * 2 * 6, "imbalance": 2 * 2 * 6 * 2}
     specs = sweeps.plan(sweep)["identify"]
-    cells = {(s["config"]["noise_kind"], s["config"]["noise_ratio"]) for s in specs}
+    cells = {(s.config["noise_kind"], s.config["noise_ratio"]) for s in specs}
     assert cells == {("uniform", 0.0), ("uniform", 0.1), ("uniform", 0.2), ("uniform", 0.4),
                      ("pair", 0.2), ("pair", 0.4)}          # no pair at 0 or 0.1
-    assert len(specs) == len({sweeps.spec_key(s) for s in specs})
+    assert len(specs) == len({json.dumps(s.config, sort_keys=True) for s in specs})
     # a later stage joins on the noise keys too: same kind, same ratio
     for spec in sweeps.plan(sweep)["imbalance"]:
-        assert spec["config"]["noise_kind"] in ("uniform", "pair")
-    assert len({(s["config"]["seed"], s["config"]["noise_kind"], s["config"]["noise_ratio"],
-                 s["params"]["identify.strategy"], s["config"]["train_ratio"])
+        assert spec.config["noise_kind"] in ("uniform", "pair")
+    assert len({(s.config["seed"], s.config["noise_kind"], s.config["noise_ratio"],
+                 s.params["identify.strategy"], s.config["train_ratio"])
                 for s in sweeps.plan(sweep)["imbalance"]}) == 48
     # --set replaces the key inside every case (repeats collapse), and a stage's own key
     # wins over the shared cases' value
@@ -152,7 +153,7 @@ def test_cases_axis_is_a_union_of_grids_crossed_with_the_other_axes():
     own = _with(("config", "noise"), raw["config"]["noise"])
     own["stages"]["identify"]["config"]["noise_kind"] = "pair"
     specs = sweeps.plan(sweeps.validate(own))["identify"]
-    assert {(s["config"]["noise_kind"], s["config"]["noise_ratio"]) for s in specs} == {
+    assert {(s.config["noise_kind"], s.config["noise_ratio"]) for s in specs} == {
         ("pair", r) for r in (0.0, 0.1, 0.2, 0.4)}
 
 
@@ -162,9 +163,9 @@ def test_stage_join_pairs_each_cell_with_matching_identify_trials():
     assert counts == {"identify": 4, "imbalance": 8}       # 2 cells x (2 strategies) per seed
     specs = sweeps.plan(sweep)["imbalance"]
     for spec in specs:
-        assert spec["params"]["identify.strategy"] in ("stragglers", "energy")
-        assert spec["config"]["seed"] in (0, 1)
-    assert len({(s["config"]["seed"], s["params"]["identify.strategy"], s["config"]["train_ratio"])
+        assert spec.params["identify.strategy"] in ("stragglers", "energy")
+        assert spec.config["seed"] in (0, 1)
+    assert len({(s.config["seed"], s.params["identify.strategy"], s.config["train_ratio"])
                 for s in specs}) == 8
 
 

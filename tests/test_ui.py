@@ -16,6 +16,7 @@ from conftest import RAYDIFF
 from raydiff import tracking
 from raydiff.tune import describe
 from raydiff.tune import sweep as sweeps
+from raydiff.tune.spec import TrialSpec, tune_value
 
 DEMO = {
     "name": "names",
@@ -47,12 +48,12 @@ def test_run_names_carry_the_varied_keys_of_the_stage_and_its_upstream():
     # the after-stage names its runs by identify's axes too, inherited ones first
     assert keys["imbalance"] == ["identify.strategy", "noise_ratio", "train_ratio",
                                  "remaining_train_ratio"]
-    names = [s["name"] for s in planned["imbalance"]]
+    names = [s.name for s in planned["imbalance"]]
     assert len(set(names)) == len(names) == 36
     assert "imbalance strategy=stragglers noise=0.2 train_ratio=0.9 remaining=0.5" in names
     for spec in planned["identify"]:
-        p = spec["params"]
-        assert spec["name"] == f"identify strategy={p['strategy']} noise={p['noise_ratio']:g}"
+        p = spec.params
+        assert spec.name == f"identify strategy={p['strategy']} noise={p['noise_ratio']:g}"
     # fixed keys (dataset, seed, subset) never clutter a name
     assert not any("seed" in n or "mnist5k" in n for n in names)
 
@@ -62,23 +63,26 @@ def test_seed_axis_reads_last_and_a_single_trial_is_named_by_its_stage():
            "config": {"seed": {"grid": [0, 1]}, "lr": {"grid": [0.1, 0.01]}}}
     planned, keys = _named(raw)
     assert keys["main"] == ["lr", "seed"]
-    assert planned["main"][0]["name"] == "identify lr=0.1 seed=0"   # single stage: experiment
+    assert planned["main"][0].name == "identify lr=0.1 seed=0"   # single stage: experiment
     one, keys = _named({"name": "one", "experiment": "identify", "config": {"seed": 3}})
-    assert keys["main"] == [] and one["main"][0]["name"] == "identify"
+    assert keys["main"] == [] and one["main"][0].name == "identify"
 
 
 def test_names_that_would_read_alike_are_numbered():
     long_a, long_b = "x" * 30 + "a", "x" * 30 + "b"      # cut to the same 16 characters
-    specs = [{"params": {"model": v}, "config": {"model": v}} for v in (long_a, long_b)]
+    specs = [TrialSpec("train", "train_classifier", {"model": v}, {"model": v})
+             for v in (long_a, long_b)]
     describe.name_specs("train", specs, own={"model"})
-    assert specs[0]["name"] != specs[1]["name"]
-    assert specs[1]["name"].endswith("#2")
+    assert specs[0].name != specs[1].name
+    assert specs[1].name.endswith("#2")
 
 
 def test_search_trials_add_the_drawn_values_and_their_number():
-    config = {"trial": {"stage": "tune", "name": "tune seed=1"}, "lr": 0.012345}
+    spec = TrialSpec("tune", "identify", {"seed": 1}, {"seed": 1}, name="tune seed=1")
+    config = {"trial": tune_value(spec), "lr": 0.012345}
     assert describe.trial_name(config, "ab12c_00007") == "tune seed=1 lr=0.01235 #00007"
-    assert describe.trial_name({"trial": {"stage": "x"}}, "t_1") == "x-t_1"
+    unnamed = TrialSpec("x", "identify", {}, {})
+    assert describe.trial_name({"trial": tune_value(unnamed)}, "t_1") == "x-t_1"
     assert "/" not in describe.dirname("a b/c=0.2", "t_1")
 
 

@@ -10,8 +10,8 @@ from raydiff.data.hardness import (HARDNESS_KINDS, Hardened, check_hardness,
 from raydiff.data.images import IMAGE_KINDS
 from raydiff.data.noise import (LABEL_KINDS, NOISE_KINDS, class_map_for, inject_label_noise,
                                 pair_permutation, transition_matrix)
-from raydiff.data.registry import (DATASETS, Dataset, DatasetNotFound, default_data_root,
-                                   load_dataset, make_blobs_dataset)
+from raydiff.data.registry import (DATASETS, Dataset, DatasetNotFound, data_key,
+                                   default_data_root, load_dataset, make_blobs_dataset)
 from raydiff.data.streams import (BATCH_STREAM, FOLD_STREAM, GAN_STREAM, HARDNESS_CLASS_STREAM,
                                   IMAGE_STREAM, INIT_STREAM, NOISE_STREAM,
                                   SMALL_LOSS_BATCH_STREAM, SPLIT_STREAM, STREAMS, rng_for)
@@ -174,7 +174,7 @@ def clean_positions(tensors, positions):
 __all__ = ["DATASETS", "HARDNESS_KINDS", "IMAGE_KINDS", "LABEL_KINDS", "NOISE_KINDS",
            "Hardened", "check_hardness", "class_map_for", "clean_model_probs",
            "clean_positions", "inject_hardness", "pair_permutation", "resolve_hardness",
-           "transition_matrix", "Dataset", "DatasetNotFound", "TensorData",
+           "transition_matrix", "Dataset", "DatasetNotFound", "TensorData", "data_key",
            "default_data_root", "inject_label_noise", "load_dataset", "make_blobs_dataset",
            "prepare", "rng_for", "subset_indices", "torch_generator", "derived_seed",
            "STREAMS", "NOISE_STREAM", "INIT_STREAM", "SPLIT_STREAM", "BATCH_STREAM",

@@ -177,6 +177,15 @@ DATASETS = {
 }
 
 
+DATA_KEYS = ("dataset", "data_root", "download", "image_size")
+
+
+def data_key(config):
+    """Which loaded dataset a trial config needs: the driver loads each key's dataset once
+    (:func:`load_dataset` with these keys) and every trial of that key shares it."""
+    return "|".join(str(config.get(k)) for k in DATA_KEYS)
+
+
 def load_dataset(name, *, root=None, download=False, image_size=64):
     """Load dataset ``name`` whole; a ValueError lists the valid names.
 

@@ -126,21 +126,7 @@ def run(config, report, data):
         **tr.ground_truth(),
         split="train", hard=hard, score=score,
         **extra))
-    fig = config.figures
-    if fig.enabled:
-        report.figure("sigma_hist.png", plots.sigma_histogram(score, tr.is_noisy))
-
-    if fig.enabled and category is not None and fig.enrich_classes:
-        images = np.asarray(data.x)[tr.sample_id] if data.is_image else None
-        for c in range(min(fig.enrich_classes, tensors.num_classes)):
-            members = np.flatnonzero(observed == c)
-            for name, figure in enrichment(
-                    traj["instance_sigma"][members, :epoch], category[members],
-                    None if images is None else images[members], title=class_name(data, c),
-                    strip_size=fig.strip_size, tsne_perplexity=fig.tsne_perplexity,
-                    tsne_thumbnails=fig.tsne_thumbnails,
-                    trajectories_per_label=fig.trajectories_per_label):
-                report.figure(f"enrich_class{c:03d}_{name}.png", figure)
+    _figures(config, report, data, tr, score, traj, epoch, category, tensors.num_classes)
 
     test_logits = predict(model, te.x, batch_size=config.eval_batch_size)
     metrics = {"test_accuracy": 100 * accuracy(test_logits, test_y),
@@ -155,3 +141,23 @@ def run(config, report, data):
     report(metrics)
     return metrics
 
+
+def _figures(config, report, data, tr, score, traj, epoch, category, num_classes):
+    """The histogram of the learnt parameters, clean vs noisy, and per class the
+    enrichment figures of the instance parameters' trajectories (up to ``epoch``)."""
+    fig = config.figures
+    if not fig.enabled:
+        return
+    report.figure("sigma_hist.png", plots.sigma_histogram(score, tr.is_noisy))
+    if category is None or not fig.enrich_classes:
+        return
+    images = np.asarray(data.x)[tr.sample_id] if data.is_image else None
+    for c in range(min(fig.enrich_classes, num_classes)):
+        members = np.flatnonzero(tr.observed_label == c)
+        for name, figure in enrichment(
+                traj["instance_sigma"][members, :epoch], category[members],
+                None if images is None else images[members], title=class_name(data, c),
+                strip_size=fig.strip_size, tsne_perplexity=fig.tsne_perplexity,
+                tsne_thumbnails=fig.tsne_thumbnails,
+                trajectories_per_label=fig.trajectories_per_label):
+            report.figure(f"enrich_class{c:03d}_{name}.png", figure)

@@ -187,19 +187,7 @@ def run(config, report, data, *, cache=None):
     up, epoch, row = select_checkpoint(of_classifier(report.upstreams("gasten_step2"), config.nf),
                                        config.checkpoint, config.checkpoint_epoch)
     C = load_classifier(up.torch("classifier.pt"), device)
-    key = (up.run_id or str(up.folder), epoch, config.n_samples, config.sample_seed, config.low,
-           config.high)
-
-    def draw():
-        state = up.torch(f"step2_epoch{epoch:03d}.pt")
-        G, _ = make_gan(z_dim=state["z_dim"], width=state["width"])
-        G.load_state_dict(state["G"])
-        G = G.to(device).eval()
-        return ambiguous_samples(G, C, n=config.n_samples, z_dim=state["z_dim"],
-                                 seed=config.sample_seed, low=config.low, high=config.high,
-                                 device=device)
-
-    images, probs = (WORKER_CACHE if cache is None else cache).get(key, draw)
+    images, probs = _draw_ambiguous(config, up, epoch, C, device, cache)
     fid_key = next(k for k in row.index if k.startswith("fid_"))
     metrics = {"n_ambiguous": len(images), "ambiguous_fraction": len(images) / config.n_samples,
                "selected_epoch": epoch, "selected_fid": float(row[fid_key]),
@@ -222,34 +210,9 @@ def run(config, report, data, *, cache=None):
         return metrics
 
     features = embed(C.features, images.to(device))
-    params = {"n_components": config.n_components, "n_neighbors": config.n_neighbors,
-              "min_dist": config.min_dist, "n_epochs": config.umap_epochs,
-              "gmm_n_components": config.gmm_n_components,
-              "hdbscan_epsilon": config.hdbscan_epsilon,
-              "hdbscan_min_cluster_size": config.hdbscan_min_cluster_size,
-              "hdbscan_min_samples": config.hdbscan_min_samples}
-    if config.clusterer == "gmm":
-        params = {k: v for k, v in params.items() if not k.startswith("hdbscan_")}
-    else:
-        params.pop("gmm_n_components")
-    if config.reducer == "pca":
-        params = {k: v for k, v in params.items() if k not in ("n_neighbors", "min_dist", "n_epochs")}
-    metrics["silhouette_cv"], folds = cv_silhouette(features, reducer=config.reducer,
-                                                    clusterer=config.clusterer,
-                                                    folds=config.cv_folds, seed=config.sample_seed,
-                                                    scorer=config.cv_scorer, **params)
-    # the search optimises silhouette_cv; the named copy says which scorer produced it
-    metrics[f"silhouette_cv_{config.cv_scorer}"] = metrics["silhouette_cv"]
-    red = {k: params[k] for k in ("n_components", "n_neighbors", "min_dist", "n_epochs") if k in params}
-    reducer = make_reducer(config.reducer, n_samples=len(features), seed=config.sample_seed, **red)
-    z = reducer.fit_transform(features)
-    clu = {k: v for k, v in params.items() if k not in red}
-    labels = Clusters(config.clusterer, z, seed=config.sample_seed, **clu).labels
-    protos = medoids(z, labels)
+    found, folds, labels, protos = _cluster(config, features)
+    metrics.update(found)
     sizes = {int(c): int((labels == c).sum()) for c in sorted(protos)}
-    metrics.update(quality(z, labels))
-    metrics.update({"n_clusters": len(protos), "n_noise": int((labels < 0).sum()),
-                    "largest_cluster_fraction": max(sizes.values()) / len(labels) if sizes else 0.0})
     report.json("clusters.json", {"sizes": sizes, "prototypes": protos, "folds": folds,
                                   "checkpoint": str(up.run_id or up.folder.name), "epoch": epoch,
                                   "selected": selected})
@@ -268,6 +231,67 @@ def run(config, report, data, *, cache=None):
                  test_ambiguous)
     report(metrics)
     return metrics
+
+
+def _draw_ambiguous(config, up, epoch, C, device, cache):
+    """(images, classifier probabilities) of the ambiguous samples the step-2 generator
+    of checkpoint ``epoch`` draws, cached per worker: the trials of a search that share
+    the draw (the same checkpoint, count, seed and band) draw once."""
+    key = (up.run_id or str(up.folder), epoch, config.n_samples, config.sample_seed, config.low,
+           config.high)
+
+    def draw():
+        state = up.torch(f"step2_epoch{epoch:03d}.pt")
+        G, _ = make_gan(z_dim=state["z_dim"], width=state["width"])
+        G.load_state_dict(state["G"])
+        G = G.to(device).eval()
+        return ambiguous_samples(G, C, n=config.n_samples, z_dim=state["z_dim"],
+                                 seed=config.sample_seed, low=config.low, high=config.high,
+                                 device=device)
+
+    return (WORKER_CACHE if cache is None else cache).get(key, draw)
+
+
+def _pipeline_params(config):
+    """The reducer's and clusterer's keyword arguments the config's choice of them uses."""
+    params = {"n_components": config.n_components, "n_neighbors": config.n_neighbors,
+              "min_dist": config.min_dist, "n_epochs": config.umap_epochs,
+              "gmm_n_components": config.gmm_n_components,
+              "hdbscan_epsilon": config.hdbscan_epsilon,
+              "hdbscan_min_cluster_size": config.hdbscan_min_cluster_size,
+              "hdbscan_min_samples": config.hdbscan_min_samples}
+    if config.clusterer == "gmm":
+        params = {k: v for k, v in params.items() if not k.startswith("hdbscan_")}
+    else:
+        params.pop("gmm_n_components")
+    if config.reducer == "pca":
+        params = {k: v for k, v in params.items() if k not in ("n_neighbors", "min_dist", "n_epochs")}
+    return params
+
+
+def _cluster(config, features):
+    """Cluster the ambiguous samples' ``features``: the cross-validated silhouette (what a
+    search optimises), then one reduction and clustering of all of them. Returns (metrics,
+    the folds' scores, cluster labels, {cluster: medoid index})."""
+    params = _pipeline_params(config)
+    metrics = {}
+    metrics["silhouette_cv"], folds = cv_silhouette(features, reducer=config.reducer,
+                                                    clusterer=config.clusterer,
+                                                    folds=config.cv_folds, seed=config.sample_seed,
+                                                    scorer=config.cv_scorer, **params)
+    # the search optimises silhouette_cv; the named copy says which scorer produced it
+    metrics[f"silhouette_cv_{config.cv_scorer}"] = metrics["silhouette_cv"]
+    red = {k: params[k] for k in ("n_components", "n_neighbors", "min_dist", "n_epochs") if k in params}
+    reducer = make_reducer(config.reducer, n_samples=len(features), seed=config.sample_seed, **red)
+    z = reducer.fit_transform(features)
+    clu = {k: v for k, v in params.items() if k not in red}
+    labels = Clusters(config.clusterer, z, seed=config.sample_seed, **clu).labels
+    protos = medoids(z, labels)
+    sizes = [int((labels == c).sum()) for c in protos]
+    metrics.update(quality(z, labels))
+    metrics.update({"n_clusters": len(protos), "n_noise": int((labels < 0).sum()),
+                    "largest_cluster_fraction": max(sizes) / len(labels) if sizes else 0.0})
+    return metrics, folds, labels, protos
 
 
 def _two_d(config, features, test_features):

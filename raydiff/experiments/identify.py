@@ -34,7 +34,7 @@ they come from the same training run, which halves the cost and scores the sampl
 an equally trained model.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -120,76 +120,25 @@ def run(config, report, data):
 def _score(config, report, data, tensors, fitted, clean=None):
     """Everything after the training: stragglers, the strategy's hard set, artifacts and
     metrics (``clean``: the clean-label training when it ran already)."""
-    device = report.device
     observed = tensors.observed_label
-    C, N = tensors.num_classes, len(tensors)
-    model, monitor, result, attempts = fitted.model, fitted.monitor, fitted.result, fitted.attempts
-
     margin_score, judged, straggler, k_noisy, decided_class = straggler_counts(
-        monitor, observed, C, final_model=config.judge_by_final_model)
-    logits = predict(model, tensors.x).cpu().numpy()
+        fitted.monitor, observed, tensors.num_classes, final_model=config.judge_by_final_model)
+    logits = predict(fitted.model, tensors.x).cpu().numpy()
     # the straggler margin is this experiment's own; the final logits give every registered
     # score of the `logits` input (confidence and energy among them), judged on the
     # observed labels
     scores = {"stragglers": margin_score, **compute_all("logits", logits, observed)}
-    extra_json, metrics = {}, {}
     if config.strategy == "stragglers":
-        k = k_noisy
-        hard = straggler
-        decided = decided_class[observed]
+        chosen = _Choice(straggler, decided_class[observed], k_noisy, decided_class)
     else:
-        if config.noise_ratio > 0:
-            # k_c from the clean labels, then the noise share once (see the module docstring)
-            k_clean, decided_class, clean = clean_straggler_counts(config, data, device, clean)
-            extra_json = {"k_clean": k_clean.tolist(),
-                          "k_clean_never_inverted": clean.monitor.never_inverted(),
-                          "k_clean_attempts": clean.attempts}
-            metrics.update({f"k_clean_c{c}": int(k_clean[c]) for c in range(C)})
-            metrics.update({"k_clean_total": int(k_clean.sum()),
-                            "k_clean_attempts": clean.attempts})
-        else:
-            k_clean = k_noisy
-        share = int(config.noise_ratio * N / C)
-        k = k_clean + share
-        extra_json["noise_share"] = share
-        hard = top_k_hard(scores[config.strategy], k, observed=observed, level=config.level,
-                          num_classes=C)
-        # a count that does not exist leaves undecided every sample whose top-k needs it
-        if config.level == "class":
-            decided = decided_class[observed]
-        else:
-            decided = np.full(N, decided_class.all())
-    score = scores[config.strategy]
-    undecided_classes = [int(c) for c in np.flatnonzero(~decided_class)]
-
-    inversion = {int(c): int(e) for c, e in sorted(monitor.inversion.items())}
-    never = monitor.never_inverted()
-    epoch_of = np.array([inversion.get(c, -1) for c in range(C)])
-    table = per_sample_table(
-        sample_id=tensors.sample_id, label=tensors.label, observed_label=observed,
-        **tensors.ground_truth(),
-        split="train", hard=hard, score=score,
-        straggler=straggler, judged_at_inversion=judged, inversion_epoch=epoch_of[observed],
-        **{f"score_{name}": s for name, s in scores.items()})
-    table.loc[~decided, "hard"] = pd.NA
-    report.table("per_sample.parquet", table)
-    report.figure("radii.png", plots.radii(*monitor.radius_history(), inversion))
-    report.json("inversion.json", {
-        "inversion_epoch": inversion, "never_inverted": never, "attempts": attempts,
-        "rule": config.inversion_rule, "smoothing": config.inversion_smoothing,
-        "judged_by": "final_model" if config.judge_by_final_model else "snapshot",
-        "hard_per_class": k.tolist(), "undecided_classes": undecided_classes, **extra_json})
-    if result.dynamics is not None:
-        report.array("dynamics_logits.npy", result.dynamics.logits.astype(np.float16))
-        report.array("dynamics_epochs.npy", result.dynamics.epochs)
-    if never:
-        report.tag("raydiff.never_inverted", ",".join(map(str, never)))
-    if undecided_classes:
-        report.tag("raydiff.undecided_classes", ",".join(map(str, undecided_classes)))
-
-    noisy = tensors.is_noisy
-    hard_decided = hard & decided
-    metrics.update({
+        chosen = _top_k_choice(config, data, report.device, tensors, scores[config.strategy],
+                               k_noisy, decided_class, clean)
+    _write(config, report, tensors, fitted, scores, straggler, judged, chosen)
+    noisy, decided = tensors.is_noisy, chosen.decided
+    hard_decided = chosen.hard & decided
+    never = fitted.monitor.never_inverted()
+    metrics = {
+        **chosen.metrics,
         "n_hard": int(hard_decided.sum()),
         "n_undecided": int((~decided).sum()),
         "n_stragglers": int(straggler.sum()),
@@ -197,17 +146,86 @@ def _score(config, report, data, tensors, fitted, clean=None):
         "train_accuracy": accuracy(torch.as_tensor(logits), torch.as_tensor(observed)),
         "straggler_error_at_inversion": float(straggler[judged].mean()) if judged.any() else float("nan"),
         "classes_never_inverted": len(never),
-        "attempts": attempts,
-        "epochs_run": result.epochs_run,
-    })
+        "attempts": fitted.attempts,
+        "epochs_run": fitted.result.epochs_run,
+    }
     if (noisy & decided).any():
-        metrics["noisy_in_hard"] = float(hard[noisy & decided].mean())   # recall of injected noise
+        metrics["noisy_in_hard"] = float(chosen.hard[noisy & decided].mean())   # noise recall
         metrics["hard_precision_noisy"] = (float(noisy[hard_decided].mean())
                                            if hard_decided.any() else 0.0)
     if noisy.any():
-        metrics["noise_auroc"] = auroc(score, noisy)
+        metrics["noise_auroc"] = auroc(scores[config.strategy], noisy)
     report(metrics)
     return metrics
+
+
+@dataclass
+class _Choice:
+    """The strategy's hard set: the mask, which samples it decided (a count that does not
+    exist leaves its samples undecided), the per-class counts k, the classes with a
+    count, and what the choice adds to inversion.json and the metrics."""
+    hard: np.ndarray
+    decided: np.ndarray
+    k: np.ndarray
+    decided_class: np.ndarray
+    notes: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+
+def _top_k_choice(config, data, device, tensors, score, k_noisy, decided_class, clean):
+    """Confidence / energy: the top-k of ``score`` with k_c the straggler counts of the
+    clean labels plus the noise share (see the module docstring)."""
+    C, N = tensors.num_classes, len(tensors)
+    notes, metrics = {}, {}
+    if config.noise_ratio > 0:
+        k_clean, decided_class, clean = clean_straggler_counts(config, data, device, clean)
+        notes = {"k_clean": k_clean.tolist(),
+                 "k_clean_never_inverted": clean.monitor.never_inverted(),
+                 "k_clean_attempts": clean.attempts}
+        metrics = {**{f"k_clean_c{c}": int(k_clean[c]) for c in range(C)},
+                   "k_clean_total": int(k_clean.sum()), "k_clean_attempts": clean.attempts}
+    else:
+        k_clean = k_noisy
+    share = int(config.noise_ratio * N / C)
+    notes["noise_share"] = share
+    k = k_clean + share
+    hard = top_k_hard(score, k, observed=tensors.observed_label, level=config.level,
+                      num_classes=C)
+    decided = (decided_class[tensors.observed_label] if config.level == "class"
+               else np.full(N, decided_class.all()))
+    return _Choice(hard, decided, k, decided_class, notes, metrics)
+
+
+def _write(config, report, tensors, fitted, scores, straggler, judged, chosen):
+    """The per-sample table, the radii figure, inversion.json, the logit trajectory and
+    the tags of classes that never inverted or stayed undecided."""
+    monitor, observed = fitted.monitor, tensors.observed_label
+    inversion = {int(c): int(e) for c, e in sorted(monitor.inversion.items())}
+    never = monitor.never_inverted()
+    undecided_classes = [int(c) for c in np.flatnonzero(~chosen.decided_class)]
+    epoch_of = np.array([inversion.get(c, -1) for c in range(tensors.num_classes)])
+    table = per_sample_table(
+        sample_id=tensors.sample_id, label=tensors.label, observed_label=observed,
+        **tensors.ground_truth(),
+        split="train", hard=chosen.hard, score=scores[config.strategy],
+        straggler=straggler, judged_at_inversion=judged, inversion_epoch=epoch_of[observed],
+        **{f"score_{name}": s for name, s in scores.items()})
+    table.loc[~chosen.decided, "hard"] = pd.NA
+    report.table("per_sample.parquet", table)
+    report.figure("radii.png", plots.radii(*monitor.radius_history(), inversion))
+    report.json("inversion.json", {
+        "inversion_epoch": inversion, "never_inverted": never, "attempts": fitted.attempts,
+        "rule": config.inversion_rule, "smoothing": config.inversion_smoothing,
+        "judged_by": "final_model" if config.judge_by_final_model else "snapshot",
+        "hard_per_class": chosen.k.tolist(), "undecided_classes": undecided_classes,
+        **chosen.notes})
+    if fitted.result.dynamics is not None:
+        report.array("dynamics_logits.npy", fitted.result.dynamics.logits.astype(np.float16))
+        report.array("dynamics_epochs.npy", fitted.result.dynamics.epochs)
+    if never:
+        report.tag("raydiff.never_inverted", ",".join(map(str, never)))
+    if undecided_classes:
+        report.tag("raydiff.undecided_classes", ",".join(map(str, undecided_classes)))
 
 
 # -- packs (raydiff.experiments._packs has the contract) --------------------------------

@@ -111,39 +111,10 @@ def run(config, report, data):
     if len(te) < 10:
         raise ConfigError(f"the test split has {len(te)} samples; the decile analysis needs "
                           f">= 10: raise test_fraction or subset_size")
-    test_y = torch.as_tensor(te.label, device=device)
     epochs = config.checkpoint_epochs()
-    slot = {e: t for t, e in enumerate(epochs)}
-    stages = stage_checkpoints(len(epochs))
-    pixels = _maps(tr.x[:1]).shape[1]
-    accumulators = {split: VoGAccumulator(len(part), pixels, len(epochs),
-                                          dtype=np.dtype(config.vog_dtype))
-                    for split, part in (("train", tr), ("test", te))}
     parts = {"train": (tr.x, tr.y), "test": (te.x, None)}
-
-    model = make_model(config, tr.x.shape[1:], tensors.num_classes).to(device)
-    generator = torch.Generator().manual_seed(derived_seed(config.seed, BATCH_STREAM))
-    vog_seconds = 0.0
-
-    def take(epoch):
-        nonlocal vog_seconds
-        if epoch in slot:
-            start = time.perf_counter()
-            accumulate(model, slot[epoch], parts, accumulators,
-                       batch_size=config.eval_batch_size)
-            vog_seconds += time.perf_counter() - start
-
-    def on_epoch(epoch, loss):
-        take(epoch)
-        logits = predict(model, te.x, batch_size=config.eval_batch_size)
-        report({"loss": loss, "test_accuracy": 100 * accuracy(logits, test_y)}, step=epoch)
-        return False
-
-    take(0)
-    train(model, tr.x, tr.y, epochs=config.last_epoch, **train_options(config, model),
-          batch_size=config.batch_size, generator=generator,
-          on_epoch=on_epoch, augment=crop_flip if config.augment else None,
-          lr_schedule=schedule(config))
+    model, accumulators, vog_seconds = _train_accumulating(
+        config, report, tensors.num_classes, parts, te.label, epochs)
 
     predicted = {split: predict(model, x, batch_size=config.eval_batch_size).argmax(1).cpu().numpy()
                  for split, (x, _) in parts.items()}
@@ -160,26 +131,15 @@ def run(config, report, data):
         **columns[split], **{f"score_{k}": v for k, v in registered[split].items()})
         for split, part in (("train", tr), ("test", te))], ignore_index=True)
     report.table("per_sample.parquet", table)
+    stages = stage_checkpoints(len(epochs))
     report.json("vog.json", {"checkpoint_epochs": epochs,
                              "stages": {s: [epochs[i] for i in idx] for s, idx in stages.items()}})
 
     wrong = predicted["test"] != te.label
     deciles = decile_frame(columns["test"], wrong, config.decile_variant)
     report.table("decile_error.parquet", deciles)
-    fig = config.figures
-    if fig.enabled:
-        report.figure("decile_error.png", decile_figure(
-            deciles, title=f"{config.dataset} {config.model}: test error per VoG decile"))
-    if fig.enabled and data.is_image and fig.grid_classes:
-        images = np.asarray(data.x)[tr.sample_id]
-        raw = columns["train"][f"vog_{fig.grid_stage}"]
-        observed = tr.observed_label
-        for c in range(min(fig.grid_classes, tensors.num_classes)):
-            members = np.flatnonzero(observed == c)
-            if len(members):
-                report.figure(f"vog_grid_class{c:03d}.png", grid_figure(
-                    images[members], raw[members], predicted["train"][members],
-                    n=fig.grid_size, title=f"{class_name(data, c)}, {fig.grid_stage} VoG"))
+    _figures(config, report, data, tr, columns["train"], predicted["train"], deciles,
+             tensors.num_classes)
 
     metrics = {"test_accuracy": 100 * float((~wrong).mean()) if len(wrong) else float("nan"),
                "train_accuracy": 100 * float((predicted["train"] == tr.observed_label).mean()),
@@ -191,6 +151,65 @@ def run(config, report, data):
         metrics[f"test_error_bottom_decile_{stage}"] = float(rows[0])
     report(metrics)
     return metrics
+
+
+def _train_accumulating(config, report, num_classes, parts, test_label, epochs):
+    """Train the trial's model, accumulating the input gradients of ``parts`` ({split:
+    (x, y or None)}) at each of the checkpoint ``epochs`` (0: before training) and
+    logging the loss and test accuracy per epoch. Returns (model, {split:
+    VoGAccumulator}, seconds spent on the gradients)."""
+    device = report.device
+    (train_x, train_y), (test_x, _) = parts["train"], parts["test"]
+    test_y = torch.as_tensor(test_label, device=device)
+    slot = {e: t for t, e in enumerate(epochs)}
+    pixels = _maps(train_x[:1]).shape[1]
+    accumulators = {split: VoGAccumulator(len(x), pixels, len(epochs),
+                                          dtype=np.dtype(config.vog_dtype))
+                    for split, (x, _) in parts.items()}
+    model = make_model(config, train_x.shape[1:], num_classes).to(device)
+    generator = torch.Generator().manual_seed(derived_seed(config.seed, BATCH_STREAM))
+    vog_seconds = 0.0
+
+    def take(epoch):
+        nonlocal vog_seconds
+        if epoch in slot:
+            start = time.perf_counter()
+            accumulate(model, slot[epoch], parts, accumulators,
+                       batch_size=config.eval_batch_size)
+            vog_seconds += time.perf_counter() - start
+
+    def on_epoch(epoch, loss):
+        take(epoch)
+        logits = predict(model, test_x, batch_size=config.eval_batch_size)
+        report({"loss": loss, "test_accuracy": 100 * accuracy(logits, test_y)}, step=epoch)
+        return False
+
+    take(0)
+    train(model, train_x, train_y, epochs=config.last_epoch, **train_options(config, model),
+          batch_size=config.batch_size, generator=generator,
+          on_epoch=on_epoch, augment=crop_flip if config.augment else None,
+          lr_schedule=schedule(config))
+    return model, accumulators, vog_seconds
+
+
+def _figures(config, report, data, tr, train_columns, train_predicted, deciles, num_classes):
+    """The test error per VoG decile, and per class a grid of the training images from
+    lowest to highest VoG (image data, ``figures.grid_classes`` > 0)."""
+    fig = config.figures
+    if not fig.enabled:
+        return
+    report.figure("decile_error.png", decile_figure(
+        deciles, title=f"{config.dataset} {config.model}: test error per VoG decile"))
+    if not (data.is_image and fig.grid_classes):
+        return
+    images = np.asarray(data.x)[tr.sample_id]
+    raw = train_columns[f"vog_{fig.grid_stage}"]
+    for c in range(min(fig.grid_classes, num_classes)):
+        members = np.flatnonzero(tr.observed_label == c)
+        if len(members):
+            report.figure(f"vog_grid_class{c:03d}.png", grid_figure(
+                images[members], raw[members], train_predicted[members],
+                n=fig.grid_size, title=f"{class_name(data, c)}, {fig.grid_stage} VoG"))
 
 
 def decile_frame(columns, wrong, variant):

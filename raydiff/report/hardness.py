@@ -34,8 +34,9 @@ Written, when at least one such table holds hard samples:
 - ``hardness_stability.csv``: per dataset, kind, ratio and method the mean Spearman
   correlation of the method's scores between every pair of seeds, on the samples both
   scored;
-- ``hardness_tables.md``: one table per kind (AUPRC and AUROC per ratio, mean rank,
-  stability, the Friedman result), and ``hardness_auprc.png``: AUPRC as a heatmap, method
+- ``hardness_tables.md``: an overview, method x kind (AUPRC at each kind's middle
+  proportion, mean rank over kinds), then one table per kind (AUPRC and AUROC per ratio,
+  mean rank, stability, the Friedman result), and ``hardness_auprc.png``: AUPRC as a heatmap, method
   x kind, one panel per ratio.
 """
 
@@ -45,6 +46,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from raydiff.data.hardness import HARDNESS_KINDS
 from raydiff.report.base import DEFAULT_NOISE_KIND
 from raydiff.scores.metrics import HARDNESS, hardness_detection, seed_stability
 
@@ -341,6 +343,55 @@ def _cell(mean, std):
     return f"{mean:.3f}" + ("" if pd.isna(std) else f" ± {std:.3f}")
 
 
+def middle_ratio(ratios):
+    """The proportion a kind's overview column shows: the middle one of its grid (0.2 of
+    0.1 / 0.2 / 0.3; 0.1 of far-OOD's 0.05 / 0.1 / 0.2, as H-CAT's tables), the lower
+    middle of an even count."""
+    ratios = sorted(ratios)
+    return ratios[(len(ratios) - 1) // 2]
+
+
+def _kind_order(kinds):
+    known = [k for k in HARDNESS_KINDS if k in kinds]
+    return known + sorted(set(kinds) - set(known))
+
+
+def overview_markdown(summary, ranks):
+    """Per dataset, one table method x kind: AUPRC (mean ± std over seeds) at each kind's
+    middle proportion, the best of each kind in bold, and each method's mean rank over
+    every kind (the mean of its per-kind mean ranks); methods by that rank."""
+    lines = []
+    for dataset, part in summary.groupby("dataset", sort=True):
+        kinds = _kind_order(part["hardness"].unique())
+        at = {k: middle_ratio(part.loc[part["hardness"] == k, "ratio"].unique()) for k in kinds}
+        cells = {k: part[(part["hardness"] == k) & (part["ratio"] == at[k])].set_index("method")
+                 for k in kinds}
+        rank = (ranks[(ranks["dataset"] == dataset) & (ranks["ratio"] == ALL)]
+                .groupby("method")["rank_mean"].mean())
+        methods = list(rank.sort_values(kind="stable").index)
+        methods += sorted(set(part["method"]) - set(methods))
+        head = ["method"] + [f"{k} @ {at[k]:g}" for k in kinds] + ["mean rank"]
+        lines += [f"## Overview{' (' + str(dataset) + ')' if dataset else ''}", "",
+                  "AUPRC at each kind's middle proportion (mean ± std over seeds, the best "
+                  "per kind in bold); mean rank: the mean over kinds of the method's mean "
+                  "rank over every (ratio, seed) of the kind. The tables below have every "
+                  "proportion.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for method in methods:
+            row = [method]
+            for k in kinds:
+                if method not in cells[k].index:
+                    row.append("")
+                    continue
+                mean, std = cells[k].loc[method, ["auprc_mean", "auprc_std"]]
+                best = np.isclose(mean, cells[k]["auprc_mean"].max())
+                row.append(f"**{_cell(mean, std)}**" if best else _cell(mean, std))
+            row.append(f"{rank[method]:.2f}" if method in rank.index else "")
+            lines.append("| " + " | ".join(row) + " |")
+        chance = [f"{cells[k]['hard_fraction'].mean():.3f}" for k in kinds]
+        lines += ["| *chance* | " + " | ".join(chance) + " | |", ""]
+    return "\n".join(lines)
+
+
 def tables_markdown(summary, ranks, stable, tests):
     """One Markdown table per dataset and kind: per method AUPRC and AUROC (mean ± std
     over seeds) at each ratio, the mean rank over every (ratio, seed), and the mean seed
@@ -350,7 +401,8 @@ def tables_markdown(summary, ranks, stable, tests):
              "AUPRC: average precision with the hard samples as the positive class (chance = "
              "the hard fraction); rank: by AUPRC among the methods of each (ratio, seed), "
              "1 = best; stability: mean Spearman correlation of a method's scores between "
-             "seeds. docs/hardness_benchmark.md has the protocol.", ""]
+             "seeds. docs/hardness_benchmark.md has the protocol.", "",
+             overview_markdown(summary, ranks)]
     for (dataset, kind), part in summary.groupby(KIND, sort=True):
         ratios = sorted(part["ratio"].unique())
         overall = ranks[(ranks["dataset"] == dataset) & (ranks["hardness"] == kind)

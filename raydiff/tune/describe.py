@@ -30,9 +30,9 @@ MAIN_METRIC = {
 MAX_VALUE_CHARS = 16
 
 
-def varied_keys(specs, own=()):
-    """The param keys whose value differs between the trial ``specs`` of one stage
-    (from :func:`raydiff.tune.sweep.join`), in reading order: keys inherited from an
+def varied_keys(params, own=()):
+    """The keys whose value differs between the ``params`` (one flat dict per trial spec
+    of a stage, :class:`raydiff.tune.spec.TrialSpec`), in reading order: keys inherited from an
     earlier stage first, then the stage's own, ``seed`` last.
 
     A key inherited through ``after:`` (``noise_ratio`` taken from the identify trial,
@@ -40,11 +40,10 @@ def varied_keys(specs, own=()):
     after-stage names its runs by the upstream axes too. ``own``: the keys the stage's
     sweep entry sets (``stage.config``).
     """
-    if len(specs) < 2:
+    if len(params) < 2:
         return []
-    keys = list(dict.fromkeys(k for spec in specs for k in spec["params"]))
-    varied = [k for k in keys
-              if len({_canonical(spec["params"].get(k)) for spec in specs}) > 1]
+    keys = list(dict.fromkeys(k for p in params for k in p))
+    varied = [k for k in keys if len({_canonical(p.get(k)) for p in params}) > 1]
     if "hardness" in varied:        # noise_kind is hardness's old name: the same axis
         varied = [k for k in varied if k != "noise_kind"]
     own = set(own)
@@ -88,16 +87,16 @@ def label(stage, params, keys, short=None):
 
 
 def name_specs(stage, specs, own=()):
-    """Give every trial spec of ``stage`` its run name (``spec["name"]``), unique within
+    """Give every trial spec of ``stage`` its run name (``spec.name``), unique within
     the stage; returns the varied keys. Two specs that would read the same (they differ
     only in a key that is not shown, e.g. a long value cut short) get ``#2``, ``#3``."""
-    keys = varied_keys(specs, own)
+    keys = varied_keys([spec.params for spec in specs], own)
     short = short_names(keys)
     seen = {}
     for spec in specs:
-        name = label(stage, spec["params"], keys, short)
+        name = label(stage, spec.params, keys, short)
         seen[name] = seen.get(name, 0) + 1
-        spec["name"] = name if seen[name] == 1 else f"{name} #{seen[name]}"
+        spec.name = name if seen[name] == 1 else f"{name} #{seen[name]}"
     return keys
 
 
@@ -105,8 +104,8 @@ def trial_name(config, trial_id):
     """Tune's trial name (progress table, dashboard) and the MLflow run name of one trial:
     the spec's name, plus the values a search algorithm drew and the trial's number (a
     search draws values, so two samples could read alike)."""
-    spec = config["trial"]
-    name = spec.get("name") or f"{spec['stage']}-{trial_id}"
+    trial = config["trial"]          # raydiff.tune.spec.tune_value
+    name = trial["name"] or f"{trial['stage']}-{trial_id}"
     drawn = {k: v for k, v in config.items() if k != "trial"}
     if not drawn:
         return name
@@ -210,8 +209,8 @@ def first_view(table):
     for stage, rows in table.groupby("stage", sort=False):
         experiment = rows["experiment"].iloc[0]
         view["stages"].append(stage)
-        specs = _specs(rows, _field_order(experiment))
-        keys = varied_keys(specs)
+        params = _params(rows, _field_order(experiment))
+        keys = varied_keys(params)
         wanted = VIEW_METRICS.get(experiment) or [MAIN_METRIC.get(experiment)]
         found = [m for m in wanted if m and f"m.{m}" in rows and rows[f"m.{m}"].notna().any()]
         main = MAIN_METRIC.get(experiment)
@@ -221,8 +220,8 @@ def first_view(table):
             view["main_metrics"].append(main)
         view["metrics"] += [m for m in found if m != main and m not in view["metrics"]]
         numeric = [k for k in keys if k != "seed" and all(
-            isinstance(s["params"].get(k), (int, float)) and not isinstance(s["params"].get(k), bool)
-            for s in specs)]
+            isinstance(p.get(k), (int, float)) and not isinstance(p.get(k), bool)
+            for p in params)]
         if numeric and main:
             view["charts"].append({"stage": stage, "x": numeric[-1], "y": main})
     view["metrics"] = [m for m in view["metrics"] if m not in view["main_metrics"]]
@@ -233,16 +232,16 @@ _NOT_PARAMS = {"run_id", "status", "stage", "experiment", "session", "trial_seco
                "start_time"}
 
 
-def _specs(rows, order):
-    """The params of each run of ``rows`` as trial specs, keys in ``order`` ({key: rank});
-    a key a run lacks (NaN in the table) left out."""
+def _params(rows, order):
+    """The params of each run of ``rows``, keys in ``order`` ({key: rank}); a key a run
+    lacks (NaN in the table) left out."""
     def present(value):
         return not (isinstance(value, float) and math.isnan(value))
 
-    return [{"params": dict(sorted(
+    return [dict(sorted(
         ((k, v) for k, v in row.items()
          if k not in _NOT_PARAMS and not k.startswith("m.") and present(v)),
-        key=lambda kv: order.get(kv[0], len(order))))}
+        key=lambda kv: order.get(kv[0], len(order))))
         for row in rows.to_dict("records")]
 
 

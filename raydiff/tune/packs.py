@@ -24,6 +24,7 @@ import hashlib
 import json
 
 from raydiff.experiments.config import ConfigError
+from raydiff.tune.spec import PackSpec
 
 AUTO = "auto"
 CPU_MAX_MODELS = 64              # one trial's cores stay busy; a failure costs little
@@ -55,8 +56,8 @@ def group_key(spec, module, config):
     """What specs must share to share a pack: every config key outside ``PACK_KEYS`` and
     the shape of their upstream (which experiments, one run or a list)."""
     fixed = {k: v for k, v in config.items() if k not in module.PACK_KEYS}
-    shape = {exp: isinstance(ids, list) for exp, ids in spec.get("upstream", {}).items()}
-    return _canonical([spec["experiment"], fixed, shape])
+    shape = {exp: isinstance(ids, list) for exp, ids in spec.upstream.items()}
+    return _canonical([spec.experiment, fixed, shape])
 
 
 def model_bytes(config, *, n_samples, n_features, num_classes):
@@ -160,23 +161,21 @@ def make_packs(specs, module, configs, size, *, resources=None, shape=None, slot
     return out
 
 
-def pack_spec(stage_label, members, varied):
-    """The Tune trial spec of a pack of member specs (each already named): its name says it
-    is a pack and of what, e.g. ``identify pack of 6 (strategy x noise)``; ``params`` hold,
-    for the progress table, each varied key's value or how many values the pack spans."""
-    short = {k: v for k, v in varied.items()}
-    spread = [short[k] for k in varied
-              if len({_canonical(m["params"].get(k)) for m in members}) > 1]
-    what = f" ({' x '.join(spread)})" if spread else ""
+def pack_spec(stage_label, configs, varied):
+    """The :class:`~raydiff.tune.spec.PackSpec` of ``configs`` (TrialSpecs, each already
+    named): its name says it is a pack and of what, e.g. ``identify pack of 6 (strategy x
+    noise)``; ``varied`` maps each varied key to its short label."""
+    spans = [label for k, label in varied.items()
+             if len({_canonical(c.params.get(k)) for c in configs}) > 1]
+    what = f" ({' x '.join(spans)})" if spans else ""
     params = {}
     for k in varied:
-        values = {_canonical(m["params"].get(k)) for m in members}
-        params[k] = members[0]["params"].get(k) if len(values) == 1 else f"{len(values)} values"
-    digest = hashlib.sha1(_canonical([m["name"] for m in members]).encode()).hexdigest()[:8]
-    return {"stage": members[0]["stage"], "experiment": members[0]["experiment"],
-            "name": f"{stage_label} pack of {len(members)}{what}", "params": params,
-            "pack": members, "pack_digest": digest}
+        values = {_canonical(c.params.get(k)) for c in configs}
+        params[k] = configs[0].params.get(k) if len(values) == 1 else f"{len(values)} values"
+    digest = hashlib.sha1(_canonical([c.name for c in configs]).encode()).hexdigest()[:8]
+    return PackSpec(configs[0].stage, configs[0].experiment,
+                    f"{stage_label} pack of {len(configs)}{what}", params, list(configs), digest)
 
 
 def is_pack(spec):
-    return "pack" in spec
+    return isinstance(spec, PackSpec)

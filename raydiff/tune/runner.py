@@ -23,11 +23,12 @@ import yaml
 from ray import tune
 
 from raydiff import tracking
-from raydiff.data import load_dataset
+from raydiff.data import data_key, load_dataset
 from raydiff.experiments.config import ConfigError
 from raydiff.tune import describe, graph, packs, progress
 from raydiff.tune import sweep as sweeps
-from raydiff.tune.trainable import data_key, run_trial
+from raydiff.tune.spec import TrialRecord, from_tune, tune_value
+from raydiff.tune.trainable import run_trial
 
 
 def _storage(storage_path):
@@ -54,8 +55,8 @@ def _load_datasets(sweep):
         if not getattr(stage.module, "NEEDS_DATA", True):
             continue
         for spec in specs:
-            config = sweeps.resolved(stage, {k: v for k, v in spec["config"].items()
-                                             if not sweeps._is_axis(v)})
+            config = sweeps.resolved(stage, {k: v for k, v in spec.config.items()
+                                             if not sweeps.is_axis(v)})
             keys.setdefault(data_key(config), config)
     return {key: load_dataset(c["dataset"], root=c["data_root"], download=c["download"],
                               image_size=c["image_size"]) for key, c in keys.items()}
@@ -86,7 +87,7 @@ def _searcher(search):
 def _stage_run(tracker, experiment_id, sweep, session, stage, keys):
     """The parent run of ``stage`` in ``session`` (under the session's run), made on the
     driver before the stage's trials start, found again on resume."""
-    fixed = {k: v for k, v in stage.config.items() if not sweeps._is_axis(v)}
+    fixed = {k: v for k, v in stage.config.items() if not sweeps.is_axis(v)}
     return tracker.group_run(
         experiment_id, kind="stage", sweep=sweep.name, session=session, stage=stage.name,
         name=describe.stage_label(stage), parent=tracker.session_run(experiment_id, sweep.name, session),
@@ -100,6 +101,7 @@ _REGISTRY_LOCK = threading.Lock()
 # trials a save took up to ~0.9 s and ~4% of the driver's time at 5 s, 30 s and "auto"
 # alike (benchmarks/tune_state_checkpoint.py, docs/cluster.md): 5 s costs nothing more.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")    # see _tune_files
 
 
 def run_sweep(sweep, *, address=None, tracking_uri=None, storage_path="ray_results",
@@ -198,6 +200,39 @@ def _run_stage(stage, results_by_stage, *, sweep, session, uri, tracker, experim
                "cpus_per_trial": stage.resources["cpu"] or 1,
                # where the trials' checkpoints are (see trainable._newer_checkpoints)
                "storage": f"{uri}/{sweep.name}/{session}", "stage_dir": stage.name}
+    trainable_name = _register_trainable(sweep, stage, datasets, context)
+    # a grid stage is one Tune run; a search stage runs one search per upstream match
+    jobs = ([(stage.name, {"trial": tune.grid_search([tune_value(s) for s in specs])})]
+            if not stage.search else
+            [(f"{stage.name}-{i}", {"trial": tune_value(spec), **_search_space(dists)})
+             for i, spec in enumerate(specs)])
+    finished, failed = [], 0
+    for name, space in jobs:
+        session_uri = f"{uri}/{sweep.name}/{session}"
+        path = f"{session_uri}/{name}"
+        if resume and tune.Tuner.can_restore(path):
+            tuner = tune.Tuner.restore(path, trainable_name, resume_errored=True)
+        else:
+            tuner = _tuner(trainable_name, space, stage, specs, keys=keys, name=name,
+                           storage=session_uri, max_failures=sweep.max_failures,
+                           verbose=verbose)
+        for result in tuner.fit():
+            got, lost = _finished(stage, result)
+            finished += got
+            failed += lost
+    tracker.close_stale(sweep.name, session, stage=stage.name)
+    tracker.end(parent, "FAILED" if failed and not finished else "FINISHED")
+    results_by_stage[stage.name] = finished
+    retried = retried_summary(tracker.runs(sweep.name, session=session), stage.name)
+    print(f"raydiff: stage {stage.name}: {len(finished)} trials finished, {failed} failed"
+          + (f" (configs, in {len(specs)} packed trials)" if len(specs) < configs else "")
+          + (f"; {retried}" if retried else ""), flush=True)
+    return {"finished": len(finished), "failed": failed, "retried": retried}
+
+
+def _register_trainable(sweep, stage, datasets, context):
+    """Register the stage's trainable (:func:`run_trial` with the datasets, the stage's
+    context and resources) with Tune; returns its name."""
     with_data = tune.with_parameters(run_trial, datasets=datasets, context=context)
     # the dashboard's Actors page shows a trial's actor by its function's name
     with_data.__name__ = f"raydiff {sweep.name}/{stage.name}"
@@ -207,57 +242,29 @@ def _run_stage(stage, results_by_stage, *, sweep, session, uri, tracker, experim
     # stages (other resources, other context) must not share the name. The registry is not
     # thread-safe (it iterates a dict another thread's registration grows), so we register
     # under a lock and hand Tune the name, which it does not register again.
-    trainable_name = f"run_trial_{stage.name}"
+    name = f"run_trial_{stage.name}"
     with _REGISTRY_LOCK:
-        tune.register_trainable(trainable_name, trainable)
-    # a grid stage is one Tune run; a search stage runs one search per upstream match
-    jobs = ([(stage.name, {"trial": tune.grid_search(specs)})] if not stage.search else
-            [(f"{stage.name}-{i}", {"trial": spec, **_search_space(dists)})
-             for i, spec in enumerate(specs)])
-    finished, failed = [], 0
-    for name, space in jobs:
-        session_uri = f"{uri}/{sweep.name}/{session}"
-        path = f"{session_uri}/{name}"
-        if resume and tune.Tuner.can_restore(path):
-            tuner = tune.Tuner.restore(path, trainable_name, resume_errored=True)
-        else:
-            output, naming = progress.tune_output(stage, specs, keys=keys, verbose=verbose)
-            tune_config = tune.TuneConfig(reuse_actors=True, **naming)
-            if stage.search:
-                tune_config = tune.TuneConfig(
-                    metric=stage.search["metric"], mode=stage.search["mode"],
-                    num_samples=stage.search["num_samples"],
-                    search_alg=_searcher(stage.search), reuse_actors=True, **naming)
-            tuner = tune.Tuner(trainable_name, param_space=space, tune_config=tune_config,
-                               run_config=tune.RunConfig(
-                                   name=name, storage_path=session_uri,
-                                   failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                                   **output))
-        grid = tuner.fit()
-        for result in grid:
-            run_id = (result.metrics or {}).get("mlflow_run_id")
-            if packs.is_pack(result.config["trial"]):
-                got, lost = _pack_results(stage, result)
-                finished += got
-                failed += lost
-            elif result.error is None and run_id:
-                trial = result.config["trial"]
-                drawn = {k: v for k, v in result.config.items() if k != "trial"}
-                config = {**trial["config"], **drawn}
-                finished.append(sweeps.TrialRecord(stage.name, stage.experiment,
-                                                   sweeps.resolved(stage, config),
-                                                   {**trial["params"], **drawn}, run_id))
-            else:
-                failed += 1
-    tracker.close_stale(sweep.name, session, stage=stage.name)
-    tracker.end(parent, "FAILED" if failed and not finished else "FINISHED")
-    results_by_stage[stage.name] = finished
-    retried = retried_summary(tracker.runs(sweep.name, session=session), stage.name)
-    print(f"raydiff: stage {stage.name}: {len(finished)} trials finished, {failed} failed"
-          + (f" (configs, in {len(specs)} packed trials)" if len(specs) < configs else "")
-          + (f"; {retried}" if retried else ""), flush=True)
-    return {"finished": len(finished), "failed": failed, "retried": retried}
+        tune.register_trainable(name, trainable)
+    return name
+
+
+def _tuner(trainable_name, space, stage, specs, *, keys, name, storage, max_failures, verbose):
+    """A new Tuner of one grid (or one search) of ``stage``: the progress table and trial
+    names of :mod:`raydiff.tune.progress`, actors reused, Tune retrying a trial up to
+    ``max_failures`` times, two checkpoints kept per trial."""
+    output, naming = progress.tune_output(stage, specs, keys=keys, verbose=verbose)
+    search = {}
+    if stage.search:
+        search = {"metric": stage.search["metric"], "mode": stage.search["mode"],
+                  "num_samples": stage.search["num_samples"],
+                  "search_alg": _searcher(stage.search)}
+    return tune.Tuner(trainable_name, param_space=space,
+                      tune_config=tune.TuneConfig(reuse_actors=True, **search, **naming),
+                      run_config=tune.RunConfig(
+                          name=name, storage_path=storage,
+                          failure_config=tune.FailureConfig(max_failures=max_failures),
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                          callbacks=_tune_files(), **output))
 
 
 def retried_summary(runs, stage):
@@ -287,7 +294,7 @@ def _packed_specs(stage, specs, keys, datasets):
     module = stage.module
     if stage.pack == 1 or not packs.can_pack(module):
         return specs
-    configs = [sweeps.resolved(stage, s["config"]) for s in specs]
+    configs = [sweeps.resolved(stage, s.config) for s in specs]
     shape = None
     if configs and getattr(module, "NEEDS_DATA", True):
         ds = datasets.get(data_key(configs[0]))
@@ -316,19 +323,31 @@ def _slots(stage):
     return max(1, int(have.get("CPU", 1) / need_cpu))
 
 
-def _pack_results(stage, result):
-    """(finished Upstreams, failed count) of one pack trial: a config whose run FINISHED
-    is an upstream of later stages like any trial; the others count as failed."""
-    import json
-    members = result.config["trial"]["pack"]
-    runs = json.loads((result.metrics or {}).get("pack_runs") or "[]")
-    finished, failed = [], 0
-    for i, member in enumerate(members):
-        run_id = runs[i] if i < len(runs) else None
-        if run_id:
-            finished.append(sweeps.TrialRecord(stage.name, stage.experiment,
-                                            sweeps.resolved(stage, member["config"]),
-                                            dict(member["params"]), run_id))
-        else:
-            failed += 1
-    return finished, failed
+def _finished(stage, result):
+    """([TrialRecord] of the configs of one Tune result whose run FINISHED, how many
+    failed): a finished config is an upstream of later stages; a pack's result names the
+    run of each of its configs (``pack_runs``, None for a failed one)."""
+    spec, metrics = from_tune(result.config), result.metrics or {}
+    if packs.is_pack(spec):
+        runs = list(metrics.get("pack_runs") or [])
+        runs += [None] * (len(spec.configs) - len(runs))
+        done = [TrialRecord(stage.name, stage.experiment, sweeps.resolved(stage, c.config),
+                            dict(c.params), run_id)
+                for c, run_id in zip(spec.configs, runs) if run_id]
+        return done, len(spec.configs) - len(done)
+    run_id = metrics.get("mlflow_run_id")
+    if result.error is not None or not run_id:
+        return [], 1
+    drawn = {k: v for k, v in result.config.items() if k != "trial"}
+    return [TrialRecord(stage.name, stage.experiment,
+                        sweeps.resolved(stage, {**spec.config, **drawn}),
+                        {**spec.params, **drawn}, run_id)], 0
+
+
+def _tune_files():
+    """Tune's own per-trial files: its result log (``result.json``, ``progress.csv``),
+    read by Tune's ``ExperimentAnalysis``; not TensorBoard's event files (MLflow holds
+    every metric, and TensorBoard cannot log a pack's list of run ids).
+    ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS`` (set above) keeps Tune from adding it back."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+    return [CSVLoggerCallback(), JsonLoggerCallback()]

@@ -11,7 +11,6 @@ set keys agree, and inherits X's data keys (dataset, subset, noise, seed) it doe
 import copy
 import dataclasses
 import itertools
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from raydiff.experiments import experiments, get_experiment
 from raydiff.experiments.config import (COMMON_KEYS, ConfigError, build_config, check_value,
                                         mapping_class, moved_hint, overlay)
 from raydiff.tune.packs import AUTO, check_pack
+from raydiff.tune.spec import TrialRecord, TrialSpec
 
 TOP_KEYS = {"name", "description", "experiment", "config", "stages", "resources",
             "max_failures", "num_samples", "max_trials", "search", "pack"}
@@ -76,7 +76,7 @@ def _fail(msg):
     raise ConfigError(msg)
 
 
-def _is_axis(value):
+def is_axis(value):
     return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in AXES | DISTRIBUTIONS
 
 
@@ -89,8 +89,8 @@ def case_points(value):
     order, repeats dropped (a ``--set`` can make two cases equal)."""
     points = []
     for case in value[CASES]:
-        fixed = {k: v for k, v in case.items() if not _is_axis(v)}
-        grids = {k: v["grid"] for k, v in case.items() if _is_axis(v)}
+        fixed = {k: v for k, v in case.items() if not is_axis(v)}
+        grids = {k: v["grid"] for k, v in case.items() if is_axis(v)}
         for combo in itertools.product(*grids.values()):
             point = {**fixed, **dict(zip(grids, combo))}
             if point not in points:
@@ -188,11 +188,11 @@ def _check_config(cls, config, where, *, search):
         if _is_cases(value):
             _check_cases(cls, config, key, value, where)
             continue
-        if isinstance(value, dict) and not _is_axis(value) and not mapping_class(cls, key):
+        if isinstance(value, dict) and not is_axis(value) and not mapping_class(cls, key):
             _fail(f"{where}.{key}: {value!r} is not a value or an axis; axes are "
                   f"{{grid: [...]}}, {{choice: [...]}} or {{cases: [{{key: value}}, ...]}}"
                   + (" or {uniform|loguniform|randint: [lo, hi]}" if search else ""))
-        if _is_axis(value):
+        if is_axis(value):
             (kind, values), = value.items()
             if kind in DISTRIBUTIONS:
                 if not search:
@@ -240,8 +240,8 @@ def _check_cases(cls, config, name, value, where):
                       and key in _case_keys(a)]
             if others:
                 _fail(f"{where}.{name}.cases[{i}]: {key} is also set by cases {others[0]!r}")
-            if isinstance(v, dict) and not (mapping_class(cls, key) and not _is_axis(v)):
-                if not (_is_axis(v) and "grid" in v and isinstance(v["grid"], list) and v["grid"]):
+            if isinstance(v, dict) and not (mapping_class(cls, key) and not is_axis(v)):
+                if not (is_axis(v) and "grid" in v and isinstance(v["grid"], list) and v["grid"]):
                     _fail(f"{where}.{name}.cases[{i}].{key}: inside a case a value is fixed or "
                           f"{{grid: [non-empty list]}}, got {v!r}")
                 for item in v["grid"]:
@@ -252,6 +252,27 @@ def _check_cases(cls, config, name, value, where):
 
 def validate(raw, *, source="sweep"):
     """Check a raw sweep dict and return a :class:`Sweep`; ConfigError names the bad key."""
+    resources, top_pack = _check_top(raw, source)
+    shared = raw.get("config") or {}
+    if not isinstance(shared, dict):
+        _fail(f"{source}: config must be a mapping of key: value")
+    stages = _parse_stages(raw, source, resources, top_pack)
+    ignored = _share(stages, shared, source)
+    for s in stages.values():
+        where = f"{source}: stages.{s.name}.config" if "stages" in raw else f"{source}: config"
+        _check_config(s.module.Config, s.config, where, search=s.search is not None)
+        _check_after(s, stages, source)
+    order = _topological(stages, source)
+    sweep = Sweep(raw["name"], str(raw.get("description", "")), order, resources,
+                  raw.get("max_failures", 0), raw.get("num_samples", 1),
+                  raw.get("max_trials", DEFAULT_MAX_TRIALS), raw, ignored)
+    _check_size(sweep, source)
+    return sweep
+
+
+def _check_top(raw, source):
+    """The top level: known keys, a name, one stage or ``stages``, limits. Returns the
+    sweep's (resources, pack)."""
     if not isinstance(raw, dict):
         _fail(f"{source}: a sweep file must be a YAML mapping with at least `name` and "
               f"`experiment` or `stages`, got {type(raw).__name__}")
@@ -265,18 +286,18 @@ def validate(raw, *, source="sweep"):
     if ("experiment" in raw) == ("stages" in raw):
         _fail(f"{source}: give either `experiment` (one stage) or `stages`, not "
               f"{'both' if 'experiment' in raw else 'neither'}")
-    valid = sorted(experiments())
     resources = _check_resources(raw.get("resources", {}), f"{source}: resources")
     for key, minimum in (("max_failures", 0), ("num_samples", 1), ("max_trials", 1)):
         value = raw.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < minimum):
             _fail(f"{source}: {key} must be an int >= {minimum}, got {value!r}")
-    top_pack = check_pack(raw.get("pack", AUTO), f"{source}: pack")
-    shared = raw.get("config") or {}
-    if not isinstance(shared, dict):
-        _fail(f"{source}: config must be a mapping of key: value")
+    return resources, check_pack(raw.get("pack", AUTO), f"{source}: pack")
 
+
+def _parse_stages(raw, source, resources, top_pack):
+    """{name: Stage} of the sweep's stages (a one-stage sweep's is ``main``), each checked
+    for its keys, experiment, ``after``, search, resources and pack; configs as written."""
     if "experiment" in raw:
         stage_defs = {"main": {"experiment": raw["experiment"], "search": raw.get("search")}}
     else:
@@ -285,6 +306,7 @@ def validate(raw, *, source="sweep"):
         stage_defs = raw["stages"]
         if not isinstance(stage_defs, dict) or not stage_defs:
             _fail(f"{source}: stages must be a non-empty mapping of stage name -> stage")
+    valid = sorted(experiments())
     stages = {}
     for sname, sdef in stage_defs.items():
         where = f"{source}: stages.{sname}" if "stages" in raw else source
@@ -308,9 +330,13 @@ def validate(raw, *, source="sweep"):
                               if "resources" in sdef else resources)
         stages[sname].pack = (check_pack(sdef["pack"], f"{where}: pack") if "pack" in sdef
                               else top_pack)
+    return stages
 
-    # shared keys go to every stage whose experiment knows them; the others ignore them,
-    # which the sweep records so that the CLI can say so (a silently weaker recipe otherwise)
+
+def _share(stages, shared, source):
+    """Give the sweep's shared ``config:`` keys to every stage whose experiment knows them
+    (a stage's own value wins). Returns {key: [stages that ignore it]}: the CLI says so,
+    since a silently ignored key makes a weaker recipe than the file reads."""
     ignored = {}
     for key in shared:
         if _is_cases(shared[key]):
@@ -328,26 +354,28 @@ def validate(raw, *, source="sweep"):
             s.shared_keys.add(key)
         if len(knowers) < len(stages):
             ignored[key] = [s.name for s in stages.values() if s not in knowers]
-    for s in stages.values():
-        where = f"{source}: stages.{s.name}.config" if "stages" in raw else f"{source}: config"
-        _check_config(s.module.Config, s.config, where, search=s.search is not None)
-        for up in s.after:
-            if up not in stages:
-                _fail(f"{source}: stages.{s.name}.after names a missing stage {up!r}; "
-                      f"stages: {sorted(stages)}")
-            takes = set(getattr(s.module, "CONSUMES", ())) | set(getattr(s.module, "GATHERS", ()))
-            if stages[up].experiment not in takes:
-                _fail(f"{source}: stages.{s.name} ({s.experiment}) cannot take the result of "
-                      f"stage {up!r} ({stages[up].experiment}); it takes: {sorted(takes) or 'none'}")
-        takes = getattr(s.module, "CONSUMES", ()) + getattr(s.module, "GATHERS", ())
-        if takes and not s.after:
-            _fail(f"{source}: stages.{s.name} ({s.experiment}) needs `after:` naming a stage "
-                  f"that runs one of {sorted(takes)}")
-    order = _topological(stages, source)
-    sweep = Sweep(name, str(raw.get("description", "")), order, resources,
-                  raw.get("max_failures", 0), raw.get("num_samples", 1),
-                  raw.get("max_trials", DEFAULT_MAX_TRIALS), raw, ignored)
-    for stage in order:     # a first stage's count is exact without the (slower) full plan
+    return ignored
+
+
+def _check_after(stage, stages, source):
+    """``after:`` names existing stages whose experiments ``stage`` can read, and a stage
+    whose experiment reads an earlier one has an ``after:``."""
+    takes = set(getattr(stage.module, "CONSUMES", ())) | set(getattr(stage.module, "GATHERS", ()))
+    for up in stage.after:
+        if up not in stages:
+            _fail(f"{source}: stages.{stage.name}.after names a missing stage {up!r}; "
+                  f"stages: {sorted(stages)}")
+        if stages[up].experiment not in takes:
+            _fail(f"{source}: stages.{stage.name} ({stage.experiment}) cannot take the result of "
+                  f"stage {up!r} ({stages[up].experiment}); it takes: {sorted(takes) or 'none'}")
+    if takes and not stage.after:
+        _fail(f"{source}: stages.{stage.name} ({stage.experiment}) needs `after:` naming a "
+              f"stage that runs one of {sorted(takes)}")
+
+
+def _check_size(sweep, source):
+    """At most ``max_trials`` trials, per stage and in all."""
+    for stage in sweep.stages:     # a first stage's count is exact without the (slower) full plan
         n = 0 if stage.after else own_count(stage, sweep.num_samples)
         if n > sweep.max_trials:
             _fail(f"{source}: stage {stage.name} alone expands to {n} trials, over max_trials="
@@ -357,7 +385,6 @@ def validate(raw, *, source="sweep"):
     if total > sweep.max_trials:
         _fail(f"{source}: the sweep expands to {total} trials ({counts}), over max_trials="
               f"{sweep.max_trials}; shrink the grid or raise max_trials in the sweep file")
-    return sweep
 
 
 def _share_cases(stages, name, value, source):
@@ -435,7 +462,7 @@ def expand_own(stage, num_samples=1, seed=0):
     for key, value in stage.config.items():
         if _is_cases(value):
             cases[key] = case_points(value)
-        elif _is_axis(value):
+        elif is_axis(value):
             (kind, values), = value.items()
             {"grid": grids, "choice": choices}.get(kind, dists)[key] = values if kind in AXES else value
         else:
@@ -457,24 +484,12 @@ def own_count(stage, num_samples=1):
     for value in stage.config.values():
         if _is_cases(value):
             grids *= len(case_points(value))
-        elif _is_axis(value):
+        elif is_axis(value):
             (kind, values), = value.items()
             grids *= len(values) if kind == "grid" else 1
             choices = choices or kind == "choice"
     samples = num_samples if choices or not stage.search else 1
     return grids * samples * (stage.search["num_samples"] if stage.search else 1)
-
-
-@dataclass
-class TrialRecord:
-    """A trial of a stage as the join sees it (planned or finished): its config and params.
-    Not the artifacts: an experiment reads those through
-    :class:`raydiff.experiments.base.Upstream`."""
-    stage: str
-    experiment: str
-    config: dict          # full resolved config (defaults included)
-    params: dict          # its flat params, as logged
-    run_id: str | None = None
 
 
 def resolved(stage, config):
@@ -498,11 +513,8 @@ ALIASES = {"hardness": "noise_kind", "noise_kind": "hardness"}
 
 
 def join(stage, own_configs, upstream_by_stage):
-    """Pair each own config with matching upstream trials -> list of trial specs.
-
-    A spec: {"stage", "experiment", "config" (explicit + inherited keys), "params" (flat,
-    upstream-only keys prefixed ``<stage>.``), "upstream" {experiment: run_id or [run_ids]}}.
-    """
+    """Pair each own config with matching upstream trials -> list of
+    :class:`~raydiff.tune.spec.TrialSpec` (config: explicit + inherited keys)."""
     gathers = set(getattr(stage.module, "GATHERS", ()))
     specs = []
     for own in own_configs:
@@ -531,8 +543,7 @@ def join(stage, own_configs, upstream_by_stage):
                         params.setdefault(key, value)
                 upstream[first.experiment] = ([u.run_id for u in group] if isinstance(up, list)
                                               else first.run_id)
-            specs.append({"stage": stage.name, "experiment": stage.experiment,
-                          "config": config, "params": params, "upstream": upstream})
+            specs.append(TrialSpec(stage.name, stage.experiment, config, params, upstream))
     return specs
 
 
@@ -544,8 +555,8 @@ def plan(sweep):
         specs = join(stage, own, fake)
         planned[stage.name] = specs
         fake[stage.name] = [TrialRecord(stage.name, stage.experiment,
-                                     s["config"] if stage.search else resolved(stage, s["config"]),
-                                     s["params"], f"planned-{i}") for i, s in enumerate(specs)]
+                                        s.config if stage.search else resolved(stage, s.config),
+                                        s.params, f"planned-{i}") for i, s in enumerate(specs)]
     return planned
 
 
@@ -554,7 +565,3 @@ def planned_counts(sweep):
     return {stage.name: len(specs) * (stage.search["num_samples"] if stage.search else 1)
             for stage, specs in zip(sweep.stages, plan(sweep).values())}
 
-
-def spec_key(spec):
-    """A stable, readable key of a trial spec (for logs and run names)."""
-    return json.dumps(spec["config"], sort_keys=True, default=str)

@@ -17,11 +17,13 @@ from pathlib import Path
 
 from ray import tune
 
+from raydiff import tracking
+from raydiff.data import data_key
 from raydiff.experiments import get_experiment
 from raydiff.experiments.base import PackCheckpoint, Report, Upstream
 from raydiff.experiments.config import build_config
-from raydiff import tracking
 from raydiff.tune import describe, packs
+from raydiff.tune.spec import PackSpec, TrialSpec, from_tune
 
 
 class TuneReport(Report):
@@ -169,89 +171,139 @@ def _checkpoint_index(path):
     return int(digits) if name.startswith("checkpoint_") and digits.isdigit() else -1
 
 
-def run_trial(param, *, datasets, context):
-    """Tune function trainable. ``param["trial"]`` is a spec from :func:`sweep.join`;
-    ``datasets`` maps a data key to a Dataset shared through the object store;
-    ``context`` has the tracking URI, MLflow experiment id, sweep name and session."""
+@dataclasses.dataclass
+class _Opened:
+    """One config's MLflow run, opened by this attempt of its trial (:func:`_open_run`)."""
+    spec: TrialSpec
+    config: object              # the experiment's Config, defaults filled in
+    run_id: str
+    status: str                 # NEW, FINISHED (nothing to redo) or the status it had
+    report: TuneReport | None   # None when FINISHED
+
+
+def _open_run(spec, *, report_class, trial_id, run_name, context, tracker, folder, node,
+              tags=None, restore=False):
+    """Open (or, on a retry or resume, re-open) the MLflow run of one config: its full
+    config (defaults included) and the upstream keys as params, the sweep's tags plus
+    ``tags``; then, unless it already FINISHED, its upstream artifacts and a report.
+    ``restore``: the report resumes from the trial's last checkpoint (a pack restores
+    its own, :func:`run_pack_trial`). ``node``: where this attempt runs."""
+    module = get_experiment(spec.experiment)
+    config = build_config(module.Config, spec.config, f"stage {spec.stage}")
+    params = {**dataclasses.asdict(config), **{k: v for k, v in spec.params.items() if "." in k}}
+    run_tags = {tracking.TAG_SWEEP: context["sweep"], tracking.TAG_SESSION: context["session"],
+                tracking.TAG_STAGE: spec.stage, tracking.TAG_EXPERIMENT: spec.experiment,
+                tracking.TAG_KIND: "trial", **(tags or {})}
+    run_id, status = tracker.trial_run(context["experiment_id"], stage=spec.stage,
+                                       trial_id=trial_id, run_name=run_name, params=params,
+                                       tags=run_tags, parent=context.get("parent_run_id"))
+    if status == "FINISHED":
+        return _Opened(spec, config, run_id, status, None)
+    try:
+        upstream = _upstreams(tracker, spec.upstream, folder)
+        node = dict(node)
+        state = _restore_state(node, context) if restore else None
+        report = report_class(folder / "artifacts", tracker=tracker, run_id=run_id,
+                              config=params, upstream=upstream, resume_state=state,
+                              device=node["raydiff.device"],
+                              logged=_logged_steps(tracker, run_id) if status != "NEW" else None)
+        if status != "NEW":
+            node["raydiff.retried"] = "true"
+        tracker.set_tags(run_id, node)
+    except BaseException:       # the run was opened: it must not stay RUNNING
+        _fail_run(tracker, run_id, traceback.format_exc())
+        raise
+    return _Opened(spec, config, run_id, status, report)
+
+
+def _close_run(opened, tracker, metrics, extra):
+    """Log what ``metrics`` (an experiment's return) holds that the report has not, and
+    ``extra``; close the run FINISHED. Returns the run's final metrics."""
+    report = opened.report
+    metrics = metrics or {}
+    unlogged = {k: v for k, v in metrics.items() if k not in report.last and _is_number(v)}
+    report({**unlogged, **extra})
+    report.flush()
+    tracker.end(opened.run_id, "FINISHED")
+    return {**report.last, **metrics}
+
+
+def _fail_run(tracker, run_id, reason, report=None):
+    """Close a run FAILED with ``reason`` as its ``raydiff.error`` tag (its buffered
+    metrics flushed first); a store that cannot be reached is printed, not raised."""
+    try:
+        if report is not None:
+            report.flush()
+        tracker.set_tags(run_id, {"raydiff.error": str(reason)[-4000:]})
+        tracker.end(run_id, "FAILED")
+    except Exception as exc:  # noqa: BLE001
+        print(f"raydiff: could not mark run {run_id} FAILED: {exc}", flush=True)
+
+
+def _attempt(context):
+    """(tracker, Tune trial id, device, node tags) of this attempt of a trial, with the
+    worker's torch threads set to the trial's CPUs."""
     import ray
     import torch
-
-    spec = param["trial"]
-    if "pack" in spec:
-        return run_pack_trial(param, datasets=datasets, context=context)
-    config_values = dict(spec["config"])
-    for key, value in param.items():          # values drawn by a search algorithm
-        if key != "trial":
-            config_values[key] = value
-    module = get_experiment(spec["experiment"])
-    config = build_config(module.Config, config_values, f"stage {spec['stage']}")
     torch.set_num_threads(max(1, int(context["cpus_per_trial"])))
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+    node = {"raydiff.node": ray.util.get_node_ip_address(),
+            "raydiff.node_id": ray.get_runtime_context().get_node_id(),
+            "raydiff.pid": str(os.getpid()), "raydiff.device": device}
+    return _tracker(context["tracking_uri"]), tune.get_context().get_trial_id(), device, node
 
-    tracker = _tracker(context["tracking_uri"])
-    trial_id = tune.get_context().get_trial_id()
-    # the full config (defaults included) plus the upstream keys, as the run's params
-    params = {**dataclasses.asdict(config),
-              **{k: v for k, v in spec["params"].items() if "." in k}}
-    tags = {tracking.TAG_SWEEP: context["sweep"], tracking.TAG_SESSION: context["session"],
-            tracking.TAG_STAGE: spec["stage"], tracking.TAG_EXPERIMENT: spec["experiment"],
-            tracking.TAG_KIND: "trial"}
-    run_id, status = tracker.trial_run(context["experiment_id"], stage=spec["stage"],
-                                       trial_id=trial_id,
-                                       run_name=describe.trial_name(param, trial_id),
-                                       params=params, tags=tags,
-                                       parent=context.get("parent_run_id"))
-    if status == "FINISHED":
-        # finished before the driver went down, after Tune's last state save: keep it
-        tune.report({**tracker.final_metrics(run_id), "mlflow_run_id": run_id})
-        return
+
+def _data(module, config, datasets):
+    """The loaded dataset a config trains on (None for an experiment that reads only its
+    upstream runs)."""
+    if not getattr(module, "NEEDS_DATA", True):
+        return None
+    return datasets[data_key(dataclasses.asdict(config))]
+
+
+def run_trial(param, *, datasets, context):
+    """Tune function trainable. ``param["trial"]`` holds a TrialSpec or PackSpec
+    (:func:`raydiff.tune.spec.tune_value`); ``datasets`` maps a data key to a Dataset
+    shared through the object store; ``context`` has the tracking URI, MLflow experiment
+    id, sweep name and session."""
+    spec = from_tune(param)
+    if isinstance(spec, PackSpec):
+        return run_pack_trial(spec, datasets=datasets, context=context)
+    drawn = {k: v for k, v in param.items() if k != "trial"}   # a search algorithm's values
+    spec = dataclasses.replace(spec, config={**spec.config, **drawn})
+    tracker, trial_id, device, node = _attempt(context)
     work = Path(tempfile.mkdtemp(prefix=f"raydiff-{trial_id}-"))
+    opened = None
     try:
-        upstream = _upstreams(tracker, spec["upstream"], work)
-        # where this attempt runs (a retried trial may land on another node)
-        extra_tags = {"raydiff.node": ray.util.get_node_ip_address(),
-                      "raydiff.node_id": ray.get_runtime_context().get_node_id(),
-                      "raydiff.pid": str(os.getpid()), "raydiff.device": device}
-        state = _restore_state(extra_tags, context)
-        report = TuneReport(work / "artifacts", tracker=tracker, run_id=run_id,
-                            config=params, upstream=upstream, resume_state=state, device=device,
-                            logged=_logged_steps(tracker, run_id) if status != "NEW" else None)
-        if status != "NEW":
-            extra_tags["raydiff.retried"] = "true"
-        tracker.set_tags(run_id, extra_tags)
-        data = None
-        if getattr(module, "NEEDS_DATA", True):
-            data = datasets[data_key(dataclasses.asdict(config))]
+        opened = _open_run(spec, report_class=TuneReport, trial_id=trial_id,
+                           run_name=describe.trial_name(param, trial_id), context=context,
+                           tracker=tracker, folder=work, node=node, restore=True)
+        if opened.status == "FINISHED":
+            # finished before the driver went down, after Tune's last state save: keep it
+            tune.report({**tracker.final_metrics(opened.run_id), "mlflow_run_id": opened.run_id})
+            return
+        module = get_experiment(spec.experiment)
         started = time.monotonic()
-        metrics = module.run(config, report, data) or {}
-        seconds = time.monotonic() - started
-        unlogged = {k: v for k, v in metrics.items() if k not in report.last and _is_number(v)}
-        report({**unlogged, "trial_seconds": seconds})
-        report.flush()
-        final = {**report.last, **metrics}
-        tracker.end(run_id, "FINISHED")
+        metrics = module.run(opened.config, opened.report,
+                             _data(module, opened.config, datasets)) or {}
+        final = _close_run(opened, tracker, metrics,
+                           {"trial_seconds": time.monotonic() - started})
         tune.report({**{k: v for k, v in final.items() if _is_number(v)},
-                     "mlflow_run_id": run_id})
+                     "mlflow_run_id": opened.run_id})
     except BaseException:
-        error = traceback.format_exc()[-4000:]
-        try:   # close the run as FAILED; the original error is what propagates
-            if "report" in locals():
-                report.flush()
-            tracker.set_tags(run_id, {"raydiff.error": error})
-            tracker.end(run_id, "FAILED")
-        except Exception as exc:  # noqa: BLE001
-            print(f"raydiff: could not mark run {run_id} FAILED: {exc}", flush=True)
+        if opened is not None:      # close the run FAILED; the original error propagates
+            _fail_run(tracker, opened.run_id, traceback.format_exc()[-4000:], opened.report)
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-class PackMemberReport(TuneReport):
+class PackConfigReport(TuneReport):
     """The report of one config inside a pack: metrics and artifacts go to the config's own
     MLflow run; Tune hears from the pack trial as a whole (:func:`run_pack_trial`), so a
-    member never calls ``tune.report``. A pack checkpoints as one unit, through the
-    :class:`TunePackCheckpoint` its members' reports share (``pack_checkpoint``); a
-    checkpoint one member asks for on its own is dropped."""
+    config never calls ``tune.report``. A pack checkpoints as one unit, through the
+    :class:`TunePackCheckpoint` its configs' reports share (``pack_checkpoint``); a
+    checkpoint one config asks for on its own is dropped."""
 
     def _emit(self, metrics, step, checkpoint):
         now_ms = int(time.time() * 1000)
@@ -267,12 +319,12 @@ class TunePackCheckpoint(PackCheckpoint):
     """A pack trial's one checkpoint, saved as a single trial's is (:class:`TuneReport`): a
     directory handed to ``tune.report``, which Tune gives back through
     ``tune.get_checkpoint`` when it retries the trial or resumes the sweep. It records the
-    pack members (positions in the pack spec) it was saved for; the members' metrics are
-    flushed first, so MLflow holds every epoch the checkpoint covers."""
+    configs (positions in the PackSpec) it was saved for; their metrics are flushed first,
+    so MLflow holds every epoch the checkpoint covers."""
 
-    def __init__(self, folder, *, members, reports, run_id, resume_state=None):
+    def __init__(self, folder, *, configs, reports, run_id, resume_state=None):
         super().__init__(folder, resume_state=resume_state)
-        self.members, self.reports, self.run_id = list(members), list(reports), run_id
+        self.configs, self.reports, self.run_id = list(configs), list(reports), run_id
 
     def _save(self, state, epoch):
         import torch
@@ -281,20 +333,20 @@ class TunePackCheckpoint(PackCheckpoint):
         ckpt_dir = self.folder / "checkpoint"
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         ckpt_dir.mkdir()
-        torch.save({"pack_members": self.members, "pack": state}, ckpt_dir / "state.pt")
+        torch.save({"pack_configs": self.configs, "pack": state}, ckpt_dir / "state.pt")
         tune.report({"pack_epoch": int(epoch), "mlflow_run_id": self.run_id},
                     checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
 
 
-def _pack_resume_state(saved, members):
+def _pack_resume_state(saved, positions):
     """(the pack state to resume from, or None; why not, or None) of the state restored
-    from a pack trial's checkpoint, for the members it trains now."""
+    from a pack trial's checkpoint, for the configs (positions) it trains now."""
     if saved is None:
         return None, None
-    found = saved.get("pack_members") if isinstance(saved, dict) else None
-    if found != list(members):
-        return None, (f"pack checkpoint saved for members {found}, unfinished now "
-                      f"{list(members)}: restarting those from scratch")
+    found = saved.get("pack_configs") if isinstance(saved, dict) else None
+    if found != list(positions):
+        return None, (f"pack checkpoint saved for configs {found}, unfinished now "
+                      f"{list(positions)}: restarting those from scratch")
     return saved["pack"], None
 
 
@@ -322,62 +374,22 @@ def _reset_peak_memory(device):
         torch.cuda.reset_peak_memory_stats()
 
 
-def _open_member(member, index, *, pack_id, pack_size, trial_id, tracker, context, work,
-                 device, node_tags):
-    """(config, params, run_id, status, report or None) of member ``index`` of a pack: its
-    own MLflow run, found again on a retry or resume by the trial tag ``<trial>/<index>``
-    (a FINISHED run is returned as it is, with no report: nothing to redo)."""
-    module = get_experiment(member["experiment"])
-    config = build_config(module.Config, dict(member["config"]), f"stage {member['stage']}")
-    params = {**dataclasses.asdict(config),
-              **{k: v for k, v in member["params"].items() if "." in k}}
-    tags = {tracking.TAG_SWEEP: context["sweep"], tracking.TAG_SESSION: context["session"],
-            tracking.TAG_STAGE: member["stage"], tracking.TAG_EXPERIMENT: member["experiment"],
-            tracking.TAG_KIND: "trial", packs.PACK_TAG: pack_id,
-            packs.PACK_SIZE_TAG: str(pack_size)}
-    run_id, status = tracker.trial_run(context["experiment_id"], stage=member["stage"],
-                                       trial_id=f"{trial_id}/{index}",
-                                       run_name=member.get("name") or f"{member['stage']}-{index}",
-                                       params=params, tags=tags,
-                                       parent=context.get("parent_run_id"))
-    if status == "FINISHED":
-        return config, params, run_id, status, None
-    folder = work / f"member{index}"
-    upstream = _upstreams(tracker, member["upstream"], folder)
-    report = PackMemberReport(folder / "artifacts", tracker=tracker, run_id=run_id,
-                              config=params, upstream=upstream, resume_state=None, device=device,
-                              logged=_logged_steps(tracker, run_id) if status != "NEW" else None)
-    extra = dict(node_tags)
-    if status != "NEW":
-        extra["raydiff.retried"] = "true"
-    tracker.set_tags(run_id, extra)
-    return config, params, run_id, status, report
-
-
-def _fail_run(tracker, run_id, reason, report=None):
-    try:
-        if report is not None:
-            report.flush()
-        tracker.set_tags(run_id, {"raydiff.error": str(reason)[-4000:]})
-        tracker.end(run_id, "FAILED")
-    except Exception as exc:  # noqa: BLE001
-        print(f"raydiff: could not mark run {run_id} FAILED: {exc}", flush=True)
-
-
-def run_pack_trial(param, *, datasets, context):
-    """One Tune trial training a pack of configs (``param["trial"]["pack"]``, specs from
-    :func:`raydiff.tune.packs.pack_spec`) through the experiment's ``run_pack``.
+def run_pack_trial(spec, *, datasets, context):
+    """One Tune trial training the configs of a :class:`~raydiff.tune.spec.PackSpec`
+    through the experiment's ``run_pack``.
 
     Every config has its own MLflow run (tags ``raydiff.pack``, ``raydiff.pack_size``),
-    found again on retry / resume; configs whose run FINISHED are not trained again, so a
-    restarted pack runs only the rest. ``run_pack`` returns one entry per config it was
-    given: its metrics, or the exception that config failed with (a diverged model, an
-    error in its own post-processing): that run is closed FAILED with the reason and the
-    others carry on. The trial errors only when ``run_pack`` itself raises (every run it
-    was training is then FAILED and Tune retries the pack) or no config finished.
+    found again on retry / resume by the trial tag ``<trial>/<position>``; configs whose
+    run FINISHED are not trained again, so a restarted pack runs only the rest.
+    ``run_pack`` returns one entry per config it was given: its metrics, or the exception
+    that config failed with (a diverged model, an error in its own post-processing): that
+    run is closed FAILED with the reason and the others carry on. The trial errors only
+    when ``run_pack`` itself raises (every run it was training is then FAILED and Tune
+    retries the pack) or no config finished. Tune hears the mean of each metric over the
+    finished configs and ``pack_runs``, the run id of each config (None: it failed).
 
     Checkpoints: a pack checkpoints as one unit (:class:`TunePackCheckpoint`, shared by
-    its members' reports as ``pack_checkpoint``; the contract is in
+    its configs' reports as ``pack_checkpoint``; the contract is in
     :mod:`raydiff.experiments._packs`). When Tune retries the trial (a killed worker) or
     ``--resume`` restarts it, the pack resumes from its last checkpoint if that was saved
     for exactly the configs still unfinished; otherwise (some finished since, or the
@@ -385,90 +397,48 @@ def run_pack_trial(param, *, datasets, context):
     from epoch 0. Stages whose ``run_pack`` does not checkpoint (identify, inversion,
     imbalance) always train their unfinished configs again from the start.
 
-    Every member run gets the pack's wall time (``pack_seconds``), its share of it
+    Every config's run gets the pack's wall time (``pack_seconds``), its share of it
     (``trial_seconds``) and the worker's peak memory while the pack ran:
     ``pack_peak_rss_mib`` (resident, ``ru_maxrss``) and on CUDA ``pack_peak_cuda_mib``
     (``torch.cuda.max_memory_allocated``).
     """
-    import ray
-    import torch
-
-    spec = param["trial"]
-    members = spec["pack"]
-    module = get_experiment(spec["experiment"])
-    torch.set_num_threads(max(1, int(context["cpus_per_trial"])))
-    device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-    tracker = _tracker(context["tracking_uri"])
-    trial_id = tune.get_context().get_trial_id()
-    pack_id = f"{spec['stage']}/{trial_id}"
-    node_tags = {"raydiff.node": ray.util.get_node_ip_address(),
-                 "raydiff.node_id": ray.get_runtime_context().get_node_id(),
-                 "raydiff.pid": str(os.getpid()), "raydiff.device": device}
+    tracker, trial_id, device, node = _attempt(context)
+    pack_id = f"{spec.stage}/{trial_id}"
+    pack_tags = {packs.PACK_TAG: pack_id, packs.PACK_SIZE_TAG: str(len(spec.configs))}
     work = Path(tempfile.mkdtemp(prefix=f"raydiff-{trial_id}-"))
-    run_ids = [None] * len(members)
-    finals = [None] * len(members)
-    todo = []               # (index, config, run_id, report)
+    run_ids, finals = [None] * len(spec.configs), [None] * len(spec.configs)
+    todo = {}               # position -> _Opened, the configs this attempt trains
     try:
-        for i, member in enumerate(members):
+        for i, config_spec in enumerate(spec.configs):
             try:
-                config, params, run_id, status, report = _open_member(
-                    member, i, pack_id=pack_id, pack_size=len(members), trial_id=trial_id,
-                    tracker=tracker, context=context, work=work, device=device,
-                    node_tags=node_tags)
+                opened = _open_run(config_spec, report_class=PackConfigReport,
+                                   trial_id=f"{trial_id}/{i}",
+                                   run_name=config_spec.name or f"{spec.stage}-{i}",
+                                   context=context, tracker=tracker, folder=work / f"config{i}",
+                                   node=node, tags=pack_tags)
             except Exception:  # noqa: BLE001 - this config's own setup: it alone fails
-                print(f"raydiff: pack member {i} could not start:\n{traceback.format_exc()}")
+                print(f"raydiff: config {i} of pack {pack_id} could not start:\n"
+                      f"{traceback.format_exc()}")
                 continue
-            run_ids[i] = run_id
-            if status == "FINISHED":
-                finals[i] = tracker.final_metrics(run_id)
+            run_ids[i] = opened.run_id
+            if opened.status == "FINISHED":
+                finals[i] = tracker.final_metrics(opened.run_id)
             else:
-                todo.append((i, config, run_id, report))
-        outcomes = []
+                todo[i] = opened
         if todo:
-            data = None
-            if getattr(module, "NEEDS_DATA", True):
-                data = datasets[data_key(dataclasses.asdict(todo[0][1]))]
-            members_now = [t[0] for t in todo]
-            restore_tags = {}
-            resume, why = _pack_resume_state(_restore_state(restore_tags, context), members_now)
-            if why:
-                print(f"raydiff: {why}", flush=True)
-                restore_tags["raydiff.checkpoint_error"] = why[:500]
-            checkpoint = TunePackCheckpoint(work / "pack", members=members_now,
-                                            reports=[t[3] for t in todo],
-                                            run_id=todo[0][2], resume_state=resume)
-            for _, _, _, report in todo:
-                report.pack_checkpoint = checkpoint
-                for key, value in restore_tags.items():
-                    report.tag(key, value)
-            _reset_peak_memory(device)
-            started = time.monotonic()
-            outcomes = module.run_pack([t[1] for t in todo], [t[3] for t in todo], data)
-            seconds = time.monotonic() - started
-            peak = _peak_memory(device)
-            if len(outcomes) != len(todo):
-                raise RuntimeError(f"{module.NAME}.run_pack returned {len(outcomes)} results "
-                                   f"for {len(todo)} configs")
-        for (i, config, run_id, report), outcome in zip(todo, outcomes):
-            if isinstance(outcome, BaseException):
-                reason = "".join(traceback.format_exception(outcome))
-                _fail_run(tracker, run_id, reason, report)
-                run_ids[i] = None
-                continue
-            metrics = outcome or {}
-            unlogged = {k: v for k, v in metrics.items() if k not in report.last and _is_number(v)}
-            # a config's cost is its share of the pack (what it would have cost as one of
-            # len(todo) trials run back to back); the pack's wall time is kept beside it
-            report({**unlogged, "trial_seconds": seconds / len(todo), "pack_seconds": seconds,
-                    **peak})
-            report.flush()
-            tracker.end(run_id, "FINISHED")
-            finals[i] = {**report.last, **metrics}
+            outcomes, extra = _train_pack(spec, todo, datasets, context, work, device)
+            for (i, opened), outcome in zip(todo.items(), outcomes):
+                if isinstance(outcome, BaseException):
+                    _fail_run(tracker, opened.run_id,
+                              "".join(traceback.format_exception(outcome)), opened.report)
+                    run_ids[i] = None
+                else:
+                    finals[i] = _close_run(opened, tracker, outcome, extra)
     except BaseException:
         error = traceback.format_exc()[-4000:]
-        for i, config, run_id, report in todo:
+        for i, opened in todo.items():
             if finals[i] is None:
-                _fail_run(tracker, run_id, error, report)
+                _fail_run(tracker, opened.run_id, error, opened.report)
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -476,13 +446,44 @@ def run_pack_trial(param, *, datasets, context):
     if not done:
         raise RuntimeError(f"no config of pack {pack_id} finished (each failed run says why "
                            f"in its raydiff.error tag)")
-    # Tune sees the mean of each metric over the finished configs, and where the runs are
     keys = set.intersection(*(set(k for k, v in f.items() if _is_number(v)) for f in done))
     summary = {k: sum(float(f[k]) for f in done) / len(done) for k in keys}
-    import json
     tune.report({**summary, "mlflow_run_id": next(r for r in run_ids if r),
-                 "pack_runs": json.dumps(run_ids), "pack_finished": len(done),
-                 "pack_failed": len(members) - len(done)})
+                 "pack_runs": run_ids, "pack_finished": len(done),
+                 "pack_failed": len(spec.configs) - len(done)})
+
+
+def _train_pack(spec, todo, datasets, context, work, device):
+    """Run the experiment's ``run_pack`` on the configs of ``todo`` ({position: _Opened}),
+    resumed from the pack's checkpoint when it was saved for exactly these positions.
+    Returns (one outcome per config, the metrics every config's run gets: its share of
+    the pack's wall time, the wall time, the worker's peak memory)."""
+    module = get_experiment(spec.experiment)
+    opened = list(todo.values())
+    restore_tags = {}
+    resume, why = _pack_resume_state(_restore_state(restore_tags, context), list(todo))
+    if why:
+        print(f"raydiff: {why}", flush=True)
+        restore_tags["raydiff.checkpoint_error"] = why[:500]
+    checkpoint = TunePackCheckpoint(work / "pack", configs=list(todo),
+                                    reports=[o.report for o in opened],
+                                    run_id=opened[0].run_id, resume_state=resume)
+    for o in opened:
+        o.report.pack_checkpoint = checkpoint
+        for key, value in restore_tags.items():
+            o.report.tag(key, value)
+    _reset_peak_memory(device)
+    started = time.monotonic()
+    outcomes = module.run_pack([o.config for o in opened], [o.report for o in opened],
+                               _data(module, opened[0].config, datasets))
+    seconds = time.monotonic() - started
+    if len(outcomes) != len(opened):
+        raise RuntimeError(f"{module.NAME}.run_pack returned {len(outcomes)} results "
+                           f"for {len(opened)} configs")
+    # a config's cost is its share of the pack (what it would have cost as one of
+    # len(todo) trials run back to back); the pack's wall time is kept beside it
+    return outcomes, {"trial_seconds": seconds / len(opened), "pack_seconds": seconds,
+                      **_peak_memory(device)}
 
 
 def _logged_steps(tracker, run_id):
@@ -537,7 +538,3 @@ def _params(tracker, run_id):
 def _is_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
-
-def data_key(config):
-    """Which loaded dataset a trial config needs (the same key loads it on the driver)."""
-    return "|".join(str(config.get(k)) for k in ("dataset", "data_root", "download", "image_size"))
