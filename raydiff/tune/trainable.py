@@ -291,7 +291,8 @@ def run_trial(param, *, datasets, context):
         tune.report({**{k: v for k, v in final.items() if _is_number(v)},
                      "mlflow_run_id": opened.run_id})
     except BaseException:
-        if opened is not None:      # close the run FAILED; the original error propagates
+        # close the run FAILED (one that had FINISHED stays so); the original error propagates
+        if opened is not None and opened.status != "FINISHED":
             _fail_run(tracker, opened.run_id, traceback.format_exc()[-4000:], opened.report)
         raise
     finally:
