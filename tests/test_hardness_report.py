@@ -178,6 +178,25 @@ def test_the_tables_open_on_an_overview_of_method_by_kind(report):
     assert rows[-1].startswith("| *chance* | 0.100 | 0.100")
 
 
+def test_the_heatmap_has_a_panel_per_ratio_or_per_place_in_each_kinds_grid():
+    from raydiff.report.hardness import heatmap_panels
+    rows = [{"dataset": "d", "hardness": k, "ratio": r, "method": m, "auprc_mean": a}
+            for k, grid in (("uniform", (0.1, 0.2, 0.3)), ("zoom", (0.05, 0.1, 0.2)))
+            for r in grid for m, a in (("good", 0.9), ("bad", 0.1))]
+    ranks = pd.DataFrame({"method": ["good", "bad"], "ratio": ["all", "all"],
+                          "rank_mean": [1.0, 2.0]})
+    panels = heatmap_panels(pd.DataFrame(rows), ranks)
+    assert [t for t, _ in panels] == ["d, each kind's lowest p", "d, each kind's second p",
+                                      "d, each kind's third p"]
+    lowest = panels[0][1]
+    assert list(lowest.columns) == ["uniform (0.1)", "zoom (0.05)"]   # label kinds first
+    assert list(lowest.index) == ["good", "bad"] and not lowest.isna().any().any()
+    # kinds that share their ratios: one panel per ratio, as before
+    same = pd.DataFrame([r for r in rows if r["hardness"] == "uniform"])
+    assert [t for t, _ in heatmap_panels(same, ranks)] == ["d, p = 0.1", "d, p = 0.2",
+                                                           "d, p = 0.3"]
+
+
 def test_ranks_friedman_and_critical_difference(report):
     out, _ = report
     ranks = pd.read_csv(out / "hardness_ranks.csv", dtype={"ratio": str})

@@ -36,8 +36,9 @@ Written, when at least one such table holds hard samples:
   scored;
 - ``hardness_tables.md``: an overview, method x kind (AUPRC at each kind's middle
   proportion, mean rank over kinds), then one table per kind (AUPRC and AUROC per ratio,
-  mean rank, stability, the Friedman result), and ``hardness_auprc.png``: AUPRC as a heatmap, method
-  x kind, one panel per ratio.
+  mean rank, stability, the Friedman result), and ``hardness_auprc.png``: AUPRC as a
+  heatmap, method x kind, one panel per ratio (or per place in each kind's grid,
+  :func:`heatmap_panels`).
 """
 
 import re
@@ -470,19 +471,47 @@ def _cd_figures(ctx, tests):
                                     title=title))
 
 
+def heatmap_panels(summary, ranks):
+    """[(panel title, methods x kinds frame of mean AUPRC)] for the heatmap: one panel per
+    ratio when every kind of a dataset has the same ratios; otherwise (far-OOD at 5 / 10 /
+    20 %, label noise at 10 / 20 / 30 %) one panel per position in each kind's grid (its
+    lowest, next, ... ratio), each column naming its kind and ratio, so no panel is half
+    empty. Methods by mean rank."""
+    overall = ranks[ranks["ratio"] == ALL].groupby("method")["rank_mean"].mean()
+    methods = list(overall.sort_values(kind="stable").index)
+    methods += sorted(set(summary["method"]) - set(methods))
+    panels = []
+    for dataset, part in summary.groupby("dataset", sort=True):
+        where = f"{dataset}, " if dataset else ""
+        kinds = _kind_order(part["hardness"].unique())
+        grids = {k: sorted(part.loc[part["hardness"] == k, "ratio"].unique()) for k in kinds}
+        if len({tuple(g) for g in grids.values()}) == 1:
+            for ratio in grids[kinds[0]]:
+                cells = part[part["ratio"] == ratio]
+                grid = cells.pivot_table(index="method", columns="hardness",
+                                         values="auprc_mean", aggfunc="first")
+                panels.append((f"{where}p = {ratio:g}",
+                               grid.reindex(index=methods, columns=kinds)))
+            continue
+        for position in range(max(len(g) for g in grids.values())):
+            at = {k: g[position] for k, g in grids.items() if position < len(g)}
+            columns = {}
+            for k, ratio in at.items():
+                cells = part[(part["hardness"] == k) & (part["ratio"] == ratio)]
+                columns[f"{k} ({ratio:g})"] = cells.set_index("method")["auprc_mean"]
+            grid = pd.DataFrame(columns).reindex(index=methods)
+            order = ["lowest", "second", "third", "fourth", "fifth"]
+            name = order[position] if position < len(order) else f"#{position + 1}"
+            panels.append((f"{where}each kind's {name} p", grid))
+    return panels
+
+
 def _heatmap(ctx, summary, ranks):
     from raydiff.plots.hardness import method_kind_heatmap
 
-    overall = ranks[ranks["ratio"] == ALL].groupby("method")["rank_mean"].mean()
-    methods = list(overall.sort_values(kind="stable").index)
-    kinds = sorted(summary["hardness"].unique())
-    panels = []
-    for (dataset, ratio), part in summary.groupby(["dataset", "ratio"], sort=True):
-        grid = part.pivot_table(index="method", columns="hardness", values="auprc_mean",
-                                aggfunc="first").reindex(index=methods, columns=kinds)
-        panels.append((f"{dataset + ', ' if dataset else ''}p = {ratio:g}", grid))
     ctx.figure("hardness_auprc.png", method_kind_heatmap(
-        panels, title="AUPRC (hard samples positive), mean over seeds; methods by mean rank"))
+        heatmap_panels(summary, ranks),
+        title="AUPRC (hard samples positive), mean over seeds; methods by mean rank"))
 
 
 def build(ctx, runs):
