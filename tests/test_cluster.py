@@ -14,7 +14,10 @@ pytestmark = pytest.mark.slow
 
 TRIALS, EPOCHS = 12, 8
 SWEEP = {"name": "cluster", "experiment": "train_classifier",
-         "resources": {"cpu": 1, "gpu": 0.25},     # four trials per GPU
+         # two trials per GPU: Tune ran at most 4 of these short trials at once here,
+         # and Ray may place 4 quarter-GPU trials on one node's GPU, leaving the other
+         # node idle; at half a GPU, 4 at once need both nodes
+         "resources": {"cpu": 1, "gpu": 0.5},
          "config": {"dataset": "blobs", "noise_ratio": 0.2, "hidden": [16], "epochs": EPOCHS,
                     "checkpoint_every": 4, "epoch_seconds": 0.5,
                     "seed": {"grid": list(range(TRIALS))}}}
@@ -77,7 +80,7 @@ def test_sweep_spreads_over_both_nodes_and_logs_over_http(tmp_path, cluster):
     overall = max_overlap([span for spans in placed.values() for span in spans])
     print(f"trials per node {[len(s) for s in placed.values()]}, most at once per node "
           f"{list(per_node.values())}, overall {overall}")
-    assert max(per_node.values()) <= 4 and overall <= 8     # 4 per GPU, 2 GPUs
+    assert max(per_node.values()) <= 2 and overall <= 4     # 2 per GPU, 2 GPUs
 
     for run in runs:
         assert run.info.artifact_uri.startswith("mlflow-artifacts:")     # proxied by the server

@@ -10,6 +10,7 @@ Words: a pack trains several *configs* (each a TrialSpec with its own MLflow run
 engine's packed models may each train on a *subset* of the samples.
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 
 
@@ -58,13 +59,20 @@ class TrialRecord:
 
 
 def tune_value(spec):
-    """A spec as it sits in Tune's config under ``trial``: the spec, and beside it what
-    the driver reads before the trial runs: its stage, name and params (the progress
-    table's ``trial/params/<key>`` columns). Tune hands a grid's objects to the trainable
-    through the object store and shows the driver's naming hooks only a placeholder."""
-    return {"spec": spec, "stage": spec.stage, "name": spec.name, "params": dict(spec.params)}
+    """A spec as it sits in Tune's config under ``trial``: plain data (its fields, and
+    ``kind``), which :func:`from_tune` turns back into the spec. Plain, because Tune
+    treats any other object in a grid as opaque: it swaps it for a placeholder, resolved
+    late, that its naming hooks and progress columns cannot read; and a trial's
+    ``trial/params/<key>`` columns read the params from here."""
+    data = dataclasses.asdict(spec)
+    data["kind"] = "pack" if isinstance(spec, PackSpec) else "trial"
+    return data
 
 
 def from_tune(config):
-    """The TrialSpec or PackSpec of a Tune trial's ``config``."""
-    return config["trial"]["spec"]
+    """The TrialSpec or PackSpec of a Tune trial's ``config`` (:func:`tune_value`)."""
+    data = dict(config["trial"])
+    if data.pop("kind") == "pack":
+        data["configs"] = [TrialSpec(**c) for c in data["configs"]]
+        return PackSpec(**data)
+    return TrialSpec(**data)
