@@ -43,7 +43,7 @@ def varied_keys(params, own=()):
     if len(params) < 2:
         return []
     keys = list(dict.fromkeys(k for p in params for k in p))
-    varied = [k for k in keys if len({_canonical(p.get(k)) for p in params}) > 1]
+    varied = [k for k in keys if len({canonical(p.get(k)) for p in params}) > 1]
     if "hardness" in varied:        # noise_kind is hardness's old name: the same axis
         varied = [k for k in varied if k != "noise_kind"]
     own = set(own)
@@ -132,7 +132,8 @@ def main_metric(stage):
     return MAIN_METRIC.get(stage.experiment)
 
 
-def _canonical(value):
+def canonical(value):
+    """A value as stable text, to compare values of any type (lists, dicts, None)."""
     return json.dumps(value, sort_keys=True, default=str)
 
 

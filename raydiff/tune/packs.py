@@ -21,9 +21,9 @@ Sizing, the sweep key ``pack`` (top level or per stage) or ``raydiff run --pack 
 """
 
 import hashlib
-import json
 
 from raydiff.experiments.config import ConfigError
+from raydiff.tune.describe import canonical
 from raydiff.tune.spec import PackSpec
 
 AUTO = "auto"
@@ -48,16 +48,12 @@ def can_pack(module):
     return hasattr(module, "run_pack") and hasattr(module, "PACK_KEYS")
 
 
-def _canonical(value):
-    return json.dumps(value, sort_keys=True, default=str)
-
-
 def group_key(spec, module, config):
     """What specs must share to share a pack: every config key outside ``PACK_KEYS`` and
     the shape of their upstream (which experiments, one run or a list)."""
     fixed = {k: v for k, v in config.items() if k not in module.PACK_KEYS}
     shape = {exp: isinstance(ids, list) for exp, ids in spec.upstream.items()}
-    return _canonical([spec.experiment, fixed, shape])
+    return canonical([spec.experiment, fixed, shape])
 
 
 def model_bytes(config, *, n_samples, n_features, num_classes):
@@ -166,13 +162,13 @@ def pack_spec(stage_label, configs, varied):
     named): its name says it is a pack and of what, e.g. ``identify pack of 6 (strategy x
     noise)``; ``varied`` maps each varied key to its short label."""
     spans = [label for k, label in varied.items()
-             if len({_canonical(c.params.get(k)) for c in configs}) > 1]
+             if len({canonical(c.params.get(k)) for c in configs}) > 1]
     what = f" ({' x '.join(spans)})" if spans else ""
     params = {}
     for k in varied:
-        values = {_canonical(c.params.get(k)) for c in configs}
+        values = {canonical(c.params.get(k)) for c in configs}
         params[k] = configs[0].params.get(k) if len(values) == 1 else f"{len(values)} values"
-    digest = hashlib.sha1(_canonical([c.name for c in configs]).encode()).hexdigest()[:8]
+    digest = hashlib.sha1(canonical([c.name for c in configs]).encode()).hexdigest()[:8]
     return PackSpec(configs[0].stage, configs[0].experiment,
                     f"{stage_label} pack of {len(configs)}{what}", params, list(configs), digest)
 

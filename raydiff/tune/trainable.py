@@ -23,7 +23,7 @@ from raydiff.experiments import get_experiment
 from raydiff.experiments.base import PackCheckpoint, Report, Upstream
 from raydiff.experiments.config import build_config
 from raydiff.tune import describe, packs
-from raydiff.tune.spec import PackSpec, TrialSpec, from_tune
+from raydiff.tune.spec import PackSpec, from_tune
 
 
 class TuneReport(Report):
@@ -174,8 +174,8 @@ def _checkpoint_index(path):
 @dataclasses.dataclass
 class _Opened:
     """One config's MLflow run, opened by this attempt of its trial (:func:`_open_run`)."""
-    spec: TrialSpec
-    config: object              # the experiment's Config, defaults filled in
+    module: object              # the experiment's module
+    config: object              # its Config, defaults filled in
     run_id: str
     status: str                 # NEW, FINISHED (nothing to redo) or the status it had
     report: TuneReport | None   # None when FINISHED
@@ -198,7 +198,7 @@ def _open_run(spec, *, report_class, trial_id, run_name, context, tracker, folde
                                        trial_id=trial_id, run_name=run_name, params=params,
                                        tags=run_tags, parent=context.get("parent_run_id"))
     if status == "FINISHED":
-        return _Opened(spec, config, run_id, status, None)
+        return _Opened(module, config, run_id, status, None)
     try:
         upstream = _upstreams(tracker, spec.upstream, folder)
         node = dict(node)
@@ -213,7 +213,7 @@ def _open_run(spec, *, report_class, trial_id, run_name, context, tracker, folde
     except BaseException:       # the run was opened: it must not stay RUNNING
         _fail_run(tracker, run_id, traceback.format_exc())
         raise
-    return _Opened(spec, config, run_id, status, report)
+    return _Opened(module, config, run_id, status, report)
 
 
 def _close_run(opened, tracker, metrics, extra):
@@ -282,10 +282,9 @@ def run_trial(param, *, datasets, context):
             # finished before the driver went down, after Tune's last state save: keep it
             tune.report({**tracker.final_metrics(opened.run_id), "mlflow_run_id": opened.run_id})
             return
-        module = get_experiment(spec.experiment)
         started = time.monotonic()
-        metrics = module.run(opened.config, opened.report,
-                             _data(module, opened.config, datasets)) or {}
+        metrics = opened.module.run(opened.config, opened.report,
+                                    _data(opened.module, opened.config, datasets)) or {}
         final = _close_run(opened, tracker, metrics,
                            {"trial_seconds": time.monotonic() - started})
         tune.report({**{k: v for k, v in final.items() if _is_number(v)},
@@ -427,7 +426,7 @@ def run_pack_trial(spec, *, datasets, context):
             else:
                 todo[i] = opened
         if todo:
-            outcomes, extra = _train_pack(spec, todo, datasets, context, work, device)
+            outcomes, extra = _train_pack(todo, datasets, context, work, device)
             for (i, opened), outcome in zip(todo.items(), outcomes):
                 if isinstance(outcome, BaseException):
                     _fail_run(tracker, opened.run_id,
@@ -454,13 +453,13 @@ def run_pack_trial(spec, *, datasets, context):
                  "pack_failed": len(spec.configs) - len(done)})
 
 
-def _train_pack(spec, todo, datasets, context, work, device):
+def _train_pack(todo, datasets, context, work, device):
     """Run the experiment's ``run_pack`` on the configs of ``todo`` ({position: _Opened}),
     resumed from the pack's checkpoint when it was saved for exactly these positions.
     Returns (one outcome per config, the metrics every config's run gets: its share of
     the pack's wall time, the wall time, the worker's peak memory)."""
-    module = get_experiment(spec.experiment)
     opened = list(todo.values())
+    module = opened[0].module
     restore_tags = {}
     resume, why = _pack_resume_state(_restore_state(restore_tags, context), list(todo))
     if why:
