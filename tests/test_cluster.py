@@ -12,14 +12,19 @@ from procs import MlflowServer, RayCluster
 
 pytestmark = pytest.mark.slow
 
-TRIALS, EPOCHS = 12, 8
+TRIALS, EPOCHS = 8, 8
 SWEEP = {"name": "cluster", "experiment": "train_classifier",
-         # two trials per GPU: Tune ran at most 4 of these short trials at once here,
-         # and Ray may place 4 quarter-GPU trials on one node's GPU, leaving the other
-         # node idle; at half a GPU, 4 at once need both nodes
+         # two trials per GPU, so 4 run at once on the two nodes and 8 come in two waves.
+         # A trial lasts 16 s (epoch_seconds): Tune hands a pending trial to an actor that
+         # has just finished on the head, even if that trial's own actor is still starting
+         # on the worker, so trials shorter than a worker's cold start (a fresh Python
+         # process importing torch) may all run on the head. Measured here: with 4 s trials
+         # and 8 CPUs a node, 12 trials ran on the head alone (the worker's actors were not
+         # ready within 10 s); with 4 CPUs a node the worker's first trial started 3 s
+         # after the head's.
          "resources": {"cpu": 1, "gpu": 0.5},
          "config": {"dataset": "blobs", "noise_ratio": 0.2, "hidden": [16], "epochs": EPOCHS,
-                    "checkpoint_every": 4, "epoch_seconds": 0.5,
+                    "checkpoint_every": 4, "epoch_seconds": 2,
                     "seed": {"grid": list(range(TRIALS))}}}
 
 
@@ -45,8 +50,8 @@ def cluster(tmp_path):
     try:
         server.start()
         # CPUs to spare, so that the GPU fractions are what limits how many trials run
-        nodes.start_head(num_cpus=8, num_gpus=1)
-        nodes.add_worker(num_cpus=8, num_gpus=1)
+        nodes.start_head(num_cpus=4, num_gpus=1)
+        nodes.add_worker(num_cpus=4, num_gpus=1)
         nodes.node_ids = sorted(nodes.wait_for_nodes(2))
         yield server, nodes
     finally:

@@ -184,6 +184,13 @@ def _finished_counts(log):
                                                  log)}
 
 
+def _hosts_counts(log):
+    """{(stage, host): configs finished there} from the driver's stage lines."""
+    return {(m[0], host): int(n)
+            for m in re.findall(r"raydiff: stage (\S+): .*; ran on ([^;\n]+)", log)
+            for host, n in re.findall(r"([\d.]+): (\d+)", m[1])}
+
+
 def test_walkthrough_on_two_hosts(cluster, tmp_path):
     """docs/cluster.md, "Walkthrough (your own machines)", step by step (`ray up` is the
     fixture's, `ray down` the module's last test)."""
@@ -219,7 +226,14 @@ def test_walkthrough_on_two_hosts(cluster, tmp_path):
             assert len(runs) == sum(finished.values())
             assert {r.info.status for r in runs} == {"FINISHED"}
             placed = collections.Counter(r.data.tags["raydiff.node"] for r in runs)
-            assert set(placed) == {HEAD, WORKER}, placed          # trials ran on both hosts
+            # Which host runs the smoke's short trials is a race (docs/cluster.md,
+            # "Placement of short trials"): the host-loss tests below put packs on the worker
+            # for sure. Here each stage's line names both hosts, with what MLflow recorded.
+            assert set(placed) <= {HEAD, WORKER}, placed
+            per_stage = collections.Counter((r.data.tags["raydiff.stage"],
+                                             r.data.tags["raydiff.node"]) for r in runs)
+            assert _hosts_counts(log) == {(s, h): per_stage.get((s, h), 0)
+                                          for s in finished for h in (HEAD, WORKER)}, log
             stored = STATE / "h1" / "home" / "mlflow" / "artifacts"   # the head's disk
             files = 0
             for r in runs:
@@ -228,8 +242,6 @@ def test_walkthrough_on_two_hosts(cluster, tmp_path):
                 for path in listed:
                     assert list(stored.glob(f"*/{r.info.run_id}/artifacts/{path}")), path
                     files += 1
-        per_stage = collections.Counter((r.data.tags["raydiff.stage"], r.data.tags["raydiff.node"])
-                                        for r in runs)
 
         with timed(times, "ray dashboard: the API with the token"):
             base = f"http://127.0.0.1:{port}"

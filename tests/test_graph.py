@@ -198,6 +198,25 @@ def test_retried_summary_says_what_ran_again():
                                           "(epochs 200-400), 1 started over; finished on "
                                           "10.0.0.1, 10.0.0.2")
     assert retried_summary(runs, "c") == ""
+
+
+def test_hosts_summary_names_every_live_host():
+    from types import SimpleNamespace as NS
+
+    from raydiff.tune.runner import hosts_summary
+
+    def run(stage, node, status="FINISHED"):
+        return NS(data=NS(tags={"raydiff.stage": stage, "raydiff.node": node}),
+                  info=NS(status=status))
+
+    runs = [run("a", "10.0.0.1"), run("a", "10.0.0.1"), run("a", "10.0.0.2"),
+            run("a", "10.0.0.2", "FAILED"), run("b", "10.0.0.2")]
+    assert hosts_summary(runs, "a", ["10.0.0.1", "10.0.0.2"]) == \
+        "ran on 10.0.0.1: 2, 10.0.0.2: 1"
+    # a live host that ran none of the stage's configs is named with 0
+    assert hosts_summary(runs[:2], "a", ["10.0.0.1", "10.0.0.2"]) == \
+        "ran on 10.0.0.1: 2, 10.0.0.2: 0"
+    assert hosts_summary(runs[:2], "a", ["10.0.0.1"]) == ""          # one host: nothing
     assert graph.summary_lines({"a": {"state": "finished", "finished": 3, "failed": 0,
                                       "seconds": 5, "retried": "1 config retried: x"}}) == [
         "  a: finished, 3 trials finished, 0 failed, 5 s; 1 config retried: x"]

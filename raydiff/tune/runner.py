@@ -12,6 +12,7 @@ running or had not started: finished trials stay finished, unfinished and errore
 run again (from their last checkpoint), stages never started start.
 """
 
+import collections
 import os
 import threading
 import time
@@ -223,10 +224,12 @@ def _run_stage(stage, results_by_stage, *, sweep, session, uri, tracker, experim
     tracker.close_stale(sweep.name, session, stage=stage.name)
     tracker.end(parent, "FAILED" if failed and not finished else "FINISHED")
     results_by_stage[stage.name] = finished
-    retried = retried_summary(tracker.runs(sweep.name, session=session), stage.name)
+    runs = tracker.runs(sweep.name, session=session)
+    retried = retried_summary(runs, stage.name)
+    hosts = hosts_summary(runs, stage.name, _alive_hosts())
     print(f"raydiff: stage {stage.name}: {len(finished)} trials finished, {failed} failed"
           + (f" (configs, in {len(specs)} packed trials)" if len(specs) < configs else "")
-          + (f"; {retried}" if retried else ""), flush=True)
+          + (f"; {hosts}" if hosts else "") + (f"; {retried}" if retried else ""), flush=True)
     return {"finished": len(finished), "failed": failed, "retried": retried}
 
 
@@ -286,6 +289,26 @@ def retried_summary(runs, stage):
     return (f"{len(again)} {'config' if len(again) == 1 else 'configs'} retried: "
             f"{len(epochs)} resumed from a checkpoint{span}, {over} started over; "
             f"finished on {', '.join(nodes)}")
+
+
+def _alive_hosts():
+    """The addresses of the cluster's live nodes."""
+    return sorted({n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")})
+
+
+def hosts_summary(runs, stage, hosts):
+    """Where the finished configs of ``stage`` ran, from their runs' ``raydiff.node`` tags,
+    on a cluster of more than one host: e.g. "ran on 10.0.0.1: 33, 10.0.0.2: 9"; a live
+    host that ran none shows 0 (Tune gives a pending trial to an actor that has just
+    finished, so trials shorter than a worker's start may all run where actors are warm).
+    Empty on one host."""
+    placed = collections.Counter(r.data.tags.get("raydiff.node", "?") for r in runs
+                                 if r.data.tags.get(tracking.TAG_STAGE) == stage
+                                 and r.info.status == "FINISHED")
+    every = sorted(set(hosts) | set(placed))
+    if len(every) < 2:
+        return ""
+    return "ran on " + ", ".join(f"{h}: {placed.get(h, 0)}" for h in every)
 
 
 def _packed_specs(stage, specs, keys, datasets):
