@@ -319,6 +319,27 @@ def test_a_pack_checkpoint_is_used_only_for_the_configs_it_was_saved_for():
     state, why = _pack_resume_state(saved, [2, 3])         # config 0 finished since
     assert state is None and "restarting those from scratch" in why
     assert _pack_resume_state(None, [0]) == (None, None)
+    # a checkpoint saved before the typed trial contract names its configs "pack_members"
+    assert _pack_resume_state({"pack_members": [0, 2], "pack": {"epoch": 3}}, [0, 2]) == \
+        ({"epoch": 3}, None)
+
+
+def test_specs_of_sessions_started_before_the_kind_field_still_resume():
+    """Tune's saved state of an older session holds the trial dicts as they were then:
+    --resume reads them as the specs they stand for."""
+    from raydiff.tune.spec import PackSpec, TrialSpec, from_tune, tune_value
+    one = {"stage": "main", "experiment": "train_classifier", "config": {"seed": 1},
+           "params": {"seed": 1}, "upstream": {}, "name": "train_classifier seed=1"}
+    two = dict(one, config={"seed": 2}, params={"seed": 2}, name="train_classifier seed=2")
+    assert from_tune({"trial": dict(one)}) == TrialSpec(**one)
+    old_pack = {"stage": "main", "experiment": "train_classifier",
+                "name": "main pack of 2 (seed)", "params": {"seed": "2 values"},
+                "pack": [one, two], "pack_digest": "0123abcd"}
+    pack = from_tune({"trial": old_pack})
+    assert pack == PackSpec("main", "train_classifier", "main pack of 2 (seed)",
+                            {"seed": "2 values"}, [TrialSpec(**one), TrialSpec(**two)],
+                            "0123abcd")
+    assert from_tune({"trial": tune_value(pack)}) == pack          # and today's round trip
 
 
 # -- isolation --------------------------------------------------------------------------------

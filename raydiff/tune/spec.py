@@ -70,9 +70,15 @@ def tune_value(spec):
 
 
 def from_tune(config):
-    """The TrialSpec or PackSpec of a Tune trial's ``config`` (:func:`tune_value`)."""
+    """The TrialSpec or PackSpec of a Tune trial's ``config`` (:func:`tune_value`); also
+    the plain dicts of sessions started before specs had a ``kind`` (a pack's configs
+    under ``pack``, its digest under ``pack_digest``), so that ``--resume`` finishes them."""
     data = dict(config["trial"])
-    if data.pop("kind") == "pack":
+    kind = data.pop("kind", None)
+    if kind is None and "pack" in data:
+        data["configs"], data["digest"] = data.pop("pack"), data.pop("pack_digest", "")
+        kind = "pack"
+    if kind == "pack":
         data["configs"] = [TrialSpec(**c) for c in data["configs"]]
         return PackSpec(**data)
     return TrialSpec(**data)

@@ -343,7 +343,9 @@ def _pack_resume_state(saved, positions):
     from a pack trial's checkpoint, for the configs (positions) it trains now."""
     if saved is None:
         return None, None
-    found = saved.get("pack_configs") if isinstance(saved, dict) else None
+    # "pack_members": the key of checkpoints saved before the typed trial contract
+    found = (saved.get("pack_configs", saved.get("pack_members"))
+             if isinstance(saved, dict) else None)
     if found != list(positions):
         return None, (f"pack checkpoint saved for configs {found}, unfinished now "
                       f"{list(positions)}: restarting those from scratch")
