@@ -38,7 +38,7 @@ test-hosts: $(STAMP)
 # CPU benchmarks, each printing ratios measured in its own run (docs/performance.md);
 # BENCH_ARGS=--smoke runs them at tiny sizes. wrn_epoch.py and data_params_demo.py take
 # their own arguments and are run by hand.
-BENCHMARKS := engine_vs_loop grid_throughput overhead memory gpu_packing pack_throughput models_per_hour stage_graph
+BENCHMARKS := engine_vs_loop grid_throughput overhead memory gpu_packing pack_throughput models_per_hour stage_graph eval_passes
 bench: $(STAMP)
 	for b in $(BENCHMARKS); do nice $(PY) benchmarks/$$b.py $(BENCH_ARGS) || exit 1; done
 

@@ -75,6 +75,11 @@ def test_vog_pass_smoke_scores_agree_with_the_stored_maps():
     assert "scores agree with the stored maps" in out and "summary: VoG pass" in out
 
 
+def test_eval_passes_smoke_shared_passes_change_no_number():
+    out = _bench("eval_passes")
+    assert "max |diff| 0.0e+00 over" in out and "summary: shared over separate" in out
+
+
 # the rest start a local Ray (and MLflow): tens of seconds each even at smoke size
 
 @pytest.mark.slow

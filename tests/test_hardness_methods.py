@@ -13,8 +13,9 @@ from scipy.special import softmax
 from raydiff.data import Dataset
 from raydiff.engine.detector import (detect, label_probability_sequences, train_detector)
 from raydiff.engine.grad_norm import per_sample_grad_norms
-from raydiff.engine.perturb import (augmentations, has_dropout, mc_dropout_probs,
-                                    penultimate)
+from raydiff.engine.perturb import (augmentations, augmented_probs, has_dropout,
+                                    logits_and_penultimate, mc_dropout_probs, penultimate)
+from raydiff.engine.train import predict
 from raydiff.experiments import (confident_learning, crossval, cscore, detector, dynamics,
                                  identify, train_classifier, vog)
 from raydiff.experiments.base import Report, Upstream
@@ -144,6 +145,24 @@ def test_mc_dropout_passes_differ_repeat_with_the_seed_and_need_dropout():
     mlp = get_model("simple_nn", input_shape=(4,), num_classes=3, seed=0)
     with pytest.raises(ValueError, match="no dropout layer"):
         mc_dropout_probs(mlp, torch.randn(2, 4))
+
+
+def test_shared_passes_give_the_numbers_of_separate_ones():
+    """model_inputs' short cuts (logits and embeddings from one pass; LeNet's features
+    once for every MC-dropout pass; ALLSH's clean view from the logits) change no
+    number: a wrapper without ``classify`` runs the full passes."""
+    model = get_model("lenet", input_shape=(1, 16, 16), num_classes=4, seed=0)
+    full = torch.nn.Sequential(model)                     # the same network, no short cut
+    x = torch.randn(10, 1, 16, 16)
+    logits, emb = logits_and_penultimate(model, x, batch_size=4)
+    assert torch.equal(logits, predict(model, x, batch_size=4))
+    assert torch.equal(emb, penultimate(full, x, batch_size=4))
+    assert torch.equal(mc_dropout_probs(model, x, passes=3, seed=5, batch_size=4),
+                       mc_dropout_probs(full, x, passes=3, seed=5, batch_size=4))
+    draw = lambda: torch.Generator().manual_seed(1)                       # noqa: E731
+    assert torch.equal(augmented_probs(model, x, generator=draw(), batch_size=4,
+                                       logits=logits)[0],
+                       augmented_probs(model, x, generator=draw(), batch_size=4)[0])
 
 
 def test_augmentations_keep_the_value_range_and_features_get_noise_only():

@@ -20,18 +20,24 @@ def _last_linear(model):
 
 
 @torch.no_grad()
-def penultimate(model, x, *, batch_size=1024):
-    """(N, D) float tensor: the input of the model's last ``nn.Linear`` (its classifier
-    head, registered last in every network of :mod:`raydiff.models`) for every row of
-    ``x``, in eval mode."""
+def logits_and_penultimate(model, x, *, batch_size=1024):
+    """(logits, embeddings) of the model on every row of ``x``, from one eval pass: the
+    logits as :func:`~raydiff.engine.train.predict` gives them, and the (N, D) float
+    input of the model's last ``nn.Linear`` (its classifier head, registered last in
+    every network of :mod:`raydiff.models`)."""
     head = _last_linear(model)
     seen = []
     hook = head.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].detach()))
     try:
-        predict(model, x, batch_size=batch_size)
+        logits = predict(model, x, batch_size=batch_size)
     finally:
         hook.remove()
-    return torch.cat(seen).float() if seen else torch.zeros((0, head.in_features))
+    return logits, (torch.cat(seen).float() if seen else torch.zeros((0, head.in_features)))
+
+
+def penultimate(model, x, *, batch_size=1024):
+    """(N, D) float tensor: the embedding of :func:`logits_and_penultimate`."""
+    return logits_and_penultimate(model, x, batch_size=batch_size)[1]
 
 
 def has_dropout(model):
@@ -44,7 +50,12 @@ def mc_dropout_probs(model, x, *, passes=10, seed=0, batch_size=1024):
     """(T, N, C) float tensor: softmax of ``passes`` forward passes with the dropout
     layers active and everything else in eval mode (batch norm from running statistics).
     The dropout masks come from a torch RNG seeded with ``seed`` (forked: the global
-    state is untouched), so the passes are reproducible."""
+    state is untouched), so the passes are reproducible.
+
+    A model whose ``forward(x)`` is ``classify(features(x))``, with every dropout layer in
+    ``classify`` (:class:`~raydiff.models.LeNet`), runs ``features`` once: the passes
+    differ only after it. Same batches, same masks in the same order: the same numbers
+    as full passes, for a tenth of LeNet's convolutions at 10 passes."""
     if not has_dropout(model):
         raise ValueError(f"{type(model).__name__} has no dropout layer: every MC-dropout "
                          f"pass would be the same; use a model with dropout (lenet)")
@@ -52,13 +63,17 @@ def mc_dropout_probs(model, x, *, passes=10, seed=0, batch_size=1024):
     model.eval()
     drops = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
     devices = [x.device] if x.device.type == "cuda" else []
+    batches = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
+    stochastic = model
+    if hasattr(model, "classify"):
+        batches = [model.features(b) for b in batches]
+        stochastic = model.classify
     try:
         for m in drops:
             m.train()
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(int(seed))
-            out = torch.stack([torch.cat([F.softmax(model(x[i:i + batch_size]).float(), 1)
-                                          for i in range(0, len(x), batch_size)])
+            out = torch.stack([torch.cat([F.softmax(stochastic(b).float(), 1) for b in batches])
                                for _ in range(passes)])
     finally:
         model.train(was_training)
@@ -105,11 +120,12 @@ def augmentations(x, *, generator=None, names=AUGMENTATIONS, value_range=None):
 
 
 @torch.no_grad()
-def augmented_probs(model, x, *, generator=None, batch_size=1024):
+def augmented_probs(model, x, *, generator=None, batch_size=1024, logits=None):
     """(1 + A, N, C) float tensor: the softmax of ``model`` (eval mode) on ``x`` and on
     each of its A :func:`augmentations` (clipped to the range of the whole ``x``), clean
     first; and the augmentation names. Augmented a batch at a time, so memory stays that
-    of one batch's copies."""
+    of one batch's copies. ``logits``: the model's on ``x`` when already computed (same
+    ``batch_size``), for the clean view without another pass."""
     was_training = model.training
     model.eval()
     value_range = (x.min().item(), x.max().item())
@@ -119,8 +135,9 @@ def augmented_probs(model, x, *, generator=None, batch_size=1024):
             xb = x[lo:lo + batch_size]
             copies = augmentations(xb, generator=generator, value_range=value_range)
             names = list(copies)
-            parts.append(torch.stack([F.softmax(model(v).float(), 1)
-                                      for v in (xb, *copies.values())]))
+            clean = model(xb) if logits is None else logits[lo:lo + batch_size]
+            parts.append(torch.stack([F.softmax(out.float(), 1)
+                                      for out in (clean, *map(model, copies.values()))]))
     finally:
         model.train(was_training)
     return torch.cat(parts, dim=1), names

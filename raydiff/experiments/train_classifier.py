@@ -33,9 +33,10 @@ import torch
 
 from raydiff.data import BATCH_STREAM, INIT_STREAM, SMALL_LOSS_BATCH_STREAM, derived_seed
 from raydiff.data.splits import config_tensors
-from raydiff.engine import accuracy, predict
+from raydiff.engine import accuracy
 from raydiff.engine.packed import Pack
-from raydiff.engine.perturb import augmented_probs, has_dropout, mc_dropout_probs, penultimate
+from raydiff.engine.perturb import (augmented_probs, has_dropout, logits_and_penultimate,
+                                    mc_dropout_probs)
 from raydiff.engine.supervised import fit, make_model
 from raydiff.experiments import _packs
 from raydiff.experiments.base import per_sample_table
@@ -100,15 +101,16 @@ def model_inputs(config, model, x):
     (see :data:`INPUTS`), as float64 numpy arrays; ``dropout_probs`` only when the model
     has a dropout layer."""
     bs = config.eval_batch_size
-    out = {"logits": predict(model, x, batch_size=bs),
-           "embeddings": penultimate(model, x, batch_size=bs)}
+    logits, embeddings = logits_and_penultimate(model, x, batch_size=bs)
+    out = {"logits": logits, "embeddings": embeddings}
     if has_dropout(model):
         out["dropout_probs"] = mc_dropout_probs(
             model, x, passes=config.mc_passes, batch_size=bs,
             seed=derived_seed(config.seed, BATCH_STREAM, MC_DROPOUT_DRAW))
     generator = torch.Generator().manual_seed(derived_seed(config.seed, BATCH_STREAM,
                                                            AUGMENT_DRAW))
-    out["augmented_probs"], _ = augmented_probs(model, x, generator=generator, batch_size=bs)
+    out["augmented_probs"], _ = augmented_probs(model, x, generator=generator, batch_size=bs,
+                                                logits=logits)
     return {k: v.double().cpu().numpy() for k, v in out.items()}
 
 

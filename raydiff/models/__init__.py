@@ -84,8 +84,13 @@ class LeNet(nn.Module):
     def features(self, x):
         return torch.relu(self.fc(self.body(x).flatten(1)))
 
+    def classify(self, z):
+        """The logits of embeddings ``z``: everything of the forward pass after
+        :meth:`features`, the dropout included."""
+        return self.head(self.drop(z))
+
     def forward(self, x):
-        return self.head(self.drop(self.features(x)))
+        return self.classify(self.features(x))
 
 
 def _lenet(input_shape, num_classes, dropout=0.2, **_):
