@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raydiff.data import INIT_STREAM, derived_seed
+from raydiff.data import INIT_STREAM, derived_seed, resolve_hardness
 from raydiff.engine.detector import detect, label_probability_sequences, train_detector
 from raydiff.experiments.base import per_sample_table
 from raydiff.experiments.common import DETECTOR_DRAW
@@ -40,8 +40,6 @@ NEEDS_DATA = False
 # gathered runs need agree only on the data itself, not on seed or noise: the detector
 # trains on one run and scores another
 MATCH_ONLY = ("dataset", "subset_size", "subset_seed", "image_size", "data_root")
-# the keys naming a run's noise, newest first (older runs name the kind noise_kind)
-KIND_KEYS = ("hardness", "noise_kind")
 
 
 @dataclass
@@ -70,10 +68,8 @@ class Config(Common):
 
 
 def _kind(params):
-    for key in KIND_KEYS:
-        if params.get(key) is not None:
-            return params[key]
-    return "uniform"
+    """The kind of hardness of a run with ``params`` (older runs name it noise_kind)."""
+    return resolve_hardness(params.get("hardness"), params.get("noise_kind"))
 
 
 def _describe(up):
