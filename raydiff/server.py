@@ -21,6 +21,7 @@ Only :mod:`raydiff.tracking` imports mlflow; this module runs it as a program.
 import glob
 import hashlib
 import importlib.util
+import json
 import os
 import pwd
 import shutil
@@ -242,32 +243,67 @@ def server_env(backend, workers):
             "MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE": "3600", "PYTHONUNBUFFERED": "1"}
 
 
-def _stop_group(popen, grace=15.0):
+def _stop_group(popen, grace=15.0, *, group=None):
     """SIGTERM the server's process group (the mlflow command, uvicorn and its workers),
-    SIGKILL what is left after ``grace`` seconds."""
-    if popen is None:
+    SIGKILL what is left after ``grace`` seconds. ``group``: the group of a server this
+    process did not start (no Popen to reap)."""
+    if popen is None and group is None:
         return
+    group = popen.pid if popen is not None else group
     try:
-        os.killpg(popen.pid, signal.SIGTERM)
+        os.killpg(group, signal.SIGTERM)
     except ProcessLookupError:
         pass
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        popen.poll()
+        if popen is not None:
+            popen.poll()
         try:
-            os.killpg(popen.pid, 0)
+            os.killpg(group, 0)
         except ProcessLookupError:
             break
         time.sleep(0.2)
     else:
         try:
-            os.killpg(popen.pid, signal.SIGKILL)
+            os.killpg(group, signal.SIGKILL)
         except ProcessLookupError:
             pass
     try:
-        popen.wait(timeout=10)
+        if popen is not None:
+            popen.wait(timeout=10)
     except subprocess.TimeoutExpired:
         pass
+
+
+# which mlflow server a raydiff server serving from a folder started (its process group)
+GROUP_FILE = "mlflow-server.json"
+
+
+def _cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def _stop_left_server(folder, out):
+    """Stop the mlflow server that a raydiff server killed outright (SIGKILL, OOM) left
+    serving from ``folder``, as :meth:`Postgres.start` stops its PostgreSQL: else it holds
+    the port, and a restart is refused. One whose raydiff server still runs is left
+    alone (the port check then says the port is taken)."""
+    path = folder / GROUP_FILE
+    try:
+        left = json.loads(path.read_text())
+        parent, group = int(left["raydiff"]), int(left["mlflow"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if b"server" in _cmdline(parent) and any(b"raydiff" in a for a in _cmdline(parent)):
+        return
+    if b"mlflow" in _cmdline(group) and b"server" in _cmdline(group):
+        _stop_group(None, group=group)
+        out(f"raydiff: stopped the mlflow server (process group {group}) left in {folder} "
+            f"by a raydiff server killed outright (pid {parent})", flush=True)
+    path.unlink(missing_ok=True)
 
 
 def serve(*, host="127.0.0.1", port=5000, folder="mlflow-server", backend=None,
@@ -282,6 +318,7 @@ def serve(*, host="127.0.0.1", port=5000, folder="mlflow-server", backend=None,
     folder = Path(folder).expanduser().absolute()
     folder.mkdir(parents=True, exist_ok=True)
     artifacts = artifacts_destination or str(folder / "artifacts")
+    _stop_left_server(folder, out)
     _check_port(host, port)
     stopping = {"now": False}
 
@@ -297,6 +334,8 @@ def serve(*, host="127.0.0.1", port=5000, folder="mlflow-server", backend=None,
         log = folder / "server.log"
         popen = _start_mlflow(store, host=host, port=port, folder=folder, log=log,
                               artifacts=artifacts, workers=workers, backend=backend)
+        (folder / GROUP_FILE).write_text(json.dumps({"raydiff": os.getpid(),
+                                                     "mlflow": popen.pid}))
         url = _url(host, port)
         local = _url(_connect_host(host), port)
         _wait_healthy(popen, local, log)
@@ -317,6 +356,7 @@ def serve(*, host="127.0.0.1", port=5000, folder="mlflow-server", backend=None,
         stopping["now"] = True        # a second signal does not cut the clean-up short
         try:
             _stop_group(popen)
+            (folder / GROUP_FILE).unlink(missing_ok=True)
             if pg is not None:
                 pg.stop()
         finally:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from procs import Proc, _running, descendants, free_port, wait_until
+from procs import Proc, _running, descendants, free_port, signal_all, wait_until
 from raydiff import server, tracking
 
 needs_postgres = pytest.mark.skipif(
@@ -110,3 +110,36 @@ def test_a_taken_port_is_refused_naming_the_option(tmp_path):
 def test_an_unknown_backend_is_refused_with_the_choices(tmp_path):
     with pytest.raises(server.ServerError, match="unknown backend 'mysql'.*postgresql, sqlite"):
         server.serve(folder=tmp_path, backend="mysql")
+
+
+def test_a_server_killed_outright_is_replaced_by_the_next_start_in_its_folder(tmp_path):
+    """SIGKILL reaches `raydiff server` alone: its mlflow server lives on and holds the
+    port. The next `raydiff server` in the same folder stops that one and serves."""
+    port, folder = free_port(), tmp_path / "srv"
+    args = [sys.executable, "-m", "raydiff.cli", "server", "--port", port, "--dir", folder,
+            "--backend", "sqlite", "--workers", "1"]
+    first = Proc(args, log=tmp_path / "first.out")
+    second, left = None, []
+    try:
+        wait_until(lambda: "tracking URI" in first.output(), 300, "raydiff server", proc=first)
+        uri = re.search(r"tracking URI (\S+)", first.output()).group(1)
+        left = [p for p in descendants(first.pid) if p != first.pid]
+        os.kill(first.pid, signal.SIGKILL)
+        first.popen.wait(timeout=30)
+        assert server.healthy(uri) and any(_running(p) for p in left)     # still serving
+
+        second = Proc(args, log=tmp_path / "second.out")
+        wait_until(lambda: "tracking URI" in second.output(), 300, "the second raydiff server",
+                   proc=second)
+        assert f"left in {folder} by a raydiff server killed outright (pid {first.pid})" in \
+            second.output()
+        assert not any(_running(p) for p in left)
+        assert server.healthy(uri)                                     # the second one's
+        os.kill(second.pid, signal.SIGTERM)
+        assert second.popen.wait(timeout=120) == 0
+        assert not (folder / server.GROUP_FILE).exists()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+        signal_all([p for p in left if _running(p)], signal.SIGKILL)
