@@ -302,9 +302,10 @@ def hosts_summary(runs, stage, hosts):
     host that ran none shows 0 (Tune gives a pending trial to an actor that has just
     finished, so trials shorter than a worker's start may all run where actors are warm).
     Empty on one host."""
-    placed = collections.Counter(r.data.tags.get("raydiff.node", "?") for r in runs
+    placed = collections.Counter(r.data.tags["raydiff.node"] for r in runs
                                  if r.data.tags.get(tracking.TAG_STAGE) == stage
-                                 and r.info.status == "FINISHED")
+                                 and r.info.status == "FINISHED"
+                                 and "raydiff.node" in r.data.tags)
     every = sorted(set(hosts) | set(placed))
     if len(every) < 2:
         return ""
