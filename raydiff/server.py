@@ -297,9 +297,10 @@ def _stop_left_server(folder, out):
         parent, group = int(left["raydiff"]), int(left["mlflow"])
     except (OSError, ValueError, KeyError, TypeError):
         return
-    if b"server" in _cmdline(parent) and any(b"raydiff" in a for a in _cmdline(parent)):
+    serving, leader = _cmdline(parent), _cmdline(group)
+    if b"server" in serving and any(b"raydiff" in a for a in serving):
         return
-    if b"mlflow" in _cmdline(group) and b"server" in _cmdline(group):
+    if b"mlflow" in leader and b"server" in leader:
         _stop_group(None, group=group)
         out(f"raydiff: stopped the mlflow server (process group {group}) left in {folder} "
             f"by a raydiff server killed outright (pid {parent})", flush=True)

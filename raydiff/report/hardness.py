@@ -471,6 +471,10 @@ def _cd_figures(ctx, tests):
                                     title=title))
 
 
+# the heatmap's panel titles when kinds have different grids: each kind's lowest p, ...
+PLACES = ("lowest", "second", "third", "fourth", "fifth")
+
+
 def heatmap_panels(summary, ranks):
     """[(panel title, methods x kinds frame of mean AUPRC)] for the heatmap: one panel per
     ratio when every kind of a dataset has the same ratios; otherwise (far-OOD at 5 / 10 /
@@ -500,8 +504,7 @@ def heatmap_panels(summary, ranks):
                 cells = part[(part["hardness"] == k) & (part["ratio"] == ratio)]
                 columns[f"{k} ({ratio:g})"] = cells.set_index("method")["auprc_mean"]
             grid = pd.DataFrame(columns).reindex(index=methods)
-            order = ["lowest", "second", "third", "fourth", "fifth"]
-            name = order[position] if position < len(order) else f"#{position + 1}"
+            name = PLACES[position] if position < len(PLACES) else f"#{position + 1}"
             panels.append((f"{where}each kind's {name} p", grid))
     return panels
 
